@@ -1,0 +1,84 @@
+"""Distributed data parallel plumbing for ``torchrun``: ranks, sharding and agreement.
+
+Under ``torchrun --nproc_per_node=N`` every process trains on its own shard of each
+epoch's batches; rank 0 alone validates and writes files, and decisions that must be
+the same everywhere (stop now, the learning rate after a plateau) are broadcast from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device_type: str) -> DistInfo:
+    """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(env_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shard(batches: list[np.ndarray], info: DistInfo) -> list[np.ndarray]:
+    """This rank's batches: every world-th one, with the same count on every rank."""
+    if not info.enabled:
+        return batches
+    usable = len(batches) - len(batches) % info.world
+    return batches[info.rank : usable : info.world]
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (e.g. a signal arrived)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def from_main(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Rank 0's ``values`` on every rank."""
+    if not info.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return tensor.tolist()

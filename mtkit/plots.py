@@ -1,0 +1,51 @@
+"""Attention heatmaps (matplotlib is an optional extra: ``pip install mtkit[plots]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mtkit.errors import MtkitError
+from mtkit.search import Hypothesis
+from mtkit.translator import Translator
+
+
+def save_attention_plots(
+    translator: Translator,
+    sources: Sequence[str],
+    results: Sequence[Sequence[Hypothesis]],
+    folder: Path,
+) -> int:
+    """One PNG per non-empty input line (``00001.png`` for line 1), best hypothesis only.
+
+    The source axis is in reading order even when the model reads the source reversed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MtkitError("--attention-plots needs matplotlib: pip install 'mtkit[plots]'") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for number, (source, hyps) in enumerate(zip(sources, results, strict=True), start=1):
+        best = hyps[0]
+        if not source.strip() or best.attention is None:
+            continue
+        labels, weights = translator.source_axis(source, best.attention)
+        targets = [translator.codec.tgt.id_to_piece(t) for t in best.tokens] + ["</s>"]
+        width = max(4.0, 0.45 * len(labels) + 1.5)
+        height = max(3.0, 0.4 * len(targets) + 1.5)
+        fig, ax = plt.subplots(figsize=(width, height))
+        ax.imshow(weights[: len(targets)].numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(targets)), targets, fontsize=8)
+        ax.set_xlabel("source (reading order)")
+        ax.set_ylabel("output")
+        ax.set_title(best.text[:80], fontsize=9)
+        fig.tight_layout()
+        fig.savefig(folder / f"{number:05d}.png", dpi=100)
+        plt.close(fig)
+        written += 1
+    return written

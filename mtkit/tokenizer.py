@@ -1,0 +1,146 @@
+"""Sentencepiece subwords and the one place where text becomes model ids and back.
+
+Models are kept as serialized bytes so that a checkpoint can carry them: a trained
+model never depends on a tokenizer file lying next to it. Special ids are fixed for
+every model, so batching and search code can use the constants below.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import sentencepiece as spm
+
+from mtkit.config import TokenizerConfig
+from mtkit.errors import DataError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class SubwordModel:
+    """One sentencepiece model, loaded from bytes."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        self.model_bytes = model_bytes
+        self._sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+        self._threads = max(1, min(4, os.cpu_count() or 1))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._sp.get_piece_size())
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Subword ids of each text (sentencepiece's batch API, in C++ threads)."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=self._threads)
+
+    def pieces(self, text: str) -> list[str]:
+        return self._sp.encode(text, out_type=str)
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Detokenized text of each id sequence (special ids are dropped by sentencepiece)."""
+        return self._sp.decode([list(seq) for seq in ids])
+
+    def id_to_piece(self, index: int) -> str:
+        return str(self._sp.id_to_piece(index))
+
+    def piece_to_id(self, piece: str) -> int:
+        return int(self._sp.piece_to_id(piece))
+
+
+def train_subword_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Train a sentencepiece model on ``sentences`` and return it serialized.
+
+    ``vocab_size`` is an upper bound (``hard_vocab_limit=false``), so a tiny corpus
+    gets the vocabulary it can support instead of an error.
+    """
+    spm.set_random_generator_seed(1)
+    buffer = io.BytesIO()
+    non_empty: Iterator[str] = (s for s in sentences if s)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=non_empty,
+            model_writer=buffer,
+            model_type=cfg.type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=cfg.max_sentences,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            max_sentence_length=65536,
+            num_threads=max(1, os.cpu_count() or 1),
+            minloglevel=2,
+        )
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        raise DataError(f"sentencepiece training failed: {first_line}") from None
+    return buffer.getvalue()
+
+
+class TextCodec:
+    """Text <-> ids for one language pair, with the source processing of the classic recipe.
+
+    Source ids are the subword pieces, reversed when ``reverse_source`` (Sutskever et al.
+    2014), followed by EOS. Training and translation both call :meth:`encode_source`,
+    so a model is always fed its input exactly as it was trained.
+    """
+
+    def __init__(self, src: SubwordModel, tgt: SubwordModel, reverse_source: bool) -> None:
+        self.src = src
+        self.tgt = tgt
+        self.reverse_source = reverse_source
+
+    @property
+    def joint(self) -> bool:
+        return self.src is self.tgt
+
+    def encode_source(self, texts: Sequence[str]) -> list[list[int]]:
+        return [source_ids(p, self.reverse_source) for p in self.src.encode(texts)]
+
+    def encode_target(self, texts: Sequence[str]) -> list[list[int]]:
+        """Target pieces without BOS/EOS (batching adds them)."""
+        return self.tgt.encode(texts)
+
+    def decode_target(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return self.tgt.decode([strip_special(seq) for seq in ids])
+
+    def source_pieces(self, text: str) -> list[str]:
+        """Source pieces in reading order (for attention plots)."""
+        return self.src.pieces(text)
+
+    def to_state(self) -> dict[str, object]:
+        """What a checkpoint stores to rebuild this codec."""
+        return {
+            "src_model": self.src.model_bytes,
+            "tgt_model": None if self.joint else self.tgt.model_bytes,
+            "reverse_source": self.reverse_source,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> TextCodec:
+        src = SubwordModel(bytes(state["src_model"]))  # type: ignore[arg-type]
+        tgt_bytes = state.get("tgt_model")
+        tgt = src if tgt_bytes is None else SubwordModel(bytes(tgt_bytes))  # type: ignore[arg-type]
+        return cls(src, tgt, bool(state["reverse_source"]))
+
+
+def source_ids(pieces: Sequence[int], reverse: bool) -> list[int]:
+    """Model input for one source sentence: pieces (reversed if asked) + EOS."""
+    body = list(reversed(pieces)) if reverse else list(pieces)
+    return [*body, EOS_ID]
+
+
+def strip_special(ids: Sequence[int]) -> list[int]:
+    """Cut a generated sequence at its first EOS and drop BOS/PAD."""
+    out: list[int] = []
+    for i in ids:
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            out.append(int(i))
+    return out

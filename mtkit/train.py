@@ -1,0 +1,129 @@
+"""``python -m mtkit.train``: the Hydra entry point.
+
+Hydra composes ``conf/`` against the dataclass schemas, picks the run directory
+(``hydra.run.dir``) and hands over; everything below takes plain dataclasses. Before
+Hydra starts, the overrides are composed once more to turn a bad key, a bad value or an
+unwritable run directory into a one-line error instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from mtkit.config import CONF_DIR, describe_omegaconf_error, register_configs, to_run_config
+from mtkit.distributed import env_rank
+from mtkit.errors import ConfigError, MtkitError
+from mtkit.trainer import fit
+
+log = logging.getLogger("mtkit")
+register_configs()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    _setup_console_logging()
+    try:
+        run = to_run_config(cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        summary = fit(run, run_dir)
+    except MtkitError as error:
+        print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if summary.get("signal"):
+        raise SystemExit(128 + int(summary["signal"]))
+    if env_rank() == 0:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+
+
+def _setup_console_logging() -> None:
+    logger = logging.getLogger("mtkit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if env_rank() == 0 else logging.WARNING)
+    logger.propagate = False
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose the config with ``overrides``; raise a one-line ConfigError if it is invalid."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        run_dir = str(cfg.hydra.run.dir)
+        to_run_config(cfg)
+    except HydraException as error:
+        raise ConfigError(_describe_hydra_error(error)) from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(describe_omegaconf_error(error)) from None
+    _check_writable(Path(run_dir))
+
+
+def _describe_hydra_error(error: HydraException) -> str:
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return describe_omegaconf_error(cause)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Available options"):  # an unknown preset: list the choices
+            choices = []
+            for option in lines[i + 1 :]:
+                if option.startswith("Config search path"):
+                    break
+                choices.append(option)
+            return f"{' '.join(lines[:i])}; {line} {', '.join(choices)}"
+    return "; ".join(lines[:2]) if lines else type(error).__name__
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Try to create a scratch folder where the run directory will go."""
+    existing = run_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        Path(tempfile.mkdtemp(prefix=".mtkit-check-", dir=existing)).rmdir()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            f"cannot write the run directory {run_dir} (hydra.run.dir): {reason}"
+        ) from None
+
+
+def main() -> None:
+    overrides = sys.argv[1:]
+    plain = [a for a in overrides if not a.startswith("-")]
+    flags_only_hydra = any(a.startswith("-") for a in overrides)
+    try:
+        if not flags_only_hydra:
+            check_overrides(plain)
+    except MtkitError as error:
+        print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    scratch = None
+    if env_rank() > 0:
+        # Only rank 0 writes a run directory; the others get a throwaway one.
+        scratch = tempfile.mkdtemp(prefix="mtkit-rank-")
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    try:
+        _hydra_main()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

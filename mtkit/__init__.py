@@ -5,13 +5,34 @@ The Python entry points most users need::
     from mtkit import Translator
     translator = Translator.from_checkpoint("runs/x/best.pt")
     translator.translate(["A sentence."], beam_size=5)
+
+Names are imported on first use, so command-line tools start (and report mistakes) fast.
 """
 
-from mtkit.checkpoint import load_checkpoint
-from mtkit.model import Seq2Seq
-from mtkit.search import Hypothesis
-from mtkit.translator import Translator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "Translator": "mtkit.translator",
+    "Hypothesis": "mtkit.search",
+    "Seq2Seq": "mtkit.model",
+    "load_checkpoint": "mtkit.checkpoint",
+}
+
 __all__ = ["Hypothesis", "Seq2Seq", "Translator", "__version__", "load_checkpoint"]
+
+if TYPE_CHECKING:
+    from mtkit.checkpoint import load_checkpoint
+    from mtkit.model import Seq2Seq
+    from mtkit.search import Hypothesis
+    from mtkit.translator import Translator
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mtkit' has no attribute {name!r}")

@@ -355,12 +355,36 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     try:
         if "hydra" in cfg:
             cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # type: ignore[arg-type]
+        _reject_unknown_keys(cfg, RunConfig, [])
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise ConfigError(describe_omegaconf_error(error)) from None
     assert isinstance(run, RunConfig)
+    _require_data_source(run.data)
     return run
+
+
+def _reject_unknown_keys(node: Any, schema: type, path: list[str]) -> None:
+    """Catch keys added with Hydra's ``+key=value``, which bypass the schema."""
+    if not isinstance(node, DictConfig):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key in node:
+        name = str(key)
+        if name not in known:
+            where = ".".join([*path, name])
+            raise ConfigError(f"unknown config key '{where}'; valid keys: {', '.join(known)}")
+        factory = known[name].default_factory
+        if is_dataclass(factory):
+            _reject_unknown_keys(node[name], factory, [*path, name])  # type: ignore[arg-type]
+
+
+def _require_data_source(data: DataConfig) -> None:
+    if data.format == "dir" and not data.dir:
+        raise ConfigError("config key 'data.dir' must be set (a folder of {split}.{lang} files)")
+    if data.format == "hf" and not data.name:
+        raise ConfigError("config key 'data.name' must be set (a dataset id or local path)")
 
 
 def to_yaml(run: RunConfig) -> str:

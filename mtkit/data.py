@@ -292,6 +292,7 @@ def _cache_key(cfg: DataConfig, tok_cfg: TokenizerConfig, sources: dict[str, Spl
         "format": CACHE_FORMAT,
         "splits": {role: s.fingerprint for role, s in sources.items()},
         "tokenizer": asdict(tok_cfg),
+        "languages": [cfg.src_lang, cfg.tgt_lang, cfg.hf_config],
         "reverse_source": cfg.reverse_source,
         "max_len": cfg.max_len,
     }

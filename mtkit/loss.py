@@ -125,11 +125,12 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 def proposal_distribution(kind: str, vocab_size: int, counts: np.ndarray | None) -> torch.Tensor:
     """Q over target ids: log-uniform over frequency ranks (Zipf), unigram, or uniform.
 
-    PAD and BOS are never targets and get no mass. Without counts the id order stands in
-    for the frequency rank (sentencepiece orders pieces roughly by frequency).
+    ``uniform`` covers every id. The frequency-based proposals give PAD and BOS (never
+    targets) no mass; without counts, the id order stands in for the frequency rank
+    (sentencepiece orders pieces roughly by frequency).
     """
     if kind == "uniform":
-        q = torch.ones(vocab_size, dtype=torch.float64)
+        return torch.full((vocab_size,), 1.0 / vocab_size)
     else:
         freq = (
             np.zeros(vocab_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import zip_longest
 from pathlib import Path
 
 from mtkit.errors import DataError
@@ -26,8 +27,11 @@ def require_file(path: str | Path, what: str) -> Path:
     return resolved
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded and stripped text) for each line of ``path``."""
+def iter_lines(path: Path, strip: bool = True) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded text) for each line of ``path``.
+
+    The text is stripped of surrounding whitespace, or only of its line end if not ``strip``.
+    """
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -36,7 +40,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise DataError(
                     f"{path}:{number}: invalid UTF-8 ({error.reason} at byte {error.start})"
                 ) from None
-            yield number, text.strip()
+            yield number, text.strip() if strip else text.rstrip("\r\n")
 
 
 def count_lines(path: Path) -> int:
@@ -46,23 +50,19 @@ def count_lines(path: Path) -> int:
 
 def iter_file_pair(src_path: Path, tgt_path: Path) -> Iterator[Pair]:
     """Pairs from two line-aligned files; a differing line count is an error naming both."""
-    src_lines = iter_lines(src_path)
-    tgt_lines = iter_lines(tgt_path)
-    for (_, src), (_, tgt) in zip(src_lines, tgt_lines, strict=False):
-        yield src, tgt
-    leftover_src = next(src_lines, None)
-    leftover_tgt = next(tgt_lines, None)
-    if leftover_src is not None or leftover_tgt is not None:
-        n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
-        raise DataError(
-            f"line count mismatch: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}"
-        )
+    for src, tgt in zip_longest(iter_lines(src_path), iter_lines(tgt_path)):
+        if src is None or tgt is None:
+            n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
+            raise DataError(
+                f"line count mismatch: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}"
+            )
+        yield src[1], tgt[1]
 
 
 def iter_tsv(path: Path) -> Iterator[Pair]:
     """Pairs from ``source<TAB>target`` lines (a blank line is an empty pair)."""
-    for number, line in iter_lines(path):
-        if not line:
+    for number, line in iter_lines(path, strip=False):
+        if not line.strip():
             yield "", ""
             continue
         fields = line.split("\t")

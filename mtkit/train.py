@@ -9,6 +9,7 @@ unwritable run directory into a one-line error instead of a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -21,17 +22,22 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mtkit.config import CONF_DIR, describe_omegaconf_error, register_configs, to_run_config
-from mtkit.distributed import env_rank
 from mtkit.errors import ConfigError, MtkitError
-from mtkit.trainer import fit
 
 log = logging.getLogger("mtkit")
+
+
+def env_rank() -> int:
+    """This process's rank under torchrun (0 otherwise); read without importing torch."""
+    return int(os.environ.get("RANK", "0"))
 register_configs()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     _setup_console_logging()
+    from mtkit.trainer import fit  # imported here so that config errors are reported fast
+
     try:
         run = to_run_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
@@ -100,6 +101,7 @@ class Progress:
     interval_loss: float = 0.0
     interval_tokens: int = 0
     interval_time: float = 0.0
+    validated_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -177,6 +179,7 @@ class Trainer:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         else:
             torch.manual_seed(self.run.train.seed + self.dist.rank + self.progress.step)
+        self._carry_best(Path(path))
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
             path,
@@ -184,6 +187,14 @@ class Trainer:
             self.progress.epoch,
             self.progress.batch_in_epoch,
         )
+
+    def _carry_best(self, resumed_from: Path) -> None:
+        """Resuming into a new run directory brings the old best.pt along."""
+        best = resumed_from.parent / "best.pt"
+        target = self.run_dir / "best.pt"
+        if self.dist.is_main and best.is_file() and best.resolve() != target.resolve():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(best, target)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -319,6 +330,7 @@ class Trainer:
     def _validate_and_save(self, start: float) -> str:
         """Validate on rank 0, write metrics and checkpoints; returns a stop reason or ''."""
         stop, decayed_base = 0.0, self.lr.base
+        self.progress.validated_step = self.progress.step
         if self.dist.is_main:
             metrics = self.validate()
             row = self._metrics_row(metrics, start)
@@ -527,8 +539,7 @@ class Trainer:
                 )
             summary["signal"] = self._stop_signal
             return summary
-        last_row = p.history[-1]["step"] if p.history else -1
-        if last_row != p.step and p.step > 0:
+        if p.validated_step != p.step:
             self._validate_and_save(start)
         if self.dist.is_main:
             log.info(

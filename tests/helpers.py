@@ -1,0 +1,113 @@
+"""Small run configurations and helpers shared by the training, translation and CLI tests."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from mtkit.config import (
+    DataConfig,
+    DecodeConfig,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DETERMINISTIC_COLUMNS = [
+    "step",
+    "epoch",
+    "train_loss",
+    "train_ppl",
+    "val_loss",
+    "val_ppl",
+    "val_bleu",
+    "lr",
+]
+
+
+def tiny_run(corpus_dir: Path, **train: object) -> RunConfig:
+    """A run that trains a very small model on a ``tiny_corpus_dir`` in seconds."""
+    train_cfg = TrainConfig(
+        device="cpu",
+        precision="fp32",
+        threads=1,
+        lr=0.005,
+        valid_every=5,
+        max_steps=10,
+        log_every=5,
+        patience=None,
+        test_at_end=False,
+    )
+    for key, value in train.items():
+        setattr(train_cfg, key, value)
+    return RunConfig(
+        data=DataConfig(
+            format="dir",
+            dir=str(corpus_dir),
+            src_lang="xx",
+            tgt_lang="yy",
+            batch_tokens=120,
+            max_len=50,
+        ),
+        tokenizer=TokenizerConfig(vocab_size=60),
+        model=ModelConfig(embed_dim=16, encoder_hidden=16, decoder_hidden=24, dropout=0.1),
+        loss=LossConfig(label_smoothing=0.1),
+        train=train_cfg,
+        decode=DecodeConfig(beam_size=3, max_len_b=12, batch_tokens=400),
+    )
+
+
+TINY_OVERRIDES = [
+    "data=local",
+    "data.src_lang=xx",
+    "data.tgt_lang=yy",
+    "data.batch_tokens=120",
+    "tokenizer.vocab_size=60",
+    "model=small",
+    "model.embed_dim=16",
+    "model.encoder_hidden=16",
+    "model.decoder_hidden=24",
+    "train.device=cpu",
+    "train.precision=fp32",
+    "train.threads=1",
+    "train.valid_every=5",
+    "train.log_every=5",
+    "train.test_at_end=false",
+]
+
+
+def read_metrics(run_dir: Path, columns: list[str] = DETERMINISTIC_COLUMNS) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return [{c: row[c] for c in columns} for row in csv.DictReader(handle)]
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["weights"]
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` and capture its text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,311 @@
+"""Every preset in conf/ composes against the schema; bad overrides give one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import MISSING, OmegaConf
+
+import mtkit.config
+from mtkit.config import CONF_DIR, DATA_DIR, RunConfig, register_configs, to_run_config
+from mtkit.errors import ConfigError
+
+GROUPS = ("data", "decode", "loss", "model", "train")
+
+# Values for the keys a preset leaves mandatory (``???``).
+FILL: dict[str, list[str]] = {
+    "files": [
+        "data.train=[a.xx,a.yy]",
+        "data.valid=[b.xx,b.yy]",
+        "data.src_lang=xx",
+        "data.tgt_lang=yy",
+    ],
+    "tsv": ["data.train=[a.tsv]", "data.valid=[b.tsv]", "data.src_lang=xx", "data.tgt_lang=yy"],
+    "jsonl": [
+        "data.train=[a.jsonl]",
+        "data.valid=[b.jsonl]",
+        "data.src_lang=xx",
+        "data.tgt_lang=yy",
+    ],
+    "hub": ["data.name=some/dataset", "data.src_lang=xx", "data.tgt_lang=yy"],
+    "local": ["data.dir=/corpora/x", "data.src_lang=xx", "data.tgt_lang=yy"],
+    "multi30k": ["data.dir=/corpora/multi30k"],
+    "tatoeba_en_fr": ["data.dir=/corpora/tatoeba"],
+}
+
+
+def presets() -> list[tuple[str, str]]:
+    found = sorted((p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml"))
+    assert {group for group, _ in found} == set(GROUPS)
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schema() -> None:
+    register_configs()
+
+
+def composed(overrides: list[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def run_config(overrides: list[str]) -> RunConfig:
+    return to_run_config(composed(overrides))
+
+
+def flat(prefix: str, node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from flat(f"{prefix}.{key}" if prefix else str(key), value)
+    else:
+        yield prefix, node
+
+
+def lookup(run: RunConfig, dotted: str) -> Any:
+    value: Any = asdict(run)
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def preset_values(group: str, name: str) -> dict[str, Any]:
+    """The keys a preset file sets, as dotted paths from the root, with ??? left out."""
+    node = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    text = (CONF_DIR / group / f"{name}.yaml").read_text()
+    package_global = "# @package _global_" in text
+    raw = OmegaConf.to_container(node, resolve=False)
+    assert isinstance(raw, dict)
+    values = dict(flat("" if package_global else group, raw))
+    return {k: v for k, v in values.items() if v != MISSING}
+
+
+@pytest.mark.parametrize(("group", "name"), presets(), ids=lambda v: str(v))
+def test_every_preset_composes_and_keeps_its_values(group: str, name: str) -> None:
+    overrides = [f"{group}={name}"]
+    if group == "data":
+        overrides += FILL.get(name, [])
+    else:
+        # the default data preset (synth) sets train.* keys itself; keep it out of the way
+        overrides += ["data=local", *FILL["local"]]
+    run = run_config(overrides)
+    assert isinstance(run, RunConfig)
+    expected = preset_values(group, name)
+    assert expected, f"{group}/{name}.yaml sets nothing"
+    for key, value in expected.items():
+        if isinstance(value, str) and value.startswith("${mtkit_data:"):
+            value = str(DATA_DIR / value[len("${mtkit_data:") : -1])
+        assert lookup(run, key) == value, key
+    for override in overrides[1:]:
+        key, value = override.split("=", 1)
+        if key == "data":
+            continue
+        got = lookup(run, key)
+        if value.startswith("["):
+            assert got == value[1:-1].split(","), key
+        else:
+            assert got == value, key
+
+
+def test_default_composition_is_the_embedded_corpus() -> None:
+    run = run_config([])
+    assert run.data.format == "dir"
+    assert Path(run.data.dir or "") == DATA_DIR / "synth"
+    assert (run.data.src_lang, run.data.tgt_lang) == ("en", "zd")
+    assert (Path(run.data.dir or "") / "train.en").is_file()
+    assert run.model.cell == "gru" and run.model.attention == "bahdanau"
+    # the synth preset's budget wins over train/default.yaml
+    assert run.train.lr == 0.002 and run.train.max_minutes == 4.5
+    assert run.data.batch_tokens == 2000
+
+
+def test_synth_preset_sets_its_vocabulary() -> None:
+    assert run_config([]).tokenizer.vocab_size == 1000
+
+
+def test_groups_combine() -> None:
+    run = run_config(
+        [
+            "data=multi30k",
+            "data.dir=/c",
+            "model=sutskever",
+            "train=sgd_plateau",
+            "loss=sampled",
+            "decode=greedy",
+            "model.cell=gru",
+            "tokenizer.type=bpe",
+        ]
+    )
+    assert run.model.attention == "none" and run.model.layers == 2
+    assert run.model.cell == "gru"  # the command line wins over the preset
+    assert run.train.optimizer == "sgd" and run.train.schedule == "plateau"
+    assert run.loss.sampled_softmax is True
+    assert run.decode.beam_size == 1
+    assert run.tokenizer.type == "bpe"
+    assert run.data.valid_split == "val"
+    assert run.train.max_minutes is None  # the synth preset's budget does not leak
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "some_valid"),
+    [
+        ("model.hiddn=3", "model.hiddn", ["encoder_hidden", "decoder_hidden", "cell"]),
+        ("data.nope=1", "data.nope", ["dir", "max_len", "batch_tokens"]),
+        ("trian.lr=1", "trian", ["data", "model", "train"]),
+        ("tokenizer.vocab=10", "tokenizer.vocab", ["vocab_size", "joint"]),
+    ],
+)
+def test_unknown_key_named_with_valid_keys(override: str, key: str, some_valid: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_config_checked([override])
+    message = str(info.value)
+    assert f"unknown config key '{key}'" in message
+    listed = message.split("valid keys: ", 1)[1].split(", ")
+    assert set(some_valid) <= set(listed)
+    assert "\n" not in message
+
+
+def run_config_checked(overrides: list[str]) -> RunConfig:
+    """Compose like the command line does: a Hydra error becomes a ConfigError."""
+    from mtkit.train import check_overrides
+
+    check_overrides(overrides)
+    return run_config(overrides)
+
+
+def test_unknown_key_via_compose_names_the_key() -> None:
+    # Hydra itself refuses the key at compose time, naming it
+    with pytest.raises(Exception, match=r"model\.hiddn"):
+        composed(["model.hiddn=3"])
+
+
+def test_valid_keys_follow_the_schema() -> None:
+    assert mtkit.config.valid_keys(RunConfig, ["model"])[:2] == ["cell", "embed_dim"]
+    assert mtkit.config.valid_keys(RunConfig, []) == [
+        "data",
+        "tokenizer",
+        "model",
+        "loss",
+        "train",
+        "decode",
+    ]
+    assert mtkit.config.valid_keys(RunConfig, ["model", "cell"]) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.cell=rnn", "model.cell='rnn' is not valid; expected one of: gru, lstm"),
+        ("model.attention=dot", "expected one of: none, bahdanau, luong_dot"),
+        ("tokenizer.type=wordpiece", "tokenizer.type='wordpiece' is not valid"),
+        ("train.precision=fp16", "train.precision='fp16' is not valid; expected one of: auto"),
+        ("train.device=gpu", "train.device='gpu' is not valid"),
+        ("data.format=csv", "data.format='csv' is not valid; expected one of: dir, files"),
+        ("decode.length_norm=max", "decode.length_norm='max'"),
+        ("train.lr=0", "train.lr=0.0 is not valid; expected a number > 0"),
+        ("model.dropout=1.0", "model.dropout=1.0 is not valid"),
+        ("data.max_len=0", "data.max_len=0 is not valid"),
+    ],
+)
+def test_bad_value_names_key_and_choices(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_config([override])
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.max_len=abc", "data.max_len"),
+        ("tokenizer.vocab_size=big", "tokenizer.vocab_size"),
+        ("model.bidirectional=maybe", "model.bidirectional"),
+        ("train.lr=fast", "train.lr"),
+    ],
+)
+def test_type_error_names_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_config_checked([override])
+    message = str(info.value)
+    assert f"config key '{key}'" in message
+    assert override.split("=")[1] in message
+
+
+def test_type_error_in_to_run_config_names_the_key() -> None:
+    """A wrongly typed value that reaches to_run_config (e.g. from a saved config)."""
+    cfg = OmegaConf.create({"data": {"max_len": "abc"}})
+    with pytest.raises(ConfigError, match=r"data\.max_len"):
+        to_run_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["data=local", "data.dir=/x", "data.tgt_lang=yy"], "data.src_lang"),
+        (["data=local", "data.dir=/x", "data.src_lang=xx"], "data.tgt_lang"),
+        (["data=hub", "data.name=x", "data.src_lang=xx"], "data.tgt_lang"),
+        (["data=tsv", "data.train=[a]", "data.valid=[b]", "data.tgt_lang=yy"], "data.src_lang"),
+    ],
+)
+def test_missing_mandatory_value_names_the_key(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_config(overrides)
+    assert f"config key '{key}' must be set" in str(info.value)
+
+
+def test_missing_file_list_named() -> None:
+    with pytest.raises(ConfigError, match=r"data\.train=\[\] is not valid"):
+        run_config(["data=files", "data.src_lang=xx", "data.tgt_lang=yy"])
+
+
+def test_missing_data_dir_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"data\.dir"):
+        run_config(["data=multi30k"])
+
+
+def test_appended_unknown_key_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"model\.hiden"):
+        run_config_checked(["+model.hiden=1024"])
+
+
+def test_same_languages_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"data\.tgt_lang='xx'"):
+        run_config(["data=local", "data.dir=/x", "data.src_lang=xx", "data.tgt_lang=xx"])
+
+
+def test_cross_field_checks() -> None:
+    with pytest.raises(ConfigError, match=r"model\.tie_embeddings"):
+        run_config(["model.tie_embeddings=true"])
+    with pytest.raises(ConfigError, match=r"decode\.nbest"):
+        run_config(["decode.beam_size=2", "decode.nbest=3"])
+    with pytest.raises(ConfigError, match=r"train\.early_stopping_metric"):
+        run_config(["train.valid_bleu=false"])
+    # a consistent combination is accepted
+    run = run_config(["model.tie_embeddings=true", "model.embed_dim=512"])
+    assert run.model.tie_embeddings
+
+
+def test_unknown_preset_is_a_hydra_error_listing_options() -> None:
+    with pytest.raises(ConfigError) as info:
+        run_config_checked(["data=nope"])
+    message = str(info.value)
+    assert "data/nope" in message
+    for option in ("multi30k", "local", "synth", "tsv"):
+        assert option in message
+
+
+def test_hydra_key_is_ignored_by_to_run_config() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=small"], return_hydra_config=True)
+    assert "hydra" in cfg
+    assert to_run_config(cfg).model.embed_dim == 64
+
+
+def test_yaml_round_trip() -> None:
+    run = run_config(["model=luong", "data=multi30k", "data.dir=/c"])
+    again = to_run_config(OmegaConf.create(mtkit.config.to_yaml(run)))
+    assert again == run

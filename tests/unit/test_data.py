@@ -1,0 +1,804 @@
+"""The data pipeline: readers, cleaning, subword encoding, formats and the corpus cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_pairs, write_lines
+
+import mtkit.data
+from mtkit.batching import collate
+from mtkit.config import DataConfig, TokenizerConfig
+from mtkit.data import Corpus, load_corpus
+from mtkit.errors import ConfigError, DataError
+from mtkit.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    SubwordModel,
+    TextCodec,
+    source_ids,
+    train_subword_model,
+)
+
+TOK = TokenizerConfig(vocab_size=100)
+
+
+def dir_cfg(directory: Path, **overrides: object) -> DataConfig:
+    values: dict[str, object] = {"dir": str(directory), "src_lang": "xx", "tgt_lang": "yy"}
+    values.update(overrides)
+    return DataConfig(**values)  # type: ignore[arg-type]
+
+
+def split_ids(corpus: Corpus, role: str) -> list[tuple[list[int], list[int]]]:
+    split = corpus.splits[role]
+    return [(split.source(i).tolist(), split.target(i).tolist()) for i in range(len(split))]
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# --------------------------------------------------------------------------------------
+# source reversal, EOS, BOS
+
+
+def test_source_ids_reverses_pieces_before_eos() -> None:
+    assert source_ids([10, 11, 12], reverse=True) == [12, 11, 10, EOS_ID]
+    assert source_ids([10, 11, 12], reverse=False) == [10, 11, 12, EOS_ID]
+    assert source_ids([], reverse=True) == [EOS_ID]
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_load_corpus_source_reversed_and_target_untouched(
+    tiny_corpus_dir: Path, tmp_path: Path, reverse: bool
+) -> None:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir, reverse_source=reverse), TOK, tmp_path / "cache")
+    assert corpus.stats["reverse_source"] is reverse
+    assert corpus.codec.reverse_source is reverse
+    for role in ("train", "valid", "test"):
+        src_text = read_lines(tiny_corpus_dir / f"{role}.xx")
+        tgt_text = read_lines(tiny_corpus_dir / f"{role}.yy")
+        src_pieces = corpus.codec.src.encode(src_text)
+        tgt_pieces = corpus.codec.tgt.encode(tgt_text)
+        stored = split_ids(corpus, role)
+        assert len(stored) == len(src_text)
+        for (src, tgt), pieces, target in zip(stored, src_pieces, tgt_pieces, strict=True):
+            assert len(pieces) >= 2  # every tiny sentence has >= 2 words: order matters
+            body = pieces[::-1] if reverse else pieces
+            assert src == [*body, EOS_ID]
+            assert tgt == target
+            assert EOS_ID not in tgt and BOS_ID not in tgt
+
+
+def test_reversal_changes_only_the_source(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    forward = load_corpus(dir_cfg(tiny_corpus_dir, reverse_source=False), TOK, tmp_path / "c")
+    backward = load_corpus(dir_cfg(tiny_corpus_dir, reverse_source=True), TOK, tmp_path / "c")
+    for (fs, ft), (bs, bt) in zip(
+        split_ids(forward, "train"), split_ids(backward, "train"), strict=True
+    ):
+        assert ft == bt
+        assert bs == [*fs[-2::-1], EOS_ID]
+
+
+def test_encode_source_matches_stored_ids(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    """Translation encodes text the way training stored it."""
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    text = read_lines(tiny_corpus_dir / "valid.xx")
+    assert corpus.codec.encode_source(text) == [s for s, _ in split_ids(corpus, "valid")]
+
+
+def test_collate_places_bos_eos_and_pads() -> None:
+    sources = [np.array([7, 6, 5, EOS_ID]), np.array([9, EOS_ID])]
+    targets = [np.array([11, 12]), np.array([13, 14, 15, 16])]
+    batch = collate(sources, targets, [4, 1])
+    assert batch.src.tolist() == [[7, 6, 5, EOS_ID], [9, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.src_lengths.tolist() == [4, 2]
+    assert batch.src_mask.tolist() == [[True] * 4, [True, True, False, False]]
+    assert batch.tgt_in.tolist() == [
+        [BOS_ID, 11, 12, PAD_ID, PAD_ID],
+        [BOS_ID, 13, 14, 15, 16],
+    ]
+    assert batch.tgt_out.tolist() == [
+        [11, 12, EOS_ID, PAD_ID, PAD_ID],
+        [13, 14, 15, 16, EOS_ID],
+    ]
+    assert batch.tgt_mask.tolist() == [[True, True, True, False, False], [True] * 5]
+    assert batch.indices.tolist() == [4, 1]
+    assert batch.n_src_tokens == 6
+    assert batch.n_tgt_tokens == 8  # pieces + EOS (equivalently BOS + pieces)
+    assert batch.src.dtype == batch.tgt_in.dtype == torch.int64
+
+
+def test_collate_of_stored_split(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    split = corpus.splits["valid"]
+    indices = [0, 3, 5]
+    batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices], indices)
+    for row, i in enumerate(indices):
+        n_tgt = len(split.target(i))
+        assert batch.tgt_in[row, : n_tgt + 1].tolist() == [BOS_ID, *split.target(i).tolist()]
+        assert batch.tgt_out[row, : n_tgt + 1].tolist() == [*split.target(i).tolist(), EOS_ID]
+        assert int(batch.tgt_mask[row].sum()) == n_tgt + 1 == split.tgt_lengths[i]
+        assert int(batch.src_lengths[row]) == split.src_lengths[i] == len(split.source(i))
+    assert batch.n_tgt_tokens == int(split.tgt_lengths[indices].sum())
+
+
+# --------------------------------------------------------------------------------------
+# cleaning: empty pairs, whitespace, over-long pairs
+
+
+def test_empty_pairs_dropped_counted_and_alignment_kept(tmp_path: Path) -> None:
+    src, tgt = tiny_pairs(60, seed=5)
+    vsrc = ["red cat", "", "blue dog  ", "   ", "big tree", "the house\t", "a cat"]
+    vtgt = ["CAT RED", "DOG BLUE", "", "\t ", "TREE BIG", "  HOUSE THE", "CAT A"]
+    write_lines(tmp_path / "valid.xx", vsrc)
+    write_lines(tmp_path / "valid.yy", vtgt)
+    # an empty line in the middle of the training data, on the target side only
+    tsrc, ttgt = list(src), list(tgt)
+    tsrc.insert(10, "green tree sees")
+    ttgt.insert(10, "   ")
+    write_lines(tmp_path / "train.xx", tsrc)
+    write_lines(tmp_path / "train.yy", ttgt)
+
+    corpus = load_corpus(dir_cfg(tmp_path, test_split=None), TOK, tmp_path / "cache")
+    assert corpus.stats["valid_empty_dropped"] == 3
+    assert corpus.stats["train_empty_dropped"] == 1
+    assert corpus.stats["valid_pairs"] == 4
+    assert corpus.stats["train_pairs"] == 60
+    assert "test" not in corpus.splits
+    valid = corpus.splits["valid"]
+    assert valid.texts("src") == ["red cat", "big tree", "the house", "a cat"]
+    assert valid.texts("tgt") == ["CAT RED", "TREE BIG", "HOUSE THE", "CAT A"]
+    # the training pairs after the dropped line are still aligned
+    train = corpus.splits["train"]
+    expected_tgt = corpus.codec.tgt.encode(tgt)
+    expected_src = corpus.codec.encode_source(src)
+    assert [train.target(i).tolist() for i in range(len(train))] == expected_tgt
+    assert [train.source(i).tolist() for i in range(len(train))] == expected_src
+
+
+def test_trailing_whitespace_and_crlf_stripped(tmp_path: Path) -> None:
+    src, tgt = tiny_pairs(40, seed=6)
+    write_lines(tmp_path / "train.xx", src)
+    write_lines(tmp_path / "train.yy", tgt)
+    (tmp_path / "valid.xx").write_bytes(b"red cat  \r\n  blue dog\t\r\n")
+    (tmp_path / "valid.yy").write_bytes(b"CAT RED\r\nDOG BLUE \n")
+    corpus = load_corpus(dir_cfg(tmp_path, test_split=None), TOK, tmp_path / "cache")
+    valid = corpus.splits["valid"]
+    assert valid.texts("src") == ["red cat", "blue dog"]
+    assert valid.texts("tgt") == ["CAT RED", "DOG BLUE"]
+    assert corpus.stats["valid_empty_dropped"] == 0
+
+
+def test_long_pairs_dropped_from_train_only(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    max_len = 5
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir, max_len=max_len), TOK, tmp_path / "cache")
+    src = corpus.codec.src.encode(read_lines(tiny_corpus_dir / "train.xx"))
+    tgt = corpus.codec.tgt.encode(read_lines(tiny_corpus_dir / "train.yy"))
+    keep = [
+        (source_ids(s, True), t)
+        for s, t in zip(src, tgt, strict=True)
+        if len(s) <= max_len and len(t) <= max_len
+    ]
+    n_long = len(src) - len(keep)
+    assert 0 < n_long < len(src)
+    assert corpus.stats["train_long_dropped"] == n_long
+    assert corpus.stats["train_pairs"] == len(keep) == len(corpus.splits["train"])
+    assert split_ids(corpus, "train") == keep
+    train = corpus.splits["train"]
+    assert int(train.src_lengths.max()) <= max_len + 1  # + EOS
+    assert int(train.tgt_lengths.max()) <= max_len + 1
+    # validation keeps everything, long pairs included
+    valid = corpus.splits["valid"]
+    assert len(valid) == 40
+    assert int(valid.src_lengths.max()) > max_len + 1
+
+
+def test_pairs_exactly_at_max_len_are_kept(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    longest = int(
+        max(
+            corpus.splits["train"].src_lengths.max() - 1,
+            corpus.splits["train"].tgt_lengths.max() - 1,
+        )
+    )
+    at_limit = load_corpus(dir_cfg(tiny_corpus_dir, max_len=longest), TOK, tmp_path / "cache")
+    assert at_limit.stats["train_long_dropped"] == 0
+    below = load_corpus(dir_cfg(tiny_corpus_dir, max_len=longest - 1), TOK, tmp_path / "cache")
+    assert below.stats["train_long_dropped"] > 0
+
+
+# --------------------------------------------------------------------------------------
+# errors
+
+
+def test_line_count_mismatch_names_both_files_and_counts(
+    tiny_corpus_dir: Path, tmp_path: Path
+) -> None:
+    write_lines(tiny_corpus_dir / "valid.yy", tiny_pairs(40, 2)[1][:37])
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    message = str(info.value)
+    assert str(tiny_corpus_dir / "valid.xx") in message
+    assert str(tiny_corpus_dir / "valid.yy") in message
+    assert "40" in message and "37" in message
+
+
+@pytest.mark.parametrize("extra", [2, 5])
+def test_line_count_mismatch_longer_source(
+    tiny_corpus_dir: Path, tmp_path: Path, extra: int
+) -> None:
+    src = tiny_pairs(40, 2)[0]
+    write_lines(tiny_corpus_dir / "valid.xx", src + src[:extra])
+    with pytest.raises(DataError, match=rf"valid\.xx has {40 + extra} lines .*valid\.yy has 40"):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+
+
+def test_line_count_mismatch_source_one_line_longer(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    src = tiny_pairs(40, 2)[0]
+    write_lines(tiny_corpus_dir / "valid.xx", [*src, "one line too many"])
+    with pytest.raises(DataError, match=r"valid\.xx has 41 lines .*valid\.yy has 40"):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+
+
+def test_missing_file_names_the_path(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    (tiny_corpus_dir / "test.yy").unlink()
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    assert str(tiny_corpus_dir / "test.yy") in str(info.value)
+    assert "no such file" in str(info.value)
+
+
+def test_missing_directory_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match=str(missing)):
+        load_corpus(dir_cfg(missing), TOK, tmp_path / "cache")
+
+
+def test_missing_file_in_files_format_named(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    d = tiny_corpus_dir
+    cfg = DataConfig(
+        format="files",
+        train=[str(d / "train.xx"), str(d / "train.yy")],
+        valid=[str(d / "valid.xx"), str(d / "nope.yy")],
+        src_lang="xx",
+        tgt_lang="yy",
+    )
+    with pytest.raises(DataError, match=str(d / "nope.yy")):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("side", ["xx", "yy"])
+def test_invalid_utf8_names_file_and_line(tiny_corpus_dir: Path, tmp_path: Path, side: str) -> None:
+    bad = tiny_corpus_dir / f"train.{side}"
+    lines = bad.read_bytes().splitlines(keepends=True)
+    lines[6] = b"ok \xff\xfe bad\n"
+    bad.write_bytes(b"".join(lines))
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    message = str(info.value)
+    assert f"{bad}:7:" in message
+    assert "UTF-8" in message
+
+
+def test_invalid_utf8_second_line(tmp_path: Path) -> None:
+    (tmp_path / "train.xx").write_bytes(b"ok\n\xff\xfe bad\n")
+    write_lines(tmp_path / "train.yy", ["OK", "BAD"])
+    write_lines(tmp_path / "valid.xx", ["ok"])
+    write_lines(tmp_path / "valid.yy", ["OK"])
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'train.xx'}:2: invalid UTF-8"):
+        load_corpus(dir_cfg(tmp_path, test_split=None), TOK, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("role", ["train", "valid"])
+def test_split_without_usable_pairs(tiny_corpus_dir: Path, tmp_path: Path, role: str) -> None:
+    write_lines(tiny_corpus_dir / f"{role}.xx", ["red cat", "", "  ", "blue"])
+    write_lines(tiny_corpus_dir / f"{role}.yy", ["", "CAT", "DOG", "\t"])
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    message = str(info.value)
+    assert f"{role} split has no usable sentence pairs" in message
+    assert str(tiny_corpus_dir / f"{role}.xx") in message
+
+
+def test_empty_file_is_an_unusable_split(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    (tiny_corpus_dir / "valid.xx").write_bytes(b"")
+    (tiny_corpus_dir / "valid.yy").write_bytes(b"")
+    with pytest.raises(DataError, match="valid split has no usable sentence pairs"):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+
+
+def test_no_pair_within_max_len(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    # every tiny sentence has at least two words
+    with pytest.raises(DataError, match=r"data\.max_len=1"):
+        load_corpus(dir_cfg(tiny_corpus_dir, max_len=1), TOK, tmp_path / "cache")
+
+
+def test_tsv_line_without_tab_names_file_and_line(tmp_path: Path) -> None:
+    train = write_lines(tmp_path / "train.tsv", ["red cat\tCAT RED", "blue dog DOG BLUE"])
+    valid = write_lines(tmp_path / "valid.tsv", ["red cat\tCAT RED"])
+    cfg = DataConfig(
+        format="tsv", train=[str(train)], valid=[str(valid)], src_lang="xx", tgt_lang="yy"
+    )
+    with pytest.raises(DataError, match=rf"^{train}:2: expected 'source<TAB>target'"):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+def test_tsv_line_with_two_tabs_names_file_and_line(tmp_path: Path) -> None:
+    train = write_lines(tmp_path / "train.tsv", ["a\tA", "b\tB", "c\tC\tC"])
+    valid = write_lines(tmp_path / "valid.tsv", ["a\tA"])
+    cfg = DataConfig(
+        format="tsv", train=[str(train)], valid=[str(valid)], src_lang="xx", tgt_lang="yy"
+    )
+    with pytest.raises(DataError, match=rf"^{train}:3: .*found 3"):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ('{"translation": {"xx": "red cat", "yy": ', "invalid JSON"),
+        ('{"translation": {"xx": "red cat"}}', "expected string values"),
+        ('{"translation": {"xx": "red cat", "yy": 3}}', "expected string values"),
+        ('{"xx": "red cat", "yy": "CAT RED"}', "expected an object like"),
+        ('["red cat", "CAT RED"]', "expected an object like"),
+    ],
+)
+def test_jsonl_errors_name_file_and_line(tmp_path: Path, bad_line: str, expected: str) -> None:
+    good = json.dumps({"translation": {"xx": "blue dog", "yy": "DOG BLUE"}})
+    train = write_lines(tmp_path / "train.jsonl", [good, good, bad_line, good])
+    valid = write_lines(tmp_path / "valid.jsonl", [good])
+    cfg = DataConfig(
+        format="jsonl", train=[str(train)], valid=[str(valid)], src_lang="xx", tgt_lang="yy"
+    )
+    with pytest.raises(DataError) as info:
+        load_corpus(cfg, TOK, tmp_path / "cache")
+    assert str(info.value).startswith(f"{train}:3: ")
+    assert expected in str(info.value)
+
+
+def test_hf_unknown_split_lists_available(tmp_path: Path) -> None:
+    path = save_hf_translation(tmp_path / "ds", {"train": 30, "validation": 5})
+    cfg = DataConfig(format="hf", name=str(path), src_lang="xx", tgt_lang="yy")  # valid_split=valid
+    with pytest.raises(DataError) as info:
+        load_corpus(cfg, TOK, tmp_path / "cache")
+    message = str(info.value)
+    assert "'valid'" in message and "data.valid_split" in message
+    assert "available: train, validation" in message
+
+
+def test_hf_missing_language_named(tmp_path: Path) -> None:
+    path = save_hf_columns(tmp_path / "ds")
+    cfg = DataConfig(
+        format="hf", name=str(path), src_lang="xx", tgt_lang="zz", valid_split="validation"
+    )
+    with pytest.raises(DataError, match="expected 'translation' or 'xx' and 'zz'"):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+def test_files_format_needs_a_validation_pair(tiny_corpus_dir: Path) -> None:
+    d = tiny_corpus_dir
+    with pytest.raises(ConfigError, match=r"data\.valid=\[\] is not valid"):
+        DataConfig(
+            format="files",
+            train=[str(d / "train.xx"), str(d / "train.yy")],
+            valid=[],
+            src_lang="xx",
+            tgt_lang="yy",
+        )
+
+
+def test_a_corpus_needs_a_validation_split(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    cfg = dir_cfg(tiny_corpus_dir)
+    cfg.valid_split = None  # type: ignore[assignment]
+    with pytest.raises(DataError, match="validation split"):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+def test_tsv_pair_with_one_empty_side_is_dropped(tmp_path: Path) -> None:
+    src, tgt = tiny_pairs(30, 4)
+    lines = [f"{s}\t{t}" for s, t in zip(src, tgt, strict=True)]
+    train = write_lines(tmp_path / "train.tsv", [*lines, "\tONLY TARGET", "only source\t"])
+    valid = write_lines(tmp_path / "valid.tsv", lines[:3])
+    cfg = DataConfig(
+        format="tsv", train=[str(train)], valid=[str(valid)], src_lang="xx", tgt_lang="yy"
+    )
+    corpus = load_corpus(cfg, TOK, tmp_path / "cache")
+    assert corpus.stats["train_empty_dropped"] == 2
+
+
+# --------------------------------------------------------------------------------------
+# explicit formats give the same corpus as the dir format
+
+
+def write_tsv(path: Path, src: list[str], tgt: list[str]) -> Path:
+    return write_lines(path, [f"{s}\t{t}" for s, t in zip(src, tgt, strict=True)])
+
+
+def write_jsonl(path: Path, src: list[str], tgt: list[str]) -> Path:
+    records = [
+        json.dumps({"translation": {"yy": t, "xx": s}}, ensure_ascii=False)
+        for s, t in zip(src, tgt, strict=True)
+    ]
+    return write_lines(path, records)
+
+
+def assert_same_corpus(a: Corpus, b: Corpus) -> None:
+    assert a.codec.src.model_bytes == b.codec.src.model_bytes
+    assert a.codec.tgt.model_bytes == b.codec.tgt.model_bytes
+    assert set(a.splits) == set(b.splits)
+    for role in a.splits:
+        assert split_ids(a, role) == split_ids(b, role), role
+        if role != "train":
+            assert a.splits[role].texts("src") == b.splits[role].texts("src")
+            assert a.splits[role].texts("tgt") == b.splits[role].texts("tgt")
+    for key in ("train_pairs", "valid_pairs", "test_pairs", "train_empty_dropped"):
+        assert a.stats[key] == b.stats[key], key
+
+
+def test_files_tsv_jsonl_match_dir_format(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    d = tiny_corpus_dir
+    # one empty pair and some padding whitespace, handled the same way by every reader
+    for side, extra in (("xx", "  "), ("yy", "\t")):
+        write_lines(d / f"train.{side}", [*read_lines(d / f"train.{side}"), extra])
+    reference = load_corpus(dir_cfg(d), TOK, tmp_path / "cache")
+    assert reference.stats["train_empty_dropped"] == 1
+
+    files = DataConfig(
+        format="files",
+        train=[str(d / "train.xx"), str(d / "train.yy")],
+        valid=[str(d / "valid.xx"), str(d / "valid.yy")],
+        test=[str(d / "test.xx"), str(d / "test.yy")],
+        src_lang="xx",
+        tgt_lang="yy",
+    )
+    assert_same_corpus(reference, load_corpus(files, TOK, tmp_path / "cache"))
+
+    listed: dict[str, dict[str, list[str]]] = {"tsv": {}, "jsonl": {}}
+    for role in ("train", "valid", "test"):
+        src, tgt = read_lines(d / f"{role}.xx"), read_lines(d / f"{role}.yy")
+        listed["tsv"][role] = [str(write_tsv(tmp_path / "tsv" / f"{role}.tsv", src, tgt))]
+        listed["jsonl"][role] = [str(write_jsonl(tmp_path / "js" / f"{role}.jsonl", src, tgt))]
+    for fmt, paths in listed.items():
+        cfg = DataConfig(format=fmt, src_lang="xx", tgt_lang="yy", **paths)
+        assert_same_corpus(reference, load_corpus(cfg, TOK, tmp_path / "cache"))
+
+
+def test_files_format_without_test_split(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    d = tiny_corpus_dir
+    cfg = DataConfig(
+        format="files",
+        train=[str(d / "train.xx"), str(d / "train.yy")],
+        valid=[str(d / "valid.xx"), str(d / "valid.yy")],
+        src_lang="xx",
+        tgt_lang="yy",
+    )
+    corpus = load_corpus(cfg, TOK, tmp_path / "cache")
+    assert set(corpus.splits) == {"train", "valid"}
+    assert len(corpus.splits["valid"]) == 40
+
+
+# --------------------------------------------------------------------------------------
+# Hugging Face datasets, offline
+
+
+def hf_rows(n: int, seed: int) -> tuple[list[str], list[str]]:
+    return tiny_pairs(n, seed)
+
+
+def save_hf_translation(path: Path, sizes: dict[str, int]) -> Path:
+    splits = {}
+    for seed, (name, n) in enumerate(sizes.items()):
+        src, tgt = hf_rows(n, seed)
+        rows = [{"xx": s, "yy": t} for s, t in zip(src, tgt, strict=True)]
+        splits[name] = datasets.Dataset.from_dict({"translation": rows})
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+def save_hf_columns(path: Path) -> Path:
+    splits = {}
+    for seed, (name, n) in enumerate((("train", 60), ("validation", 8), ("test", 6))):
+        src, tgt = hf_rows(n, seed)
+        splits[name] = datasets.Dataset.from_dict({"id": list(range(n)), "xx": src, "yy": tgt})
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.usefixtures("offline")
+def test_hf_translation_column_from_disk(tmp_path: Path) -> None:
+    path = save_hf_translation(tmp_path / "ds", {"train": 60, "validation": 8, "test": 6})
+    cfg = DataConfig(
+        format="hf", name=str(path), src_lang="xx", tgt_lang="yy", valid_split="validation"
+    )
+    corpus = load_corpus(cfg, TOK, tmp_path / "cache")
+    assert set(corpus.splits) == {"train", "valid", "test"}
+    assert [len(corpus.splits[r]) for r in ("train", "valid", "test")] == [60, 8, 6]
+    for role, seed in (("valid", 1), ("test", 2)):
+        src, tgt = hf_rows(len(corpus.splits[role]), seed)
+        assert corpus.splits[role].texts("src") == src
+        assert corpus.splits[role].texts("tgt") == tgt
+    src, tgt = hf_rows(60, 0)
+    train = corpus.splits["train"]
+    assert [train.source(i).tolist() for i in range(60)] == corpus.codec.encode_source(src)
+    assert [train.target(i).tolist() for i in range(60)] == corpus.codec.encode_target(tgt)
+
+
+@pytest.mark.usefixtures("offline")
+def test_hf_one_column_per_language(tmp_path: Path) -> None:
+    path = save_hf_columns(tmp_path / "ds")
+    cfg = DataConfig(
+        format="hf", name=str(path), src_lang="xx", tgt_lang="yy", valid_split="validation"
+    )
+    corpus = load_corpus(cfg, TOK, tmp_path / "cache")
+    assert corpus.splits["valid"].texts("src") == hf_rows(8, 1)[0]
+    assert corpus.splits["test"].texts("tgt") == hf_rows(6, 2)[1]
+    assert len(corpus.splits["train"]) == 60
+
+
+@pytest.mark.usefixtures("offline")
+def test_hf_matches_dir_format(tmp_path: Path) -> None:
+    path = save_hf_translation(tmp_path / "ds", {"train": 60, "validation": 8, "test": 6})
+    for role, (_name, n, seed) in zip(
+        ("train", "valid", "test"),
+        (("train", 60, 0), ("validation", 8, 1), ("test", 6, 2)),
+        strict=True,
+    ):
+        src, tgt = hf_rows(n, seed)
+        write_lines(tmp_path / "d" / f"{role}.xx", src)
+        write_lines(tmp_path / "d" / f"{role}.yy", tgt)
+    from_dir = load_corpus(dir_cfg(tmp_path / "d"), TOK, tmp_path / "cache")
+    cfg = DataConfig(
+        format="hf", name=str(path), src_lang="xx", tgt_lang="yy", valid_split="validation"
+    )
+    assert_same_corpus(from_dir, load_corpus(cfg, TOK, tmp_path / "cache"))
+
+
+@pytest.mark.usefixtures("offline")
+def test_hf_single_split_dataset_is_an_error(tmp_path: Path) -> None:
+    src, tgt = hf_rows(10, 0)
+    datasets.Dataset.from_dict({"xx": src, "yy": tgt}).save_to_disk(str(tmp_path / "one"))
+    cfg = DataConfig(format="hf", name=str(tmp_path / "one"), src_lang="xx", tgt_lang="yy")
+    with pytest.raises(DataError, match="single split"):
+        load_corpus(cfg, TOK, tmp_path / "cache")
+
+
+# --------------------------------------------------------------------------------------
+# cache
+
+
+def cache_entries(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if (p / "meta.json").is_file()}
+
+
+def forbid_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the corpus was rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(mtkit.data, "_build", fail)
+
+
+def test_second_load_reuses_cache(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    entries = cache_entries(cache)
+    assert len(entries) == 1
+    entry = cache / next(iter(entries))
+    mtimes = {p: p.stat().st_mtime_ns for p in entry.rglob("*")}
+    forbid_build(monkeypatch)
+    second = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert_same_corpus(first, second)
+    assert second.stats == first.stats
+    assert cache_entries(cache) == entries
+    assert {p: p.stat().st_mtime_ns for p in entry.rglob("*")} == mtimes
+    assert not [p for p in cache.iterdir() if p.name.startswith("building-")]
+
+
+def test_cache_dir_from_config_and_environment(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MTKIT_CACHE_DIR", str(tmp_path / "env-cache"))
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK)
+    assert len(cache_entries(tmp_path / "env-cache")) == 1
+    load_corpus(dir_cfg(tiny_corpus_dir, cache_dir=str(tmp_path / "cfg-cache")), TOK, tmp_path)
+    assert len(cache_entries(tmp_path / "cfg-cache")) == 1
+
+
+def test_cache_reused_for_a_copy_in_another_folder(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key follows the content, not the path."""
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    copy = tmp_path / "copy"
+    for f in tiny_corpus_dir.iterdir():
+        if f.is_file():
+            write_lines(copy / f.name, read_lines(f))
+    forbid_build(monkeypatch)
+    load_corpus(dir_cfg(copy), TOK, tmp_path / "cache")
+
+
+def test_changed_content_gives_new_cache_entry(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    before = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    valid_xx = tiny_corpus_dir / "valid.xx"
+    lines = read_lines(valid_xx)
+    lines[0] = "green house under the tree"
+    write_lines(valid_xx, lines)
+    os.utime(valid_xx, ns=(0, 0))  # a changed mtime is not what the key follows
+    after = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert len(cache_entries(cache)) == 2
+    assert after.splits["valid"].texts("src")[0] == "green house under the tree"
+    assert before.splits["valid"].texts("src")[0] != "green house under the tree"
+
+
+@pytest.mark.parametrize(
+    ("tok", "data"),
+    [
+        (TokenizerConfig(vocab_size=90), {}),
+        (TokenizerConfig(vocab_size=100, type="bpe"), {}),
+        (TokenizerConfig(vocab_size=100, joint=False), {}),
+        (TokenizerConfig(vocab_size=100, character_coverage=0.99), {}),
+        (TOK, {"reverse_source": False}),
+        (TOK, {"max_len": 6}),
+    ],
+    ids=["vocab", "bpe", "not-joint", "coverage", "no-reverse", "max-len"],
+)
+def test_changed_settings_give_new_cache_entry(
+    tiny_corpus_dir: Path, tmp_path: Path, tok: TokenizerConfig, data: dict[str, object]
+) -> None:
+    cache = tmp_path / "cache"
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    load_corpus(dir_cfg(tiny_corpus_dir, **data), tok, cache)
+    assert len(cache_entries(cache)) == 2
+
+
+def test_batching_settings_share_the_cache(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    forbid_build(monkeypatch)
+    load_corpus(dir_cfg(tiny_corpus_dir, batch_tokens=123, pool_batches=7), TOK, tmp_path / "cache")
+
+
+def test_failed_build_leaves_no_cache_entry(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    write_lines(tiny_corpus_dir / "test.yy", ["ONE"])
+    with pytest.raises(DataError):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_jsonl_direction_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    src, tgt = tiny_pairs(60, 1)
+    paths = {
+        "train": [str(write_jsonl(tmp_path / "train.jsonl", src, tgt))],
+        "valid": [str(write_jsonl(tmp_path / "valid.jsonl", src[:5], tgt[:5]))],
+    }
+    load_corpus(DataConfig(format="jsonl", src_lang="xx", tgt_lang="yy", **paths), TOK, tmp_path)
+    swapped = load_corpus(
+        DataConfig(format="jsonl", src_lang="yy", tgt_lang="xx", **paths), TOK, tmp_path
+    )
+    assert swapped.splits["valid"].texts("src") == tgt[:5]
+
+
+@pytest.mark.usefixtures("offline")
+def test_hf_direction_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    path = save_hf_translation(tmp_path / "ds", {"train": 30, "validation": 5})
+    common: dict[str, Any] = {
+        "format": "hf",
+        "name": str(path),
+        "valid_split": "validation",
+        "test_split": None,
+    }
+    load_corpus(DataConfig(src_lang="xx", tgt_lang="yy", **common), TOK, tmp_path)
+    swapped = load_corpus(DataConfig(src_lang="yy", tgt_lang="xx", **common), TOK, tmp_path)
+    assert swapped.splits["valid"].texts("src") == hf_rows(5, 1)[1]
+
+
+# --------------------------------------------------------------------------------------
+# tokenizer
+
+
+def test_special_ids_fixed(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    model = corpus.codec.src
+    assert [model.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    assert model.piece_to_id("<pad>") == PAD_ID
+    assert model.piece_to_id("</s>") == EOS_ID
+    ids = {i for seq in model.encode(read_lines(tiny_corpus_dir / "train.xx")) for i in seq}
+    assert min(ids) > EOS_ID  # known words never map to a special id
+    assert UNK_ID in model.encode(["red § cat"])[0]
+
+
+def test_vocab_size_is_a_soft_limit(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TokenizerConfig(), tmp_path / "cache")
+    assert 16 < corpus.codec.src.vocab_size < 8000
+    assert corpus.stats["src_vocab"] == corpus.codec.src.vocab_size
+
+
+def test_bpe_tokenizer(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    bpe = load_corpus(
+        dir_cfg(tiny_corpus_dir), TokenizerConfig(vocab_size=60, type="bpe"), tmp_path / "c"
+    )
+    unigram = load_corpus(dir_cfg(tiny_corpus_dir), TokenizerConfig(vocab_size=60), tmp_path / "c")
+    assert bpe.codec.src.model_bytes != unigram.codec.src.model_bytes
+    assert bpe.codec.src.vocab_size == 60
+    # sentencepiece scores BPE merges by rank (0, -1, -2, ...), unigram pieces by log-probability
+    sp = bpe.codec.src._sp
+    scores = [sp.get_score(i) for i in range(4, 14)]
+    assert scores == [-float(i) for i in range(10)]
+    unigram_scores = [unigram.codec.src._sp.get_score(i) for i in range(4, 14)]
+    assert any(s != int(s) for s in unigram_scores)
+    # lossless round trip
+    text = read_lines(tiny_corpus_dir / "valid.yy")
+    assert bpe.codec.decode_target(bpe.codec.encode_target(text)) == text
+    assert [i for seq in bpe.codec.encode_source(text[:3]) for i in seq if i == UNK_ID] == []
+
+
+def test_separate_models_when_not_joint(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(
+        dir_cfg(tiny_corpus_dir), TokenizerConfig(vocab_size=60, joint=False), tmp_path / "c"
+    )
+    codec = corpus.codec
+    assert not codec.joint
+    assert codec.src is not codec.tgt
+    assert codec.src.model_bytes != codec.tgt.model_bytes
+    for model in (codec.src, codec.tgt):
+        assert [model.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    # each side's model knows its own language's words only
+    assert codec.src.piece_to_id("▁cat") > EOS_ID
+    assert codec.src.piece_to_id("▁CAT") == UNK_ID
+    assert codec.tgt.piece_to_id("▁CAT") > EOS_ID
+    assert codec.tgt.piece_to_id("▁cat") == UNK_ID
+    assert corpus.stats["src_vocab"] == codec.src.vocab_size
+    assert corpus.stats["tgt_vocab"] == codec.tgt.vocab_size
+    # reloading from the cache keeps the two models apart
+    again = load_corpus(
+        dir_cfg(tiny_corpus_dir), TokenizerConfig(vocab_size=60, joint=False), tmp_path / "c"
+    )
+    assert again.codec.tgt.model_bytes == codec.tgt.model_bytes
+    assert not again.codec.joint
+
+
+def test_joint_model_is_shared(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    assert corpus.codec.joint and corpus.codec.src is corpus.codec.tgt
+    assert corpus.codec.src.piece_to_id("▁cat") > EOS_ID
+    assert corpus.codec.src.piece_to_id("▁CAT") > EOS_ID
+
+
+def test_codec_state_round_trip(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    codec = load_corpus(
+        dir_cfg(tiny_corpus_dir, reverse_source=False),
+        TokenizerConfig(vocab_size=60, joint=False),
+        tmp_path / "cache",
+    ).codec
+    rebuilt = TextCodec.from_state(codec.to_state())
+    text = read_lines(tiny_corpus_dir / "valid.xx")
+    assert rebuilt.encode_source(text) == codec.encode_source(text)
+    assert rebuilt.reverse_source is False and not rebuilt.joint
+
+
+def test_train_subword_model_is_deterministic() -> None:
+    src, tgt = tiny_pairs(100, 9)
+    first = train_subword_model(src + tgt, TOK)
+    assert train_subword_model(iter(src + tgt), TOK) == first
+    assert SubwordModel(first).vocab_size > 16

@@ -1,0 +1,256 @@
+"""The seq2seq model: masks, shapes, gradients, and the step API agreeing with forward()."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mtkit.batching import collate
+from mtkit.config import ATTENTION_TYPES, LossConfig, ModelConfig
+from mtkit.loss import Criterion
+from mtkit.model import Seq2Seq
+
+VOCAB = 40
+CELLS = ("gru", "lstm")
+COMBOS = list(itertools.product(CELLS, ATTENTION_TYPES, (True, False)))
+
+
+def make_model(
+    cell: str,
+    attention: str,
+    bidirectional: bool,
+    input_feed: bool = True,
+    layers: int = 2,
+    dropout: float = 0.0,
+    seed: int = 0,
+    size: int = 16,
+) -> Seq2Seq:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        cell=cell,
+        attention=attention,
+        bidirectional=bidirectional,
+        input_feed=input_feed,
+        embed_dim=12,
+        encoder_hidden=size // 2 if bidirectional else size,
+        decoder_hidden=size,
+        layers=layers,
+        dropout=dropout,
+    )
+    return Seq2Seq(cfg, VOCAB, VOCAB)
+
+
+def make_batch(lengths_src=(5, 9, 3), lengths_tgt=(4, 7, 6), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sources = [np.append(rng.integers(4, VOCAB, size=n), 3) for n in lengths_src]
+    targets = [rng.integers(4, VOCAB, size=n) for n in lengths_tgt]
+    return sources, targets, collate(sources, targets, list(range(len(sources))))
+
+
+@pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
+@pytest.mark.parametrize("input_feed", [True, False])
+def test_padding_invariance(cell, attention, bidirectional, input_feed):
+    """A sentence alone and inside a padded batch gives the same features."""
+    model = make_model(cell, attention, bidirectional, input_feed).eval()
+    sources, targets, batch = make_batch()
+    with torch.no_grad():
+        together = model(batch)
+        for i in range(len(sources)):
+            alone = model(collate([sources[i]], [targets[i]], [i]))
+            steps = alone.size(1)
+            torch.testing.assert_close(alone[0], together[i, :steps], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
+@pytest.mark.parametrize("input_feed", [True, False])
+def test_forward_equals_loop_of_steps(cell, attention, bidirectional, input_feed):
+    model = make_model(cell, attention, bidirectional, input_feed).eval()
+    _, _, batch = make_batch()
+    with torch.no_grad():
+        forward = torch.log_softmax(model.logits(model(batch)).float(), dim=-1)
+        enc = model.encode(batch.src, batch.src_lengths)
+        state = model.init_state(enc)
+        steps = []
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state, attention_weights = model.step(batch.tgt_in[:, t], state, enc)
+            steps.append(log_probs)
+            if attention == "none":
+                assert attention_weights is None
+            else:
+                assert attention_weights is not None
+                torch.testing.assert_close(attention_weights.sum(-1), torch.ones(3))
+                assert torch.all(attention_weights[~enc.mask] == 0.0)
+        looped = torch.stack(steps, dim=1)
+    mask = batch.tgt_mask
+    torch.testing.assert_close(looped[mask], forward[mask], atol=1e-5, rtol=1e-4)
+
+
+def test_attention_is_exactly_zero_on_padding():
+    model = make_model("gru", "luong_general", True).eval()
+    _, _, batch = make_batch(lengths_src=(2, 9, 4))
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_lengths)
+        _, _, weights = model.step(batch.tgt_in[:, 0], model.init_state(enc), enc)
+    assert weights is not None
+    assert weights[0, 3:].eq(0).all() and weights[2, 5:].eq(0).all()
+    assert weights[0, :3].gt(0).all()
+
+
+@pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
+def test_every_parameter_gets_a_gradient(cell, attention, bidirectional):
+    for input_feed in (True, False):
+        model = make_model(cell, attention, bidirectional, input_feed, dropout=0.1).train()
+        _, _, batch = make_batch()
+        criterion = Criterion(LossConfig(label_smoothing=0.1), VOCAB)
+        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+        result.loss.backward()
+        missing = [
+            name
+            for name, p in model.named_parameters()
+            if p.grad is None or not bool(p.grad.abs().sum() > 0)
+        ]
+        assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize(("cell", "attention"), list(itertools.product(CELLS, ATTENTION_TYPES)))
+def test_overfits_a_tiny_batch(cell, attention):
+    """Every cell x attention combination memorises 3 pairs to near-zero loss."""
+    model = make_model(cell, attention, bidirectional=True, layers=1, seed=1, size=48).train()
+    _, _, batch = make_batch(seed=3)
+    criterion = Criterion(LossConfig(label_smoothing=0.0), VOCAB)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+    for _ in range(400):
+        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+        optimizer.zero_grad()
+        result.loss.backward()
+        optimizer.step()
+        if result.loss.item() < 0.01:
+            break
+    assert result.loss.item() < 0.05
+    model.eval()
+    with torch.no_grad():
+        predicted = model.logits(model(batch)).argmax(-1)
+    assert torch.equal(predicted[batch.tgt_mask], batch.tgt_out[batch.tgt_mask])
+
+
+def record_decoder_inputs(model: Seq2Seq) -> list[torch.Tensor]:
+    """Make ``model`` record the ids its decoder embeds; returns the (growing) record."""
+    fed: list[torch.Tensor] = []
+    original = model.decoder.embedding_gates
+
+    def spy(ids: torch.Tensor) -> torch.Tensor:
+        fed.append(ids.clone())
+        return original(ids)
+
+    model.decoder.embedding_gates = spy  # type: ignore[method-assign]
+    return fed
+
+
+def test_scheduled_sampling_feeds_model_predictions():
+    """With teacher forcing 0 the decoder's inputs are the model's own argmax predictions."""
+    model = make_model("gru", "bahdanau", True).eval()
+    _, _, batch = make_batch()
+    fed = record_decoder_inputs(model)
+    with torch.no_grad():
+        features = model(batch, teacher_forcing=0.0)
+    predictions = model.logits(features).argmax(-1)
+    assert torch.equal(fed[0], batch.tgt_in[:, 0])  # BOS first
+    for t in range(1, batch.tgt_in.size(1)):
+        real = batch.tgt_in[:, t] != 0
+        assert torch.equal(fed[t][real], predictions[:, t - 1][real])
+    # ...and with ratio 1 the gold tokens go in, in one batched call.
+    fed.clear()
+    with torch.no_grad():
+        model(batch, teacher_forcing=1.0)
+    assert len(fed) == 1 and torch.equal(fed[0], batch.tgt_in)
+
+
+def test_scheduled_sampling_mixes_gold_and_predictions():
+    model = make_model("lstm", "luong_dot", False).eval()
+    _, _, batch = make_batch(lengths_tgt=(12, 12, 12))
+    fed = record_decoder_inputs(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        features = model(batch, teacher_forcing=0.5)
+    predictions = model.logits(features).argmax(-1)
+    gold = sum(int(torch.sum(fed[t] == batch.tgt_in[:, t])) for t in range(1, 13))
+    own = sum(int(torch.sum(fed[t] == predictions[:, t - 1])) for t in range(1, 13))
+    assert gold > 5 and own > 5  # both sources used (36 positions)
+
+
+def test_decoder_state_select_reorders_gru_and_lstm():
+    for cell in CELLS:
+        model = make_model(cell, "bahdanau", True).eval()
+        _, _, batch = make_batch()
+        with torch.no_grad():
+            enc = model.encode(batch.src, batch.src_lengths)
+            state = model.init_state(enc)
+            index = torch.tensor([2, 2, 0])
+            picked = state.select(index)
+            assert torch.equal(picked.hidden, state.hidden[:, index])
+            if cell == "lstm":
+                assert picked.cell is not None and torch.equal(picked.cell, state.cell[:, index])
+            lp_sel, _, _ = model.step(batch.tgt_in[index, 0], picked, enc.select(index))
+            lp_all, _, _ = model.step(batch.tgt_in[:, 0], state, enc)
+            torch.testing.assert_close(lp_sel, lp_all[index])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bf16_autocast_runs_and_trains(cell):
+    model = make_model(cell, "bahdanau", True, dropout=0.1).train()
+    _, _, batch = make_batch()
+    criterion = Criterion(LossConfig(), VOCAB)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+    result.loss.backward()
+    assert torch.isfinite(result.loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bridge_handles_layer_mismatch_and_zero():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        cell="lstm",
+        embed_dim=8,
+        encoder_hidden=8,
+        decoder_hidden=12,
+        layers=3,
+        decoder_layers=2,
+        bidirectional=True,
+        attention="bahdanau",
+    )
+    model = Seq2Seq(cfg, VOCAB, VOCAB).eval()
+    _, _, batch = make_batch()
+    enc = model.encode(batch.src, batch.src_lengths)
+    state = model.init_state(enc)
+    assert state.hidden.shape == (2, 3, 12) and state.cell is not None
+    assert model.decoder.bridge.sources == [1, 2]  # the top encoder layers
+    zero = Seq2Seq(
+        ModelConfig(bridge="zero", embed_dim=8, encoder_hidden=8, decoder_hidden=12), VOCAB, VOCAB
+    )
+    zstate = zero.init_state(zero.encode(batch.src, batch.src_lengths))
+    assert zstate.hidden.abs().sum() == 0
+
+
+def test_tied_embeddings_share_storage():
+    cfg = ModelConfig(embed_dim=16, decoder_hidden=16, encoder_hidden=8, tie_embeddings=True)
+    model = Seq2Seq(cfg, VOCAB, VOCAB)
+    assert model.output.weight is model.decoder.embed.weight
+
+
+def test_pretrained_embeddings_cover_known_pieces(tmp_path):
+    from mtkit.config import TokenizerConfig
+    from mtkit.model import load_pretrained
+    from mtkit.tokenizer import SubwordModel, train_subword_model
+
+    sentences = ["the cat sees the dog", "a dog runs", "the small cat sleeps"] * 20
+    vocab = SubwordModel(train_subword_model(sentences, TokenizerConfig(vocab_size=30)))
+    piece = vocab.id_to_piece(10)
+    vectors = tmp_path / "vec.txt"
+    vectors.write_text(f"2 4\n{piece} 1 2 3 4\nnotapiece 5 6 7 8\n", encoding="utf-8")
+    embedding = torch.nn.Embedding(vocab.vocab_size, 4)
+    assert load_pretrained(embedding, str(vectors), vocab, "model.pretrained_src_embeddings") == 1
+    assert embedding.weight[10].tolist() == [1.0, 2.0, 3.0, 4.0]

@@ -1,0 +1,216 @@
+"""Search on hand-written probability tables, where the right answers are computed by hand."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from mtkit.search import SearchOptions, beam_search, forced_scores, greedy_search
+from mtkit.tokenizer import EOS_ID
+
+A, B, C = 4, 5, 6
+VOCAB = 7
+Table = dict[tuple[int, ...], dict[int, float]]
+
+# P(next | prefix). Greedy takes "a" (0.6) and ends with "a a" (0.6 * 0.4 * 1.0 = 0.24);
+# the best sequence is "b" (0.4 * 0.9 = 0.36), which a beam of 2 finds.
+GARDEN_PATH: Table = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {A: 0.4, B: 0.35, EOS_ID: 0.25},
+    (B,): {EOS_ID: 0.9, A: 0.06, B: 0.04},
+    (A, A): {EOS_ID: 1.0},
+    (A, B): {EOS_ID: 1.0},
+}
+# Rarely wants to stop: EOS has a small, fixed probability at every step.
+CHATTY: Table = {(): {A: 0.9, EOS_ID: 0.1}}
+# Never stops by itself.
+ENDLESS: Table = {(): {A: 0.7, B: 0.3}}
+
+
+@dataclass
+class Rows:
+    """Encoder output of the scripted model: which table each row follows."""
+
+    ids: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> Rows:
+        return Rows(self.ids.index_select(0, index))
+
+
+@dataclass
+class History:
+    tokens: torch.Tensor  # (R, t) tokens fed so far, BOS first
+
+    def select(self, index: torch.Tensor) -> History:
+        return History(self.tokens.index_select(0, index))
+
+
+class ScriptedModel:
+    """A step function reading probabilities from a table per sentence."""
+
+    def __init__(self, tables: list[Table], default: dict[int, float] | None = None) -> None:
+        self.tables = tables
+        self.default = default or {EOS_ID: 1.0}
+        self.calls = 0
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Rows:
+        return Rows(src[:, 0].clone())
+
+    def init_state(self, enc: Rows) -> History:
+        return History(torch.empty(len(enc.ids), 0, dtype=torch.long))
+
+    def step(self, prev: torch.Tensor, state: History, enc: Rows):
+        self.calls += 1
+        tokens = torch.cat([state.tokens, prev.unsqueeze(1)], dim=1)
+        log_probs = torch.full((len(prev), VOCAB), float("-inf"))
+        for row in range(len(prev)):
+            table = self.tables[int(enc.ids[row])]
+            prefix = tuple(tokens[row, 1:].tolist())
+            if prefix not in table and (table is CHATTY or table is ENDLESS):
+                prefix = ()
+            for token, p in table.get(prefix, self.default).items():
+                log_probs[row, token] = math.log(p)
+        return log_probs, History(tokens), None
+
+
+def sources(*table_ids: int, length: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.tensor([[i] * length for i in table_ids])
+    return src, torch.full((len(table_ids),), length)
+
+
+PLAIN = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=10)
+
+
+def test_greedy_takes_the_locally_best_token():
+    model = ScriptedModel([GARDEN_PATH])
+    [hyp] = greedy_search(model, *sources(0), options=PLAIN)
+    assert hyp.tokens == [A, A]
+    assert hyp.score == pytest.approx(math.log(0.6 * 0.4 * 1.0))
+
+
+def test_beam_finds_the_best_sequence_and_its_exact_score():
+    model = ScriptedModel([GARDEN_PATH])
+    [hyps] = beam_search(model, *sources(0), options=replace(PLAIN, beam_size=2, nbest=2))
+    assert [h.tokens for h in hyps] == [[B], [A, A]]
+    assert hyps[0].score == pytest.approx(math.log(0.4 * 0.9))
+    assert hyps[1].score == pytest.approx(math.log(0.6 * 0.4))
+
+
+def test_length_penalty_flips_the_preference():
+    """Average normalisation: log(.36)/2 = -0.511 < log(.24)/3 = -0.476, so "a a" wins."""
+    model = ScriptedModel([GARDEN_PATH])
+    options = SearchOptions(
+        beam_size=2, nbest=2, length_norm="average", length_penalty=1.0, max_len_a=0.0, max_len_b=10
+    )
+    [hyps] = beam_search(model, *sources(0), options=options)
+    assert [h.tokens for h in hyps] == [[A, A], [B]]
+    assert hyps[0].score == pytest.approx(math.log(0.24) / 3)
+    assert hyps[1].score == pytest.approx(math.log(0.36) / 2)
+    gnmt = SearchOptions(
+        beam_size=2, nbest=2, length_norm="gnmt", length_penalty=1.0, max_len_a=0.0, max_len_b=10
+    )
+    [gnmt_hyps] = beam_search(model, *sources(0), options=gnmt)
+    assert gnmt_hyps[0].score == pytest.approx(math.log(0.36) / ((5 + 2) / 6))
+
+
+def test_max_length_forces_eos_in_greedy_search():
+    model = ScriptedModel([CHATTY])
+    options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=4)
+    [hyp] = greedy_search(model, *sources(0), options=options)
+    assert hyp.tokens == [A, A, A, A]
+    assert hyp.score == pytest.approx(4 * math.log(0.9) + math.log(0.1))
+
+
+def test_max_length_forces_eos_in_beam_search():
+    """The model never emits EOS; at the limit it is the only choice (probability 1)."""
+    model = ScriptedModel([ENDLESS])
+    options = SearchOptions(beam_size=3, nbest=3, length_norm="none", max_len_a=0.0, max_len_b=4)
+    [hyps] = beam_search(model, *sources(0), options=options)
+    assert [len(h.tokens) for h in hyps] == [4, 4, 4]
+    assert hyps[0].tokens == [A, A, A, A]
+    assert hyps[0].score == pytest.approx(4 * math.log(0.7))
+    assert hyps[1].score == pytest.approx(3 * math.log(0.7) + math.log(0.3))
+
+
+def test_max_length_follows_source_length():
+    model = ScriptedModel([CHATTY, CHATTY])
+    src = torch.tensor([[0, 0, 0], [1, 1, 1]])
+    lengths = torch.tensor([2, 3])  # 1 and 2 words + EOS
+    options = SearchOptions(length_norm="none", max_len_a=2.0, max_len_b=1)
+    short, long = greedy_search(model, src, lengths, options=options)
+    assert len(short.tokens) == 3 and len(long.tokens) == 5
+
+
+def test_nbest_is_sorted_and_starts_with_the_one_best():
+    model = ScriptedModel([GARDEN_PATH])
+    options = SearchOptions(beam_size=3, nbest=3, length_norm="none", max_len_a=0, max_len_b=10)
+    [nbest] = beam_search(model, *sources(0), options=options)
+    scores = [h.score for h in nbest]
+    assert scores == sorted(scores, reverse=True) and len(nbest) == 3
+    [[one]] = beam_search(
+        model,
+        *sources(0),
+        options=SearchOptions(beam_size=3, nbest=1, length_norm="none", max_len_a=0, max_len_b=10),
+    )
+    assert one.tokens == nbest[0].tokens and one.score == nbest[0].score
+
+
+def test_beam_of_one_equals_greedy():
+    tables = [GARDEN_PATH, CHATTY, {(): {B: 0.5, C: 0.3, EOS_ID: 0.2}, (B,): {C: 0.7, EOS_ID: 0.3}}]
+    model = ScriptedModel(tables)
+    options = SearchOptions(beam_size=1, length_norm="gnmt", max_len_a=0.0, max_len_b=6)
+    greedy = greedy_search(model, *sources(0, 1, 2), options=options)
+    beam = beam_search(model, *sources(0, 1, 2), options=options)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g.score for g in greedy] == pytest.approx([b[0].score for b in beam])
+
+
+def test_a_batch_searches_like_one_sentence_at_a_time():
+    tables = [GARDEN_PATH, CHATTY, {(): {C: 0.5, B: 0.5}, (C,): {EOS_ID: 1.0}}]
+    model = ScriptedModel(tables)
+    options = SearchOptions(beam_size=3, nbest=3, length_norm="none", max_len_a=0, max_len_b=5)
+    together = beam_search(model, *sources(0, 1, 2), options=options)
+    for i in range(3):
+        [alone] = beam_search(model, *sources(i), options=options)
+        assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in together[i]])
+
+
+def test_finished_hypotheses_are_kept_while_others_continue():
+    """The early EOS ("b") is finished at step 2 yet still returned after the beam goes on."""
+    model = ScriptedModel([GARDEN_PATH])
+    options = SearchOptions(
+        beam_size=2, nbest=2, length_norm="average", length_penalty=1.0, max_len_a=0.0, max_len_b=10
+    )
+    [hyps] = beam_search(model, *sources(0), options=options)
+    assert [B] in [h.tokens for h in hyps]
+
+
+def test_min_length_blocks_early_eos():
+    model = ScriptedModel([GARDEN_PATH], default={A: 0.5, EOS_ID: 0.5})
+    options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=10, min_len=3)
+    [hyp] = greedy_search(model, *sources(0), options=options)
+    assert len(hyp.tokens) >= 3
+
+
+def test_no_repeat_ngram_blocks_repeated_bigrams():
+    model = ScriptedModel([{(): {A: 0.9, EOS_ID: 0.1}}], default={A: 0.6, B: 0.3, EOS_ID: 0.1})
+    options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=6, no_repeat_ngram=2)
+    [hyp] = greedy_search(model, *sources(0), options=options)
+    bigrams = list(zip(hyp.tokens, hyp.tokens[1:], strict=False))
+    assert len(bigrams) == len(set(bigrams))
+    assert hyp.tokens[:3] == [A, A, B]  # "a a" may not repeat, so "b" comes next
+
+
+def test_forced_scores_equal_search_scores():
+    model = ScriptedModel([GARDEN_PATH])
+    options = SearchOptions(
+        beam_size=2, nbest=2, length_norm="gnmt", length_penalty=0.6, max_len_a=0.0, max_len_b=10
+    )
+    [hyps] = beam_search(model, *sources(0), options=options)
+    src, lengths = sources(0, 0)
+    forced = forced_scores(model, src, lengths, [h.tokens for h in hyps], options)
+    assert forced == pytest.approx([h.score for h in hyps])

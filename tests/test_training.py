@@ -106,7 +106,7 @@ def test_resume_errors_name_the_problem(tiny_corpus_dir: Path, tmp_path: Path):
     fit(tiny_run(tiny_corpus_dir), tmp_path / "run")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         fit(tiny_run(tiny_corpus_dir, resume=str(tmp_path / "missing.pt")), tmp_path / "x")
-    with pytest.raises(CheckpointError, match="not resume from best|holds no training state"):
+    with pytest.raises(CheckpointError, match=r"holds no training state"):
         fit(tiny_run(tiny_corpus_dir, resume=str(tmp_path / "run" / "best.pt")), tmp_path / "x")
     truncated = tmp_path / "truncated.pt"
     data = (tmp_path / "run" / "last.pt").read_bytes()
@@ -140,7 +140,7 @@ def test_checkpoint_refusals(tmp_path: Path):
         load_checkpoint(unsafe)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="corrupt or truncated|not a readable"):
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated|not a readable"):
         load_checkpoint(text)
 
 

@@ -1,4 +1,4 @@
-"""Translating with a trained model: search invariants, order, and the three entry points agreeing."""
+"""Translating with a trained model: search invariants, input order, entry points agreeing."""
 
 from __future__ import annotations
 

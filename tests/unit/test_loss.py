@@ -98,7 +98,7 @@ def test_sampled_softmax_with_every_word_equals_full_softmax(smoothing):
 
 
 def test_sampled_softmax_uses_few_candidates_and_corrects_by_log_q():
-    features, weight, bias, targets = leaves(3)
+    features, _weight, _bias, targets = leaves(3)
     output = torch.nn.Linear(H, 1000)
     criterion = Criterion(
         LossConfig(sampled_softmax=True, num_samples=10, label_smoothing=0.0), 1000
@@ -134,7 +134,7 @@ def test_proposals_are_distributions_without_pad_or_bos():
 
 
 def test_eval_loss_ignores_padding_and_smoothing_free_nll():
-    features, weight, bias, targets = leaves(4)
+    features, _weight, _bias, targets = leaves(4)
     output = torch.nn.Linear(H, V)
     criterion = Criterion(LossConfig(label_smoothing=0.2), V)
     mask = torch.ones(1, N, dtype=torch.bool)

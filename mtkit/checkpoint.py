@@ -107,12 +107,14 @@ def model_from_payload(payload: dict[str, Any], source: str) -> tuple[Seq2Seq, T
     except ConfigError as error:
         raise CheckpointError(f"{source}: invalid model settings ({error})") from None
     codec = TextCodec.from_state(payload["codec"])
-    model = Seq2Seq(model_cfg, codec.src.vocab_size, codec.tgt.vocab_size)
+    output_ids = payload["weights"].get("output_ids")
+    model = Seq2Seq(model_cfg, codec.src.vocab_size, codec.tgt.vocab_size, output_ids)
     try:
         model.load_state_dict(payload["weights"])
     except RuntimeError as error:
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:3])
         raise CheckpointError(
-            f"{source}: weights do not match the model settings ({_first_line(error)})"
+            f"{source}: weights do not match the model settings ({details})"
         ) from None
     return model.eval(), codec
 

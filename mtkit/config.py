@@ -123,11 +123,12 @@ class ModelConfig:
     layers: int = 1
     decoder_layers: int | None = None
     bidirectional: bool = True
-    dropout: float = 0.2
+    dropout: float = 0.3
     attention: str = "bahdanau"
     input_feed: bool = True
     bridge: str = "learned"
     tie_embeddings: bool = False
+    output_vocab: str = "observed"
     init_range: float = 0.1
     pretrained_src_embeddings: str | None = None
     pretrained_tgt_embeddings: str | None = None
@@ -137,6 +138,7 @@ class ModelConfig:
         _choice(s, "cell", self.cell, ("gru", "lstm"))
         _choice(s, "attention", self.attention, ATTENTION_TYPES)
         _choice(s, "bridge", self.bridge, ("learned", "zero"))
+        _choice(s, "output_vocab", self.output_vocab, ("observed", "full"))
         for key in ("embed_dim", "encoder_hidden", "decoder_hidden", "layers"):
             value = getattr(self, key)
             _check(value >= 1, s, key, value, "an integer >= 1")
@@ -148,6 +150,8 @@ class ModelConfig:
         if self.tie_embeddings:
             ok = self.embed_dim == self.decoder_hidden
             _check(ok, s, "tie_embeddings", True, "model.embed_dim == model.decoder_hidden")
+            ok = self.output_vocab == "full"
+            _check(ok, s, "tie_embeddings", True, "model.output_vocab=full (one row per piece)")
         if self.attention == "luong_dot":
             ok = self.decoder_hidden == self.encoder_output_dim
             expected = "model.decoder_hidden == encoder output size for luong_dot"
@@ -188,15 +192,15 @@ class TrainConfig:
     precision: str = "auto"
     threads: int | None = None
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 2e-3
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     momentum: float = 0.0
     weight_decay: float = 0.0
     clip_norm: float = 5.0
     warmup_steps: int = 0
-    schedule: str = "constant"
+    schedule: str = "plateau"
     decay_factor: float = 0.5
-    decay_patience: int = 2
+    decay_patience: int = 1
     min_lr: float = 1e-5
     teacher_forcing: float = 1.0
     teacher_forcing_schedule: str = "constant"
@@ -206,7 +210,7 @@ class TrainConfig:
     max_epochs: int | None = None
     max_steps: int | None = None
     max_minutes: float | None = None
-    valid_every: int = 500
+    valid_every: int | None = None
     valid_bleu: bool = True
     early_stopping_metric: str = "bleu"
     patience: int | None = 10
@@ -256,7 +260,9 @@ class TrainConfig:
             self.decay_factor,
             "a number in (0, 1]",
         )
-        _check(self.valid_every >= 1, s, "valid_every", self.valid_every, "an integer >= 1")
+        if self.valid_every is not None:
+            ok = self.valid_every >= 1
+            _check(ok, s, "valid_every", self.valid_every, "an integer >= 1 or null")
         _check(self.log_every >= 1, s, "log_every", self.log_every, "an integer >= 1")
         _check(self.clip_norm >= 0, s, "clip_norm", self.clip_norm, "a number >= 0 (0 = off)")
         if self.threads is not None:

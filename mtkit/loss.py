@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import LossConfig
-from mtkit.tokenizer import BOS_ID, PAD_ID
+from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -210,6 +210,12 @@ class Criterion:
         return smoothed_cross_entropy(logits, columns, self.cfg.label_smoothing)
 
 
-def target_counts(values: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Token frequencies of the training targets (for the unigram / Zipf proposals)."""
-    return np.bincount(values, minlength=vocab_size).astype(np.int64)
+def target_counts(values: np.ndarray, n_sentences: int, output_ids: torch.Tensor) -> np.ndarray:
+    """Frequency of each output column in the training targets (for the Zipf/unigram proposals).
+
+    ``values`` are the target pieces of all training pairs; each pair also ends in one EOS.
+    """
+    ids = output_ids.cpu().numpy()
+    counts = np.bincount(values, minlength=int(ids.max()) + 1).astype(np.int64)
+    counts[EOS_ID] += n_sentences
+    return counts[ids]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,18 +19,34 @@ from mtkit.config import ModelConfig
 from mtkit.decoder import Decoder, DecoderState
 from mtkit.encoder import Encoder, EncoderOutput
 from mtkit.errors import ConfigError
-from mtkit.tokenizer import PAD_ID, SubwordModel
+from mtkit.tokenizer import EOS_ID, PAD_ID, UNK_ID, SubwordModel
 
 log = logging.getLogger(__name__)
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> None:
+    """Encoder, decoder and output layer.
+
+    The output layer covers the model's *output vocabulary*: ``output_ids`` (M,) lists the
+    target ids it can produce, in column order. By default these are the pieces seen on
+    the target side of the training data (as OpenNMT-py and JoeyNMT build their target
+    vocabularies); with a joint sentencepiece model that is about half of the pieces, and
+    the output layer, the costliest part of the model, shrinks accordingly. Log-probs from
+    :meth:`step` are over these M columns; search maps columns back to ids.
+    """
+
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int,
+                 output_ids: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(src_vocab, cfg)
         self.decoder = Decoder(tgt_vocab, cfg)
-        self.output = nn.Linear(self.decoder.output_dim, tgt_vocab)
+        ids = torch.arange(tgt_vocab) if output_ids is None else output_ids_for(output_ids)
+        self.register_buffer("output_ids", ids)
+        columns = torch.full((tgt_vocab,), int(torch.searchsorted(ids, UNK_ID)), dtype=torch.long)
+        columns[ids] = torch.arange(len(ids))
+        self.register_buffer("column_of", columns, persistent=False)
+        self.output = nn.Linear(self.decoder.output_dim, len(ids))
         if cfg.init_range > 0:
             for parameter in self.parameters():
                 nn.init.uniform_(parameter, -cfg.init_range, cfg.init_range)
@@ -37,7 +54,13 @@ class Seq2Seq(nn.Module):
             self.encoder.embed.weight[PAD_ID].zero_()
             self.decoder.embed.weight[PAD_ID].zero_()
         if cfg.tie_embeddings:
+            if len(ids) != tgt_vocab:
+                raise ConfigError("model.tie_embeddings needs model.output_vocab=full")
             self.output.weight = self.decoder.embed.weight
+
+    def columns(self, ids: torch.Tensor) -> torch.Tensor:
+        """Output columns of target ids (ids outside the output vocabulary -> UNK's column)."""
+        return self.column_of[ids]
 
     # -- the step API ------------------------------------------------------------------------
 
@@ -51,7 +74,7 @@ class Seq2Seq(nn.Module):
     def step(
         self, prev_ids: torch.Tensor, state: DecoderState, enc: EncoderOutput
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """One step: previous ids (B,) -> (log-probs (B, V) in fp32, state, attention (B, S))."""
+        """One step: previous ids (B,) -> (log-probs (B, M) in fp32, state, attention (B, S))."""
         output, state, context, attention = self.decoder.step(
             self.decoder.embedding_gates(prev_ids), state, enc
         )
@@ -68,16 +91,32 @@ class Seq2Seq(nn.Module):
         return self.decoder(batch.tgt_in, enc, state, teacher_forcing, self.predict)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores of the M output columns."""
         return self.output(features)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Most likely next ids for features (B, H)."""
-        return self.output(features).argmax(dim=-1)
+        return self.output_ids[self.output(features).argmax(dim=-1)]
 
 
-def build_model(cfg: ModelConfig, src: SubwordModel, tgt: SubwordModel) -> Seq2Seq:
-    """A model for the given sentencepiece vocabularies, with pretrained embeddings if asked."""
-    model = Seq2Seq(cfg, src.vocab_size, tgt.vocab_size)
+def output_ids_for(ids: torch.Tensor) -> torch.Tensor:
+    """Sorted unique ids, always including UNK and EOS."""
+    extra = torch.tensor([UNK_ID, EOS_ID], dtype=torch.long)
+    return torch.unique(torch.cat([ids.long().flatten(), extra]))
+
+
+def build_model(cfg: ModelConfig, src: SubwordModel, tgt: SubwordModel,
+                target_ids: np.ndarray | None = None) -> Seq2Seq:
+    """A model for the given vocabularies, with pretrained embeddings if asked.
+
+    ``target_ids`` are the training targets' ids; with ``model.output_vocab=observed`` the
+    output layer covers exactly the ids that occur in them.
+    """
+    output_ids = None
+    if cfg.output_vocab == "observed" and target_ids is not None:
+        output_ids = torch.from_numpy(np.unique(target_ids).astype(np.int64))
+    model = Seq2Seq(cfg, src.vocab_size, tgt.vocab_size, output_ids)
+    log.info("output vocabulary: %d of %d target pieces", len(model.output_ids), tgt.vocab_size)
     if cfg.pretrained_src_embeddings:
         load_pretrained(
             model.encoder.embed,

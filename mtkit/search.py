@@ -3,12 +3,16 @@
 The search only knows the step API (:class:`StepModel`): ``encode``, ``init_state`` and
 ``step``, with encoder outputs and decoder states that reorder themselves through
 ``select(index)``. It never looks inside a state, so GRU, LSTM and scripted test models
-are searched by the same code.
+are searched by the same code. A model whose output layer covers only part of the
+vocabulary says so with an ``output_ids`` tensor (column -> token id); search works in
+columns and hands token ids to ``step`` and to the caller.
 
 Beams live in fixed-shape (B, K) tensors. A hypothesis that emits EOS is moved to its
 sentence's finished list (never dropped); a sentence is done once it holds K finished
-hypotheses or reaches its maximum length, where EOS is forced. Shapes: B sentences,
-K beams, V vocabulary, S source length.
+hypotheses or reaches its maximum length, where EOS is forced. Finished sentences are
+dropped from the batch in chunks (``_COMPACT``), so the tail of a batch does not pay for
+the sentences that ended early. Shapes: B sentences, A active sentences, K beams,
+M output columns, S source length, T steps.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any, Protocol
 import torch
 
 from mtkit.tokenizer import BOS_ID, EOS_ID
+
+_COMPACT = 0.25  # drop finished sentences once they are this share of the active batch
 
 
 class StepModel(Protocol):
@@ -56,6 +62,25 @@ class Hypothesis:
     attention: torch.Tensor | None = field(default=None, repr=False)  # (T, S), T incl. EOS
 
 
+class OutputColumns:
+    """Maps a model's output columns to token ids (identity when it covers every id)."""
+
+    def __init__(self, model: StepModel, device: torch.device) -> None:
+        ids = getattr(model, "output_ids", None)
+        self.ids = None if ids is None else ids.to(device)
+        self.eos = EOS_ID if self.ids is None else int(torch.searchsorted(self.ids, EOS_ID))
+
+    def tokens(self, columns: torch.Tensor) -> torch.Tensor:
+        return columns if self.ids is None else self.ids[columns]
+
+    def columns(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns of token ids, and whether each token has one."""
+        if self.ids is None:
+            return tokens, torch.ones_like(tokens, dtype=torch.bool)
+        columns = torch.searchsorted(self.ids, tokens).clamp(max=len(self.ids) - 1)
+        return columns, self.ids[columns] == tokens
+
+
 def length_normalizer(length: int, options: SearchOptions) -> float:
     """Divisor of a hypothesis's log-probability; ``length`` counts its EOS."""
     if options.length_norm == "gnmt":  # Wu et al. (2016)
@@ -85,19 +110,20 @@ def max_lengths(src_lengths: torch.Tensor, options: SearchOptions) -> torch.Tens
     return (options.max_len_a * words + options.max_len_b).floor().long().clamp(min=1)
 
 
-def _constrain(log_probs: torch.Tensor, step: int, limits: torch.Tensor, min_len: int) -> None:
+def _constrain(log_probs: torch.Tensor, step: int, limits: torch.Tensor, min_len: int,
+               eos: int) -> None:
     """In place: no EOS before ``min_len``; only EOS once a row reaches its limit."""
     if step < min_len:
-        log_probs[:, EOS_ID] = float("-inf")
+        log_probs[:, eos] = float("-inf")
     at_limit = limits <= step
     if bool(at_limit.any()):
-        eos_column = log_probs[:, EOS_ID].clone()
+        eos_scores = log_probs[:, eos].clone()
         log_probs[at_limit] = float("-inf")
-        log_probs[at_limit, EOS_ID] = eos_column[at_limit].nan_to_num(neginf=0.0)
+        log_probs[at_limit, eos] = eos_scores[at_limit].nan_to_num(neginf=0.0)
 
 
 def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
-    """In place: forbid any token that would repeat an n-gram already in the row's history."""
+    """In place: forbid any column that would repeat an n-gram already in the row's history."""
     length = history.size(1)
     if n <= 0 or length < n:
         return
@@ -119,47 +145,79 @@ def greedy_search(
 ) -> list[Hypothesis]:
     """The most likely token at every step, for a batch of B sentences."""
     options = options or SearchOptions()
-    batch = src.size(0)
+    batch, device = src.size(0), src.device
+    out = OutputColumns(model, device)
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
-    limits = max_lengths(src_lengths, options).to(src.device)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    totals = torch.zeros(batch, dtype=torch.float32, device=src.device)
-    lengths = torch.zeros(batch, dtype=torch.long, device=src.device)
-    tokens: list[torch.Tensor] = []
-    attentions: list[torch.Tensor] = []
-    for t in range(int(limits.max()) + 1):
-        log_probs, state, attention = model.step(prev, state, enc)
-        _constrain(log_probs, t, limits, options.min_len)
-        if options.no_repeat_ngram and tokens:
-            _block_repeats(log_probs, torch.stack(tokens, 1), options.no_repeat_ngram)
+    limits_all = max_lengths(src_lengths, options).to(device)
+    steps = int(limits_all.max()) + 1
+    chosen = torch.full((batch, steps), out.eos, dtype=torch.long, device=device)  # columns
+    totals = torch.zeros(batch, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    attention_all: torch.Tensor | None = None  # (B, T, S)
+    active = torch.arange(batch, device=device)  # original rows still decoding
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # over active rows
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    for t in range(steps):
+        log_probs, state, attention = model.step(prev, state, enc)  # (A, M)
+        _constrain(log_probs, t, limits_all[active], options.min_len, out.eos)
+        if options.no_repeat_ngram and t:
+            _block_repeats(log_probs, chosen[active, :t], options.no_repeat_ngram)
         best_lp, best = log_probs.max(dim=-1)
-        best = best.masked_fill(done, EOS_ID)
-        totals += best_lp.masked_fill(done, 0.0)
-        lengths += (~done).long()
-        tokens.append(best)
+        live = ~done
+        best = best.masked_fill(done, out.eos)
+        totals[active] += best_lp.masked_fill(done, 0.0)
+        lengths[active] += live.long()
+        chosen[active, t] = best
         if return_attention and attention is not None:
-            attentions.append(attention.float())
-        done |= best == EOS_ID
-        prev = best
+            if attention_all is None:
+                attention_all = torch.zeros(batch, steps, attention.size(-1), device=device)
+            attention_all[active, t] = attention.float() * live.unsqueeze(1)
+        done |= best == out.eos
         if bool(done.all()):
             break
-    token_matrix = torch.stack(tokens, 1).tolist()
-    attention_all = torch.stack(attentions, 1).cpu() if attentions else None  # (B, T, S)
+        prev = out.tokens(best)
+        if int(done.sum()) >= _COMPACT * len(done):
+            keep = (~done).nonzero().squeeze(1)
+            active, done, prev = active[keep], done[keep], prev[keep]
+            enc, state = enc.select(keep), state.select(keep)
+    token_matrix = out.tokens(chosen).tolist()
+    attention_cpu = None if attention_all is None else attention_all.cpu()
     results = []
     for b in range(batch):
         length = int(lengths[b])
-        attention_b = None if attention_all is None else attention_all[b, :length]
-        results.append(
-            Hypothesis(
-                "",
-                token_matrix[b][: length - 1],
-                final_score(float(totals[b]), length, attention_b, options),
-                attention_b,
-            )
-        )
+        attention_b = None if attention_cpu is None else attention_cpu[b, :length]
+        score = final_score(float(totals[b]), length, attention_b, options)
+        results.append(Hypothesis("", token_matrix[b][: length - 1], score, attention_b))
     return results
+
+
+@dataclass
+class _Beams:
+    """The live part of a beam search: A active sentences x K beams."""
+
+    sentences: torch.Tensor  # (A,) original sentence index of each active sentence
+    scores: torch.Tensor  # (A, K) cumulative log-probs, -inf for dead beams
+    history: torch.Tensor  # (A*K, t) columns chosen so far
+    attention: torch.Tensor | None  # (A*K, t, S)
+    limits: torch.Tensor  # (A*K,) maximum lengths
+    state: Any
+    enc: Any
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Reorder beams: row r of the new beam is row ``rows[r]`` of the old one."""
+        self.history = self.history.index_select(0, rows)
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, rows)
+        self.state = self.state.select(rows)
+
+    def keep_sentences(self, keep: torch.Tensor, k: int) -> None:
+        """Drop finished sentences: ``keep`` indexes the active sentences to retain."""
+        rows = (keep.unsqueeze(1) * k + torch.arange(k, device=keep.device)).view(-1)
+        self.sentences, self.scores = self.sentences[keep], self.scores[keep]
+        self.limits = self.limits[rows]
+        self.enc = self.enc.select(rows)
+        self.select_rows(rows)
 
 
 @torch.inference_mode()
@@ -173,92 +231,88 @@ def beam_search(
     """The ``nbest`` best hypotheses of each of B sentences, best first."""
     options = options or SearchOptions()
     batch, k, device = src.size(0), options.beam_size, src.device
+    out = OutputColumns(model, device)
     keep_attention = return_attention or options.coverage_penalty != 0.0
-    enc = model.encode(src, src_lengths)
     rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,)
-    enc = enc.select(rows)
-    state = model.init_state(enc)
-    limits = max_lengths(src_lengths, options).to(device).repeat_interleave(k)
+    enc = model.encode(src, src_lengths).select(rows)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start
-    history = torch.empty(batch * k, 0, dtype=torch.long, device=device)
-    attn_history: torch.Tensor | None = None  # (B*K, t, S)
-    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    beams = _Beams(
+        sentences=torch.arange(batch, device=device),
+        scores=scores,
+        history=torch.empty(batch * k, 0, dtype=torch.long, device=device),
+        attention=None,
+        limits=max_lengths(src_lengths, options).to(device).repeat_interleave(k),
+        state=model.init_state(enc),
+        enc=enc,
+    )
     finished: list[list[tuple[float, list[int], torch.Tensor | None]]] = [[] for _ in range(batch)]
-    sentence_done = torch.zeros(batch, dtype=torch.bool, device=device)
-    for t in range(int(limits.max()) + 1):
-        log_probs, state, attention = model.step(prev, state, enc)  # (B*K, V)
-        log_probs = log_probs.float()
-        _constrain(log_probs, t, limits, options.min_len)
+    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    for t in range(int(beams.limits.max()) + 1):
+        log_probs, beams.state, attention = model.step(prev, beams.state, beams.enc)
+        log_probs = log_probs.float()  # (A*K, M)
+        _constrain(log_probs, t, beams.limits, options.min_len, out.eos)
         if options.no_repeat_ngram:
-            _block_repeats(log_probs, history, options.no_repeat_ngram)
-        vocab = log_probs.size(-1)
-        candidates = (scores.unsqueeze(-1) + log_probs.view(batch, k, vocab)).view(batch, -1)
-        top_scores, top_ids = candidates.topk(2 * k, dim=-1)  # (B, 2K)
-        top_beams, top_tokens = top_ids // vocab, top_ids % vocab
-        if keep_attention and attention is not None:
-            step_attn = attention.float().unsqueeze(1)
-            attn_history = (
-                step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
-            )
-        _finalize(
-            finished,
-            top_scores,
-            top_beams,
-            top_tokens,
-            history,
-            attn_history,
-            sentence_done,
-            k,
-            t,
-            options,
+            _block_repeats(log_probs, beams.history, options.no_repeat_ngram)
+        active, columns = beams.scores.size(0), log_probs.size(-1)
+        candidates = (beams.scores.unsqueeze(-1) + log_probs.view(active, k, columns)).view(
+            active, -1
         )
-        sentence_done |= torch.tensor([len(f) >= k for f in finished], device=device)
-        if bool(sentence_done.all()):
+        top_scores, top_ids = candidates.topk(2 * k, dim=-1)  # (A, 2K)
+        top_beams, top_columns = top_ids // columns, top_ids % columns
+        if keep_attention and attention is not None:
+            step_attention = attention.float().unsqueeze(1)
+            beams.attention = (
+                step_attention
+                if beams.attention is None
+                else torch.cat([beams.attention, step_attention], 1)
+            )
+        _finalize(finished, beams, top_scores, top_beams, top_columns, k, t, out, options)
+        done = torch.tensor([len(finished[int(s)]) >= k for s in beams.sentences], device=device)
+        if bool(done.all()):
             break
         # The K best continuations that do not end in EOS stay on the beam.
-        alive_rank = (top_tokens == EOS_ID).float() * 1e4 + torch.arange(
-            2 * k, device=device
-        ).float()
-        keep = alive_rank.topk(k, dim=-1, largest=False).indices  # (B, K)
-        scores = top_scores.gather(1, keep).masked_fill(
-            sentence_done.unsqueeze(1) | (top_tokens.gather(1, keep) == EOS_ID), float("-inf")
+        ends = top_columns == out.eos
+        rank = ends.float() * 1e4 + torch.arange(2 * k, device=device).float()
+        keep = rank.topk(k, dim=-1, largest=False).indices  # (A, K)
+        beams.scores = top_scores.gather(1, keep).masked_fill(
+            done.unsqueeze(1) | ends.gather(1, keep), float("-inf")
         )
-        origin = (
-            top_beams.gather(1, keep) + torch.arange(batch, device=device).unsqueeze(1) * k
-        ).view(-1)
-        prev = top_tokens.gather(1, keep).view(-1)
-        history = torch.cat([history.index_select(0, origin), prev.unsqueeze(1)], 1)
-        if attn_history is not None:
-            attn_history = attn_history.index_select(0, origin)
-        state = state.select(origin)
+        origin = (top_beams.gather(1, keep) + torch.arange(active, device=device).unsqueeze(1) * k)
+        chosen = top_columns.gather(1, keep).view(-1)
+        beams.select_rows(origin.view(-1))
+        beams.history = torch.cat([beams.history, chosen.unsqueeze(1)], 1)
+        prev = out.tokens(chosen)
+        if int(done.sum()) >= _COMPACT * active:
+            keep_sentences = (~done).nonzero().squeeze(1)
+            beams.keep_sentences(keep_sentences, k)
+            prev = prev.view(active, k)[keep_sentences].view(-1)
     return [_best(f, options.nbest, return_attention) for f in finished]
 
 
 def _finalize(
     finished: list[list[tuple[float, list[int], torch.Tensor | None]]],
+    beams: _Beams,
     top_scores: torch.Tensor,
     top_beams: torch.Tensor,
-    top_tokens: torch.Tensor,
-    history: torch.Tensor,
-    attn_history: torch.Tensor | None,
-    sentence_done: torch.Tensor,
+    top_columns: torch.Tensor,
     k: int,
     step: int,
+    out: OutputColumns,
     options: SearchOptions,
 ) -> None:
     """Move EOS candidates ranked within the top K of their sentence to ``finished``."""
-    is_eos = (top_tokens[:, :k] == EOS_ID) & torch.isfinite(top_scores[:, :k])
-    is_eos &= ~sentence_done.unsqueeze(1)
+    is_eos = (top_columns[:, :k] == out.eos) & torch.isfinite(top_scores[:, :k])
     if not bool(is_eos.any()):
         return
-    for b, rank in is_eos.nonzero().tolist():
-        if len(finished[b]) >= k:
+    for a, rank in is_eos.nonzero().tolist():
+        sentence = finished[int(beams.sentences[a])]
+        if len(sentence) >= k:
             continue
-        row = b * k + int(top_beams[b, rank])
-        attention = None if attn_history is None else attn_history[row].cpu()
-        score = final_score(float(top_scores[b, rank]), step + 1, attention, options)
-        finished[b].append((score, history[row].tolist(), attention))
+        row = a * k + int(top_beams[a, rank])
+        attention = None if beams.attention is None else beams.attention[row].cpu()
+        score = final_score(float(top_scores[a, rank]), step + 1, attention, options)
+        sentence.append((score, out.tokens(beams.history[row]).tolist(), attention))
 
 
 def _best(
@@ -279,20 +333,27 @@ def forced_scores(
     targets: list[list[int]],
     options: SearchOptions | None = None,
 ) -> list[float]:
-    """The score search would report for each given target (pieces, without EOS)."""
+    """The score search would report for each given target (pieces, without EOS).
+
+    A token outside the model's output vocabulary has probability 0 (score -inf).
+    """
     options = options or SearchOptions()
+    device = src.device
+    out = OutputColumns(model, device)
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
     steps = max(len(t) for t in targets) + 1
-    padded = torch.full((len(targets), steps), EOS_ID, dtype=torch.long, device=src.device)
+    padded = torch.full((len(targets), steps), EOS_ID, dtype=torch.long, device=device)
     for row, target in enumerate(targets):
         padded[row, : len(target)] = torch.tensor(target, dtype=torch.long)
-    prev = torch.full((len(targets),), BOS_ID, dtype=torch.long, device=src.device)
+    columns, known = out.columns(padded)
+    prev = torch.full((len(targets),), BOS_ID, dtype=torch.long, device=device)
     totals = [0.0] * len(targets)
     attentions: list[list[torch.Tensor]] = [[] for _ in targets]
     for t in range(steps):
         log_probs, state, attention = model.step(prev, state, enc)
-        picked = log_probs.float().gather(1, padded[:, t : t + 1]).squeeze(1).tolist()
+        picked = log_probs.float().gather(1, columns[:, t : t + 1]).squeeze(1)
+        picked = picked.masked_fill(~known[:, t], float("-inf")).tolist()
         for row, target in enumerate(targets):
             if t <= len(target):
                 totals[row] += picked[row]

@@ -73,7 +73,8 @@ def train_step(
     """
     seq2seq: Seq2Seq = getattr(model, "module", model)
     features = model(batch, teacher_forcing)
-    result = criterion.train_loss(features, batch.tgt_out, batch.tgt_mask, seq2seq.output)
+    targets = seq2seq.columns(batch.tgt_out)
+    result = criterion.train_loss(features, targets, batch.tgt_mask, seq2seq.output)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(
@@ -120,11 +121,12 @@ class Trainer:
         train_split = self.corpus.splits["train"]
         codec = self.corpus.codec
         torch.manual_seed(cfg.seed)
-        self.model = build_model(run.model, codec.src, codec.tgt).to(self.device)
+        self.model = build_model(run.model, codec.src, codec.tgt, train_split.tgt_values)
+        self.model.to(self.device)
         self.criterion = Criterion(
             run.loss,
-            codec.tgt.vocab_size,
-            target_counts(train_split.tgt_values, codec.tgt.vocab_size),
+            len(self.model.output_ids),
+            target_counts(train_split.tgt_values, len(train_split), self.model.output_ids),
         )
         self.optimizer = build_optimizer(cfg, self.model.parameters())
         self.lr = LearningRate(cfg)
@@ -145,6 +147,8 @@ class Trainer:
             DistributedDataParallel(self.model) if self.dist.enabled else self.model
         )
         self._stop_signal: int | None = None
+        steps_per_epoch = len(distributed.shard(self.sampler.batches(0), self.dist))
+        self.valid_every = cfg.valid_every or max(1, min(steps_per_epoch // 2, 2000))
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -226,7 +230,7 @@ class Trainer:
                         break
                     indices = batches[self.progress.batch_in_epoch]
                     self._one_step(indices, start, bar)
-                    if self.progress.step % cfg.valid_every == 0:
+                    if self.progress.step % self.valid_every == 0:
                         stop_reason = self._validate_and_save(start)
                     if distributed.any_rank(self._stop_signal is not None, self.dist, self.device):
                         stop_reason = "signal"
@@ -387,7 +391,7 @@ class Trainer:
             with autocast_context(self.device, self.precision):
                 features = self.model(batch)
                 result = self.criterion.eval_loss(
-                    features, batch.tgt_out, batch.tgt_mask, self.model.output
+                    features, self.model.columns(batch.tgt_out), batch.tgt_mask, self.model.output
                 )
             nll += float(result.nll_sum)
             tokens += result.n_tokens
@@ -562,7 +566,10 @@ class Trainer:
         model = self.model
         if best.is_file():
             payload = load_checkpoint(best)
-            model = build_model(self.run.model, self.corpus.codec.src, self.corpus.codec.tgt)
+            train_targets = self.corpus.splits["train"].tgt_values
+            model = build_model(
+                self.run.model, self.corpus.codec.src, self.corpus.codec.tgt, train_targets
+            )
             model.load_state_dict(payload["weights"])
             model.to(self.device)
         score = self.bleu_on(self.corpus.splits["test"], model)

@@ -49,10 +49,9 @@ def measure(
 ) -> tuple[float, float]:
     """(target tokens/s, ms/step) over ``steps`` real batches after ``warmup`` batches."""
     torch.manual_seed(1)
-    model = build_model(model_cfg, src_model, tgt_model).to(device).train()
-    criterion = Criterion(
-        loss_cfg, tgt_model.vocab_size, target_counts(split.tgt_values, tgt_model.vocab_size)
-    )
+    model = build_model(model_cfg, src_model, tgt_model, split.tgt_values).to(device).train()
+    counts = target_counts(split.tgt_values, len(split), model.output_ids)
+    criterion = Criterion(loss_cfg, len(model.output_ids), counts)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, batch_tokens, seed=1)
     batches = sampler.batches(0)[: warmup + steps]

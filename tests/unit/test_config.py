@@ -120,7 +120,7 @@ def test_default_composition_is_the_embedded_corpus() -> None:
     assert (Path(run.data.dir or "") / "train.en").is_file()
     assert run.model.cell == "gru" and run.model.attention == "bahdanau"
     # the synth preset's budget wins over train/default.yaml
-    assert run.train.lr == 0.002 and run.train.max_minutes == 4.5
+    assert run.train.max_minutes == 4 and run.train.valid_every == 100
     assert run.data.batch_tokens == 2000
 
 

@@ -288,7 +288,7 @@ class DecodeConfig:
     min_len: int = 0
     coverage_penalty: float = 0.0
     no_repeat_ngram: int = 0
-    batch_tokens: int = 6000
+    batch_tokens: int = 12000
 
     def __post_init__(self) -> None:
         s = "decode"

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import LossConfig
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mtkit.tokenizer import EOS_ID
 
 
 @dataclass
@@ -123,31 +123,22 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
 
 def proposal_distribution(kind: str, vocab_size: int, counts: np.ndarray | None) -> torch.Tensor:
-    """Q over target ids: log-uniform over frequency ranks (Zipf), unigram, or uniform.
+    """Q over the output columns: log-uniform over frequency ranks (Zipf), unigram, or uniform.
 
-    ``uniform`` covers every id. The frequency-based proposals give PAD and BOS (never
-    targets) no mass; without counts, the id order stands in for the frequency rank
-    (sentencepiece orders pieces roughly by frequency).
+    Every column keeps some mass, so no candidate's ``-log Q`` correction is infinite.
+    Without counts, the column order stands in for the frequency rank (sentencepiece
+    orders pieces roughly by frequency).
     """
     if kind == "uniform":
         return torch.full((vocab_size,), 1.0 / vocab_size)
+    freq = np.zeros(vocab_size) if counts is None else np.asarray(counts, np.float64)[:vocab_size]
+    if kind == "unigram":
+        q = torch.from_numpy(freq + 1.0)
     else:
-        freq = (
-            np.zeros(vocab_size)
-            if counts is None
-            else np.asarray(counts, dtype=np.float64)[:vocab_size]
-        )
-        if kind == "unigram":
-            q = torch.from_numpy(freq + 1.0)
-        else:
-            ranks = np.empty(vocab_size, dtype=np.float64)
-            order = (
-                np.argsort(-freq, kind="stable") if counts is not None else np.arange(vocab_size)
-            )
-            ranks[order] = np.arange(vocab_size)
-            q = torch.from_numpy(np.log((ranks + 2) / (ranks + 1)))
-    q[PAD_ID] = 0.0
-    q[BOS_ID] = 0.0
+        order = np.argsort(-freq, kind="stable") if counts is not None else np.arange(vocab_size)
+        ranks = np.empty(vocab_size, dtype=np.float64)
+        ranks[order] = np.arange(vocab_size)
+        q = torch.from_numpy(np.log((ranks + 2) / (ranks + 1)))
     return (q / q.sum()).float()
 
 

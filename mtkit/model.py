@@ -35,8 +35,13 @@ class Seq2Seq(nn.Module):
     :meth:`step` are over these M columns; search maps columns back to ids.
     """
 
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int,
-                 output_ids: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        src_vocab: int,
+        tgt_vocab: int,
+        output_ids: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(src_vocab, cfg)
@@ -79,7 +84,7 @@ class Seq2Seq(nn.Module):
             self.decoder.embedding_gates(prev_ids), state, enc
         )
         features = self.decoder.features(output, context)
-        log_probs = F.log_softmax(self.output(features).float(), dim=-1)
+        log_probs = F.log_softmax(self.output(features), dim=-1, dtype=torch.float32)
         return log_probs, state, attention
 
     # -- training ----------------------------------------------------------------------------
@@ -105,8 +110,9 @@ def output_ids_for(ids: torch.Tensor) -> torch.Tensor:
     return torch.unique(torch.cat([ids.long().flatten(), extra]))
 
 
-def build_model(cfg: ModelConfig, src: SubwordModel, tgt: SubwordModel,
-                target_ids: np.ndarray | None = None) -> Seq2Seq:
+def build_model(
+    cfg: ModelConfig, src: SubwordModel, tgt: SubwordModel, target_ids: np.ndarray | None = None
+) -> Seq2Seq:
     """A model for the given vocabularies, with pretrained embeddings if asked.
 
     ``target_ids`` are the training targets' ids; with ``model.output_vocab=observed`` the

@@ -24,7 +24,7 @@ import torch
 
 from mtkit.tokenizer import BOS_ID, EOS_ID
 
-_COMPACT = 0.25  # drop finished sentences once they are this share of the active batch
+_COMPACT = 0.10  # drop finished sentences once they are this share of the active batch
 
 
 class StepModel(Protocol):
@@ -59,7 +59,8 @@ class Hypothesis:
     text: str
     tokens: list[int]
     score: float
-    attention: torch.Tensor | None = field(default=None, repr=False)  # (T, S), T incl. EOS
+    # (T, S): T output steps incl. EOS, S real source positions in model order (+ EOS)
+    attention: torch.Tensor | None = field(default=None, repr=False)
 
 
 class OutputColumns:
@@ -91,7 +92,10 @@ def length_normalizer(length: int, options: SearchOptions) -> float:
 
 
 def coverage_score(attention: torch.Tensor | None, options: SearchOptions) -> float:
-    """GNMT coverage penalty: beta * sum_i log(min(sum_t a_ti, 1)) over source positions."""
+    """GNMT coverage penalty: beta * sum_i log(min(sum_t a_ti, 1)) over source positions.
+
+    ``attention`` (T, S) covers the real source positions only, never padding.
+    """
     if options.coverage_penalty == 0.0 or attention is None:
         return 0.0
     coverage = attention.sum(0).clamp(min=1e-10, max=1.0)
@@ -110,8 +114,9 @@ def max_lengths(src_lengths: torch.Tensor, options: SearchOptions) -> torch.Tens
     return (options.max_len_a * words + options.max_len_b).floor().long().clamp(min=1)
 
 
-def _constrain(log_probs: torch.Tensor, step: int, limits: torch.Tensor, min_len: int,
-               eos: int) -> None:
+def _constrain(
+    log_probs: torch.Tensor, step: int, limits: torch.Tensor, min_len: int, eos: int
+) -> None:
     """In place: no EOS before ``min_len``; only EOS once a row reaches its limit."""
     if step < min_len:
         log_probs[:, eos] = float("-inf")
@@ -183,10 +188,13 @@ def greedy_search(
             enc, state = enc.select(keep), state.select(keep)
     token_matrix = out.tokens(chosen).tolist()
     attention_cpu = None if attention_all is None else attention_all.cpu()
+    source_lengths = src_lengths.tolist()
     results = []
     for b in range(batch):
         length = int(lengths[b])
-        attention_b = None if attention_cpu is None else attention_cpu[b, :length]
+        attention_b = (
+            None if attention_cpu is None else attention_cpu[b, :length, : source_lengths[b]]
+        )
         score = final_score(float(totals[b]), length, attention_b, options)
         results.append(Hypothesis("", token_matrix[b][: length - 1], score, attention_b))
     return results
@@ -196,11 +204,12 @@ def greedy_search(
 class _Beams:
     """The live part of a beam search: A active sentences x K beams."""
 
-    sentences: torch.Tensor  # (A,) original sentence index of each active sentence
-    scores: torch.Tensor  # (A, K) cumulative log-probs, -inf for dead beams
-    history: torch.Tensor  # (A*K, t) columns chosen so far
-    attention: torch.Tensor | None  # (A*K, t, S)
-    limits: torch.Tensor  # (A*K,) maximum lengths
+    sentences: list[int]  # original index of each active sentence
+    scores: torch.Tensor  # (A, W) cumulative log-probs, -inf for dead beams; W = 1, then K
+    history: torch.Tensor  # (A*W, t) columns chosen so far
+    attention: torch.Tensor | None  # (A*W, t, S)
+    limits: torch.Tensor  # (A*W,) maximum lengths
+    source_lengths: torch.Tensor  # (A*W,) real source positions (attention columns)
     state: Any
     enc: Any
 
@@ -211,11 +220,18 @@ class _Beams:
             self.attention = self.attention.index_select(0, rows)
         self.state = self.state.select(rows)
 
+    def widen(self, k: int) -> None:
+        """From one beam per sentence to K: repeat what every beam of a sentence shares."""
+        rows = torch.arange(len(self.sentences), device=self.limits.device).repeat_interleave(k)
+        self.enc = self.enc.select(rows)
+        self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
+
     def keep_sentences(self, keep: torch.Tensor, k: int) -> None:
         """Drop finished sentences: ``keep`` indexes the active sentences to retain."""
         rows = (keep.unsqueeze(1) * k + torch.arange(k, device=keep.device)).view(-1)
-        self.sentences, self.scores = self.sentences[keep], self.scores[keep]
-        self.limits = self.limits[rows]
+        self.sentences = [self.sentences[i] for i in keep.tolist()]
+        self.scores = self.scores[keep]
+        self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
         self.enc = self.enc.select(rows)
         self.select_rows(rows)
 
@@ -233,33 +249,36 @@ def beam_search(
     batch, k, device = src.size(0), options.beam_size, src.device
     out = OutputColumns(model, device)
     keep_attention = return_attention or options.coverage_penalty != 0.0
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,)
-    enc = model.encode(src, src_lengths).select(rows)
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # only the first beam is live at the start
+    enc = model.encode(src, src_lengths)
+    # Every sentence starts with one beam (width 1); after the first step it has K.
     beams = _Beams(
-        sentences=torch.arange(batch, device=device),
-        scores=scores,
-        history=torch.empty(batch * k, 0, dtype=torch.long, device=device),
+        sentences=list(range(batch)),
+        scores=torch.zeros(batch, 1, device=device),
+        history=torch.empty(batch, 0, dtype=torch.long, device=device),
         attention=None,
-        limits=max_lengths(src_lengths, options).to(device).repeat_interleave(k),
+        limits=max_lengths(src_lengths, options).to(device),
+        source_lengths=src_lengths.to(device),
         state=model.init_state(enc),
         enc=enc,
     )
     finished: list[list[tuple[float, list[int], torch.Tensor | None]]] = [[] for _ in range(batch)]
-    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     for t in range(int(beams.limits.max()) + 1):
         log_probs, beams.state, attention = model.step(prev, beams.state, beams.enc)
-        log_probs = log_probs.float()  # (A*K, M)
+        log_probs = log_probs.float()  # (A*W, M)
         _constrain(log_probs, t, beams.limits, options.min_len, out.eos)
         if options.no_repeat_ngram:
             _block_repeats(log_probs, beams.history, options.no_repeat_ngram)
-        active, columns = beams.scores.size(0), log_probs.size(-1)
-        candidates = (beams.scores.unsqueeze(-1) + log_probs.view(active, k, columns)).view(
+        # The 2K best of a sentence's W*M continuations lie among each beam's own 2K best:
+        # pick those per row first, so only (A, W*2K) candidates are ranked, not (A, W*M).
+        active, width = beams.scores.shape
+        row_scores, row_columns = log_probs.topk(2 * k, dim=-1)  # (A*W, 2K)
+        candidates = (beams.scores.unsqueeze(-1) + row_scores.view(active, width, 2 * k)).view(
             active, -1
         )
         top_scores, top_ids = candidates.topk(2 * k, dim=-1)  # (A, 2K)
-        top_beams, top_columns = top_ids // columns, top_ids % columns
+        top_beams = top_ids // (2 * k)
+        top_columns = row_columns.view(active, -1).gather(1, top_ids)
         if keep_attention and attention is not None:
             step_attention = attention.float().unsqueeze(1)
             beams.attention = (
@@ -268,7 +287,7 @@ def beam_search(
                 else torch.cat([beams.attention, step_attention], 1)
             )
         _finalize(finished, beams, top_scores, top_beams, top_columns, k, t, out, options)
-        done = torch.tensor([len(finished[int(s)]) >= k for s in beams.sentences], device=device)
+        done = torch.tensor([len(finished[s]) >= k for s in beams.sentences], device=device)
         if bool(done.all()):
             break
         # The K best continuations that do not end in EOS stay on the beam.
@@ -278,9 +297,13 @@ def beam_search(
         beams.scores = top_scores.gather(1, keep).masked_fill(
             done.unsqueeze(1) | ends.gather(1, keep), float("-inf")
         )
-        origin = (top_beams.gather(1, keep) + torch.arange(active, device=device).unsqueeze(1) * k)
+        origin = (
+            top_beams.gather(1, keep) + torch.arange(active, device=device).unsqueeze(1) * width
+        )
         chosen = top_columns.gather(1, keep).view(-1)
         beams.select_rows(origin.view(-1))
+        if width == 1:
+            beams.widen(k)
         beams.history = torch.cat([beams.history, chosen.unsqueeze(1)], 1)
         prev = out.tokens(chosen)
         if int(done.sum()) >= _COMPACT * active:
@@ -305,14 +328,20 @@ def _finalize(
     is_eos = (top_columns[:, :k] == out.eos) & torch.isfinite(top_scores[:, :k])
     if not bool(is_eos.any()):
         return
-    for a, rank in is_eos.nonzero().tolist():
-        sentence = finished[int(beams.sentences[a])]
+    active, ranks = is_eos.nonzero(as_tuple=True)  # sentence-major, best rank first
+    rows = active * beams.scores.size(1) + top_beams[active, ranks]
+    # One transfer for all hypotheses that end here, not one per hypothesis.
+    scores = top_scores[active, ranks].tolist()
+    histories = out.tokens(beams.history[rows]).tolist()
+    for j, (a, row) in enumerate(zip(active.tolist(), rows.tolist(), strict=True)):
+        sentence = finished[beams.sentences[a]]
         if len(sentence) >= k:
             continue
-        row = a * k + int(top_beams[a, rank])
-        attention = None if beams.attention is None else beams.attention[row].cpu()
-        score = final_score(float(top_scores[a, rank]), step + 1, attention, options)
-        sentence.append((score, out.tokens(beams.history[row]).tolist(), attention))
+        attention = None
+        if beams.attention is not None:
+            attention = beams.attention[row, :, : int(beams.source_lengths[row])].cpu()
+        score = final_score(scores[j], step + 1, attention, options)
+        sentence.append((score, histories[j], attention))
 
 
 def _best(
@@ -358,7 +387,8 @@ def forced_scores(
             if t <= len(target):
                 totals[row] += picked[row]
                 if attention is not None:
-                    attentions[row].append(attention[row].float().cpu())
+                    real = int(src_lengths[row])
+                    attentions[row].append(attention[row, :real].float().cpu())
         prev = padded[:, t]
     results = []
     for row, target in enumerate(targets):

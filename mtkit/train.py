@@ -30,6 +30,8 @@ log = logging.getLogger("mtkit")
 def env_rank() -> int:
     """This process's rank under torchrun (0 otherwise); read without importing torch."""
     return int(os.environ.get("RANK", "0"))
+
+
 register_configs()
 
 

@@ -7,7 +7,7 @@ searched, detokenized and put back in input order. Empty inputs give empty outpu
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -19,7 +19,7 @@ from mtkit.batching import pad_sequences, sorted_batches
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.config import DecodeConfig
 from mtkit.model import Seq2Seq
-from mtkit.runtime import autocast_context, resolve_device
+from mtkit.runtime import resolve_device
 from mtkit.search import Hypothesis, SearchOptions, beam_search, forced_scores, greedy_search
 from mtkit.tokenizer import TextCodec
 
@@ -45,6 +45,10 @@ class Translator:
         train_max_len: int | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
+        if precision == "bf16":
+            # Inference needs no fp32 master weights: a bf16 copy saves autocast's per-step
+            # casts (the caller's model, possibly still training, is left as it is).
+            model = copy.deepcopy(model).to(torch.bfloat16)
         self.model = model.to(self.device).eval()
         self.codec = codec
         self.defaults = defaults or DecodeConfig()
@@ -152,7 +156,7 @@ class Translator:
         options: SearchOptions,
         return_attention: bool,
     ) -> list[list[Hypothesis]]:
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
+        with torch.inference_mode():
             if options.beam_size == 1 and options.coverage_penalty == 0.0:
                 return [
                     [h] for h in greedy_search(self.model, src, lengths, options, return_attention)
@@ -182,9 +186,7 @@ class Translator:
         options = options or self.options()
         encoded = self.codec.encode_source([s.strip() for s in sources])
         src, lengths = pad_sequences(encoded)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
-            stack.enter_context(autocast_context(self.device, self.precision))
+        with torch.inference_mode():
             return forced_scores(
                 self.model,
                 src.to(self.device),

@@ -50,14 +50,18 @@ def main() -> None:
     start = time.perf_counter()
     Translator.from_checkpoint(args.checkpoint, device=args.device)
     load_seconds = time.perf_counter() - start
-    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"sentences={len(sources)} load={load_seconds:.2f}s")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
+        f"sentences={len(sources)} load={load_seconds:.2f}s"
+    )
     for precision in args.precision.split(","):
-        translator = Translator.from_checkpoint(args.checkpoint, device=args.device,
-                                                precision=precision)
+        translator = Translator.from_checkpoint(
+            args.checkpoint, device=args.device, precision=precision
+        )
         for beam in (int(b) for b in args.beams.split(",")):
-            hypotheses = translator.translate(sources, beam_size=beam,
-                                              batch_tokens=args.batch_tokens)
+            hypotheses = translator.translate(
+                sources, beam_size=beam, batch_tokens=args.batch_tokens
+            )
             times = []
             for _ in range(args.repeats):
                 if args.device.startswith("cuda"):
@@ -69,9 +73,12 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             seconds = statistics.median(times)
             score = bleu(hypotheses, references)
-            print(f"{precision:<5} beam={beam:<2} {len(sources) / seconds:8.1f} sent/s "
-                  f"{len(sources) / (seconds + load_seconds):8.1f} sent/s(incl. load) "
-                  f"BLEU {score.score:5.2f}  {score.signature}", flush=True)
+            print(
+                f"{precision:<5} beam={beam:<2} {len(sources) / seconds:8.1f} sent/s "
+                f"{len(sources) / (seconds + load_seconds):8.1f} sent/s(incl. load) "
+                f"BLEU {score.score:5.2f}  {score.signature}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

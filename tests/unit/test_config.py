@@ -285,7 +285,9 @@ def test_cross_field_checks() -> None:
     with pytest.raises(ConfigError, match=r"train\.early_stopping_metric"):
         run_config(["train.valid_bleu=false"])
     # a consistent combination is accepted
-    run = run_config(["model.tie_embeddings=true", "model.embed_dim=512", "model.output_vocab=full"])
+    run = run_config(
+        ["model.tie_embeddings=true", "model.embed_dim=512", "model.output_vocab=full"]
+    )
     assert run.model.tie_embeddings
 
 

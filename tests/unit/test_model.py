@@ -236,7 +236,9 @@ def test_bridge_handles_layer_mismatch_and_zero():
 
 
 def test_tied_embeddings_share_storage():
-    cfg = ModelConfig(embed_dim=16, decoder_hidden=16, encoder_hidden=8, tie_embeddings=True)
+    cfg = ModelConfig(
+        embed_dim=16, decoder_hidden=16, encoder_hidden=8, tie_embeddings=True, output_vocab="full"
+    )
     model = Seq2Seq(cfg, VOCAB, VOCAB)
     assert model.output.weight is model.decoder.embed.weight
 
@@ -254,3 +256,42 @@ def test_pretrained_embeddings_cover_known_pieces(tmp_path):
     embedding = torch.nn.Embedding(vocab.vocab_size, 4)
     assert load_pretrained(embedding, str(vectors), vocab, "model.pretrained_src_embeddings") == 1
     assert embedding.weight[10].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_output_vocabulary_covers_observed_targets_only():
+    from mtkit.search import SearchOptions, beam_search, forced_scores, greedy_search
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=12, encoder_hidden=8, decoder_hidden=16)
+    observed = torch.tensor([30, 10, 10, 20, 30])
+    model = Seq2Seq(cfg, VOCAB, VOCAB, output_ids=observed).eval()
+    assert model.output_ids.tolist() == [1, 3, 10, 20, 30]  # UNK and EOS always included
+    assert model.output.weight.shape[0] == 5
+    assert model.columns(torch.tensor([3, 10, 30, 25])).tolist() == [1, 2, 4, 0]  # 25 -> UNK
+    _, _, batch = make_batch()
+    options = SearchOptions(beam_size=1, length_norm="none", max_len_a=0.0, max_len_b=6)
+    greedy = greedy_search(model, batch.src, batch.src_lengths, options)
+    beam = beam_search(model, batch.src, batch.src_lengths, options)
+    for g, b in zip(greedy, beam, strict=True):
+        assert set(g.tokens) <= {1, 10, 20, 30}  # ids, never column numbers
+        assert g.tokens == b[0].tokens
+    scores = forced_scores(
+        model, batch.src[:2], batch.src_lengths[:2], [[10, 20], [10, 25]], options
+    )
+    assert scores[0] > float("-inf") and scores[1] == float("-inf")
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "luong_concat"])
+def test_additive_attention_weights_equal_the_tanh_formula(kind):
+    from mtkit.attention import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(kind, query_dim=6, key_dim=10)
+    states = torch.randn(3, 5, 10)
+    query = torch.randn(3, 6)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    _, weights = attention(query, attention.prepare(states), states, mask)
+    keys = attention.key_proj(states)
+    scores = torch.tanh(attention.query_proj(query).unsqueeze(1) + keys) @ attention.v
+    expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    torch.testing.assert_close(weights, expected)

@@ -32,6 +32,7 @@ from torch import nn
 
 from mtkit.attention import Attention
 from mtkit.config import ModelConfig
+from mtkit.dropout import Dropout, dropout
 from mtkit.encoder import EncoderOutput, make_rnn
 from mtkit.tokenizer import PAD_ID
 
@@ -142,7 +143,7 @@ class Decoder(nn.Module):
         self.feeds_feature = self.kind.startswith("luong") and cfg.input_feed
         extra = enc_dim if self.feeds_context else (self.hidden_size if self.feeds_feature else 0)
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(
             cfg.cell, cfg.embed_dim + extra, self.hidden_size, self.layers, cfg.dropout
         )
@@ -221,7 +222,7 @@ class Decoder(nn.Module):
         hiddens, cells = [], []
         for layer in range(self.layers):
             if layer > 0:
-                below = F.dropout(hiddens[-1], self.dropout_p, self.training)
+                below = dropout(hiddens[-1], self.dropout_p, self.training)
                 gates = F.linear(
                     below,
                     getattr(self.rnn, f"weight_ih_l{layer}"),

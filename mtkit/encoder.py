@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mtkit.config import ModelConfig
+from mtkit.dropout import Dropout
 from mtkit.tokenizer import PAD_ID
 
 
@@ -60,7 +61,7 @@ class Encoder(nn.Module):
     def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(
             cfg.cell, cfg.embed_dim, cfg.encoder_hidden, cfg.layers, cfg.dropout, cfg.bidirectional
         )

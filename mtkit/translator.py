@@ -50,6 +50,9 @@ class Translator:
             # casts (the caller's model, possibly still training, is left as it is).
             model = copy.deepcopy(model).to(torch.bfloat16)
         self.model = model.to(self.device).eval()
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.RNNBase):
+                module.flatten_parameters()  # cuDNN wants one weight block after a copy
         self.codec = codec
         self.defaults = defaults or DecodeConfig()
         self.precision = precision

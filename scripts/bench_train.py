@@ -2,19 +2,24 @@
 """Training throughput of the reference model on real Multi30k de-en batches.
 
 Measures target tokens per second for a full training step (forward, loss, backward,
-gradient clipping, Adam update) over real token-budget batches, for:
+gradient clipping, Adam update) over the same real token-budget batches (joint
+sentencepiece vocabulary of 8000, ~4000 tokens per batch) for:
 
-- the reference configuration (embeddings 256, bidirectional GRU 256 per direction,
-  GRU decoder 512 with Bahdanau attention, joint vocabulary 8000, ~4000 tokens per
-  batch) in fp32 and bf16;
-- the same model with a 32000 joint vocabulary, full softmax vs. sampled softmax (K=512).
+- ``ref-8k``: the reference configuration (embeddings 256, bidirectional GRU 256 per
+  direction, GRU decoder 512 with Bahdanau attention) as mtkit builds it by default:
+  the output layer covers the target pieces seen in training (about 4000 of the 8000);
+- ``ref-8k-full``: the same with an output layer over all 8000 pieces;
+- ``full-32k`` / ``sampled-32k``: the same model with a 32000-row target vocabulary
+  (embedding and output layer), trained with the full softmax or with sampled softmax
+  (K=512). Multi30k cannot support 32000 sentencepiece pieces, so the batches stay
+  those of the 8000 vocabulary; the output layer and its softmax are full size.
 
-Usage::
+Each is run in fp32 and bf16 (autocast). Usage::
 
-    python scripts/bench_train.py --corpus ../shared/corpora/multi30k [--steps 20] [--device cpu]
+    python scripts/bench_train.py [--corpus ../shared/corpora/multi30k] [--steps 20]
 
-The output is one line per configuration, ``name  precision  tokens/s  ms/step``, then
-the ratios the project tracks; the format is stable for comparing runs.
+One line per configuration, ``name precision tokens/s ms/step output-rows``, then the
+ratios the project tracks; the format is stable for comparing runs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,34 +35,66 @@ from mtkit.batching import TokenBatchSampler, collate
 from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig
 from mtkit.data import CorpusSplit, load_corpus
 from mtkit.loss import Criterion, target_counts
-from mtkit.model import build_model
+from mtkit.model import Seq2Seq, build_model
 from mtkit.runtime import autocast_context, configure, resolve_device
+from mtkit.tokenizer import TextCodec
 from mtkit.trainer import train_step
+
+REFERENCE = ModelConfig(
+    cell="gru",
+    embed_dim=256,
+    encoder_hidden=256,
+    decoder_hidden=512,
+    bidirectional=True,
+    attention="bahdanau",
+    input_feed=True,
+)
+FULL = LossConfig(label_smoothing=0.1)
+SAMPLED = replace(FULL, sampled_softmax=True, num_samples=512)
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    loss: LossConfig
+    output_vocab: str  # observed | full
+    target_rows: int | None  # force the target vocabulary size (None: the tokenizer's)
+
+
+SETUPS = [
+    Setup("ref-8k", FULL, "observed", None),
+    Setup("ref-8k-full", FULL, "full", None),
+    Setup("full-32k", FULL, "full", 32000),
+    Setup("sampled-32k", SAMPLED, "full", 32000),
+]
+
+
+def make_model(setup: Setup, codec: TextCodec, split: CorpusSplit) -> Seq2Seq:
+    cfg = replace(REFERENCE, output_vocab=setup.output_vocab)
+    if setup.target_rows is None:
+        return build_model(cfg, codec.src, codec.tgt, split.tgt_values)
+    return Seq2Seq(cfg, codec.src.vocab_size, setup.target_rows)
 
 
 def measure(
+    setup: Setup,
+    codec: TextCodec,
     split: CorpusSplit,
-    model_cfg: ModelConfig,
-    loss_cfg: LossConfig,
-    src_model,
-    tgt_model,
     precision: str,
     device: torch.device,
     steps: int,
     warmup: int,
     batch_tokens: int,
-) -> tuple[float, float]:
-    """(target tokens/s, ms/step) over ``steps`` real batches after ``warmup`` batches."""
+) -> tuple[float, float, int]:
+    """(target tokens/s, ms/step, output rows) over ``steps`` batches after ``warmup``."""
     torch.manual_seed(1)
-    model = build_model(model_cfg, src_model, tgt_model, split.tgt_values).to(device).train()
+    model = make_model(setup, codec, split).to(device).train()
     counts = target_counts(split.tgt_values, len(split), model.output_ids)
-    criterion = Criterion(loss_cfg, len(model.output_ids), counts)
+    criterion = Criterion(setup.loss, len(model.output_ids), counts)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, batch_tokens, seed=1)
-    batches = sampler.batches(0)[: warmup + steps]
-    tokens = 0
-    start = 0.0
-    for i, indices in enumerate(batches):
+    tokens, start = 0, 0.0
+    for i, indices in enumerate(sampler.batches(0)[: warmup + steps]):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -72,7 +109,7 @@ def measure(
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    return tokens / elapsed, 1000 * elapsed / steps
+    return tokens / elapsed, 1000 * elapsed / steps, len(model.output_ids)
 
 
 def main() -> None:
@@ -84,13 +121,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--batch-tokens", type=int, default=4000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", default="", help="comma-separated subset of configuration names")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--only", default="", help="comma-separated subset of setup names")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
     configure()
-
-    data_cfg = DataConfig(
+    data = DataConfig(
         format="dir",
         dir=args.corpus,
         src_lang="de",
@@ -99,60 +136,46 @@ def main() -> None:
         test_split=None,
         batch_tokens=args.batch_tokens,
     )
-    reference = ModelConfig(
-        cell="gru",
-        embed_dim=256,
-        encoder_hidden=256,
-        decoder_hidden=512,
-        bidirectional=True,
-        attention="bahdanau",
-        input_feed=True,
-    )
-    full = LossConfig(label_smoothing=0.1)
-    sampled = replace(full, sampled_softmax=True, num_samples=512)
-    runs = [
-        ("ref-8k", 8000, full, "fp32"),
-        ("ref-8k", 8000, full, "bf16"),
-        ("full-32k", 32000, full, "fp32"),
-        ("sampled-32k", 32000, sampled, "fp32"),
-        ("full-32k", 32000, full, "bf16"),
-        ("sampled-32k", 32000, sampled, "bf16"),
-    ]
-    wanted = set(filter(None, args.only.split(",")))
-    results: dict[tuple[str, str], float] = {}
-    corpora = {}
+    corpus = load_corpus(data, TokenizerConfig(vocab_size=8000))
+    split = corpus.splits["train"]
     print(
         f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
-        f"batch_tokens={args.batch_tokens} steps={args.steps}"
+        f"batch_tokens={args.batch_tokens} steps={args.steps} vocab={corpus.codec.tgt.vocab_size}"
     )
-    for name, vocab, loss_cfg, precision in runs:
-        if wanted and name not in wanted:
+    wanted = set(filter(None, args.only.split(",")))
+    results: dict[tuple[str, str], float] = {}
+    for setup in SETUPS:
+        if wanted and setup.name not in wanted:
             continue
-        if vocab not in corpora:
-            corpora[vocab] = load_corpus(data_cfg, TokenizerConfig(vocab_size=vocab))
-        corpus = corpora[vocab]
-        rate, ms = measure(
-            corpus.splits["train"],
-            reference,
-            loss_cfg,
-            corpus.codec.src,
-            corpus.codec.tgt,
-            precision,
-            device,
-            args.steps,
-            args.warmup,
-            args.batch_tokens,
-        )
-        results[(name, precision)] = rate
-        print(f"{name:<12} {precision:<5} {rate:9.0f} tgt_tok/s {ms:8.1f} ms/step", flush=True)
+        for precision in args.precisions.split(","):
+            rate, ms, rows = measure(
+                setup,
+                corpus.codec,
+                split,
+                precision,
+                device,
+                args.steps,
+                args.warmup,
+                args.batch_tokens,
+            )
+            results[(setup.name, precision)] = rate
+            print(
+                f"{setup.name:<12} {precision:<5} {rate:9.0f} tgt_tok/s {ms:8.1f} ms/step "
+                f"{rows:6d} output rows",
+                flush=True,
+            )
 
     def ratio(a: tuple[str, str], b: tuple[str, str], label: str) -> None:
         if a in results and b in results:
-            print(f"{label:<34} {results[a] / results[b]:.2f}x")
+            print(f"{label:<36} {results[a] / results[b]:.2f}x")
 
     ratio(("ref-8k", "bf16"), ("ref-8k", "fp32"), "bf16 / fp32 (reference)")
-    ratio(("sampled-32k", "fp32"), ("full-32k", "fp32"), "sampled / full softmax (32k, fp32)")
-    ratio(("sampled-32k", "bf16"), ("full-32k", "bf16"), "sampled / full softmax (32k, bf16)")
+    for precision in args.precisions.split(","):
+        ratio(
+            ("sampled-32k", precision),
+            ("full-32k", precision),
+            f"sampled / full softmax (32k, {precision})",
+        )
 
 
 if __name__ == "__main__":

@@ -295,3 +295,17 @@ def test_additive_attention_weights_equal_the_tanh_formula(kind):
     scores = torch.tanh(attention.query_proj(query).unsqueeze(1) + keys) @ attention.v
     expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
     torch.testing.assert_close(weights, expected)
+
+
+def test_byte_mask_dropout_is_unbiased_and_masks_gradients():
+    from mtkit.dropout import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, 0.3, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 77 / 256) < 0.01  # p rounded to a multiple of 1/256
+    assert abs(y.mean().item() - 1.0) < 0.01  # kept values are rescaled
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+    assert dropout(x, 0.3, training=False) is x

@@ -19,9 +19,19 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mtkit.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
-DATA_DIR = PROJECT_ROOT / "data"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def _project_dir(name: str) -> Path:
+    """The top-level ``conf``/``data`` folder: the copy a wheel ships inside the package
+    (``mtkit/_conf``, ``mtkit/_data``), else the checkout's own (editable installs)."""
+    shipped = PACKAGE_DIR / f"_{name}"
+    return shipped if shipped.is_dir() else PROJECT_ROOT / name
+
+
+CONF_DIR = _project_dir("conf")
+DATA_DIR = _project_dir("data")
 
 
 def _choice(section: str, key: str, value: Any, choices: tuple[str, ...]) -> None:

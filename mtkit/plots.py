@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def save_attention_plots(
         ax.set_yticks(range(len(targets)), targets, fontsize=8)
         ax.set_xlabel("source (reading order)")
         ax.set_ylabel("output")
-        ax.set_title(best.text[:80], fontsize=9)
+        ax.set_title(textwrap.shorten(best.text, width=100, placeholder=" …"), fontsize=9)
         fig.tight_layout()
         fig.savefig(folder / f"{number:05d}.png", dpi=100)
         plt.close(fig)

@@ -7,9 +7,11 @@ searched, detokenized and put back in input order. Empty inputs give empty outpu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,6 +28,19 @@ from mtkit.tokenizer import TextCodec
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+
+
+@contextlib.contextmanager
+def _inference(model_dtype: torch.dtype) -> Iterator[None]:
+    """``torch.inference_mode``, without cuDNN's note about non-contiguous bf16 RNN weights.
+
+    ``flatten_parameters`` leaves bf16 weights alone (PyTorch only packs fp16/fp32/fp64
+    for cuDNN), so cuDNN warns on the first call; the bf16 copy is still the faster choice.
+    """
+    with torch.inference_mode(), warnings.catch_warnings():
+        if model_dtype == torch.bfloat16:
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+        yield
 
 
 def search_options(decode: DecodeConfig) -> SearchOptions:
@@ -56,6 +71,7 @@ class Translator:
         self.codec = codec
         self.defaults = defaults or DecodeConfig()
         self.precision = precision
+        self.dtype = next(self.model.parameters()).dtype
         self.train_max_len = train_max_len
         self.long_inputs = 0  # inputs longer than any training sentence, counted
 
@@ -159,7 +175,7 @@ class Translator:
         options: SearchOptions,
         return_attention: bool,
     ) -> list[list[Hypothesis]]:
-        with torch.inference_mode():
+        with _inference(self.dtype):
             if options.beam_size == 1 and options.coverage_penalty == 0.0:
                 return [
                     [h] for h in greedy_search(self.model, src, lengths, options, return_attention)
@@ -189,7 +205,7 @@ class Translator:
         options = options or self.options()
         encoded = self.codec.encode_source([s.strip() for s in sources])
         src, lengths = pad_sequences(encoded)
-        with torch.inference_mode():
+        with _inference(self.dtype):
             return forced_scores(
                 self.model,
                 src.to(self.device),

@@ -19,17 +19,22 @@ Each is run in fp32 and bf16 (autocast). Usage::
     python scripts/bench_train.py [--corpus ../shared/corpora/multi30k] [--steps 20]
 
 One line per configuration, ``name precision tokens/s ms/step output-rows``, then the
-ratios the project tracks; the format is stable for comparing runs.
+ratios the project tracks, then what bounds the speed: the matrix-product work per
+target token of each configuration (counted by ``torch.utils.flop_counter`` on the first
+warm-up batch, forward and backward) and the rate this machine multiplies matrices of
+the model's shapes at. The format is stable for comparing runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mtkit.batching import TokenBatchSampler, collate
 from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig
@@ -85,15 +90,16 @@ def measure(
     steps: int,
     warmup: int,
     batch_tokens: int,
-) -> tuple[float, float, int]:
-    """(target tokens/s, ms/step, output rows) over ``steps`` batches after ``warmup``."""
+) -> tuple[float, float, int, float]:
+    """(target tokens/s, ms/step, output rows, FLOP per target token) over ``steps``
+    batches after ``warmup``."""
     torch.manual_seed(1)
     model = make_model(setup, codec, split).to(device).train()
     counts = target_counts(split.tgt_values, len(split), model.output_ids)
     criterion = Criterion(setup.loss, len(model.output_ids), counts)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, batch_tokens, seed=1)
-    tokens, start = 0, 0.0
+    tokens, start, flop_per_token = 0, 0.0, float("nan")
     for i, indices in enumerate(sampler.batches(0)[: warmup + steps]):
         if i == warmup:
             if device.type == "cuda":
@@ -102,14 +108,38 @@ def measure(
         batch = collate(
             [split.source(j) for j in indices], [split.target(j) for j in indices], indices
         ).to(device)
-        with autocast_context(device, precision):
+        counter = FlopCounterMode(display=False) if i == 0 and warmup > 0 else None
+        with autocast_context(device, precision), counter or contextlib.nullcontext():
             train_step(model, criterion, optimizer, batch, clip_norm=5.0)
+        if counter is not None:
+            flop_per_token = counter.get_total_flops() / batch.n_tgt_tokens
         if i >= warmup:
             tokens += batch.n_tgt_tokens
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    return tokens / elapsed, 1000 * elapsed / steps, len(model.output_ids)
+    return tokens / elapsed, 1000 * elapsed / steps, len(model.output_ids), flop_per_token
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device) -> float:
+    """Best GFLOP/s over matrix products of the reference model's shapes (~4000 target
+    tokens: decoder gates per step, the feature layer, the output layer)."""
+    best = 0.0
+    for m, k, n in [(300, 768, 1536), (300, 512, 1536), (4000, 1024, 512), (4000, 512, 4000)]:
+        a = torch.randn(m, k, dtype=dtype, device=device)
+        b = torch.randn(k, n, dtype=dtype, device=device)
+        out = torch.empty(m, n, dtype=dtype, device=device)
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, repeats = time.perf_counter(), 20
+        for _ in range(repeats):
+            torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def main() -> None:
@@ -144,11 +174,12 @@ def main() -> None:
     )
     wanted = set(filter(None, args.only.split(",")))
     results: dict[tuple[str, str], float] = {}
+    work: dict[str, float] = {}
     for setup in SETUPS:
         if wanted and setup.name not in wanted:
             continue
         for precision in args.precisions.split(","):
-            rate, ms, rows = measure(
+            rate, ms, rows, flop_per_token = measure(
                 setup,
                 corpus.codec,
                 split,
@@ -159,6 +190,7 @@ def main() -> None:
                 args.batch_tokens,
             )
             results[(setup.name, precision)] = rate
+            work.setdefault(setup.name, flop_per_token)
             print(
                 f"{setup.name:<12} {precision:<5} {rate:9.0f} tgt_tok/s {ms:8.1f} ms/step "
                 f"{rows:6d} output rows",
@@ -176,6 +208,15 @@ def main() -> None:
             ("full-32k", precision),
             f"sampled / full softmax (32k, {precision})",
         )
+    for name, flop in work.items():
+        print(f"{'work (' + name + ')':<36} {flop / 1e6:.1f} MFLOP/tgt_tok")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for precision in args.precisions.split(","):
+        gflops = matmul_rate(dtypes[precision], device)
+        ceiling = ""
+        if "ref-8k" in work:
+            ceiling = f"  (ref-8k ceiling {gflops * 1e9 / work['ref-8k']:.0f} tgt_tok/s)"
+        print(f"{'matmul rate (' + precision + ')':<36} {gflops:.0f} GFLOP/s{ceiling}")
 
 
 if __name__ == "__main__":

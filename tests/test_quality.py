@@ -49,7 +49,7 @@ def test_short_multi30k_run_clears_a_bleu_floor(tmp_path: Path):
 
 @pytest.mark.slow
 def test_twenty_minute_multi30k_run_reaches_bleu_38(tmp_path: Path):
-    """The training issue's command: greedy test2016 BLEU >= 38 after 20 minutes on 2 cores."""
+    """The README's 20-minute command: greedy test2016 BLEU >= 38 on 2 CPU cores."""
     run_dir = tmp_path / "run"
     result = run_module(
         "mtkit.train",

@@ -311,3 +311,15 @@ def test_yaml_round_trip() -> None:
     run = run_config(["model=luong", "data=multi30k", "data.dir=/c"])
     again = to_run_config(OmegaConf.create(mtkit.config.to_yaml(run)))
     assert again == run
+
+
+def test_a_wheel_install_reads_the_copies_shipped_in_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    package = tmp_path / "site-packages" / "mtkit"
+    monkeypatch.setattr(mtkit.config, "PACKAGE_DIR", package)
+    monkeypatch.setattr(mtkit.config, "PROJECT_ROOT", tmp_path / "checkout")
+    assert mtkit.config._project_dir("conf") == tmp_path / "checkout" / "conf"
+    (package / "_conf").mkdir(parents=True)
+    assert mtkit.config._project_dir("conf") == package / "_conf"
+    assert mtkit.config._project_dir("data") == tmp_path / "checkout" / "data"

@@ -8,6 +8,7 @@ always gives the same batches, which is what exact resume relies on.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,11 +33,11 @@ class Batch:
     n_tgt_tokens: int
 
     def to(self, device: torch.device) -> Batch:
-        moved = {
-            name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-            for name, value in self.__dict__.items()
-        }
-        return Batch(**moved)
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, name, value.to(device, non_blocking=True))
+        return moved
 
 
 def pad_sequences(
@@ -57,7 +58,9 @@ def pad_sequences(
 
 
 def collate(
-    sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], indices: Sequence[int]
+    sources: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    indices: Sequence[int] | np.ndarray,
 ) -> Batch:
     """Pad one batch: ``sources`` already end in EOS; targets are bare pieces."""
     src, src_lengths = pad_sequences(sources)

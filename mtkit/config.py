@@ -271,8 +271,8 @@ class TrainConfig:
             "a number in (0, 1]",
         )
         if self.valid_every is not None:
-            ok = self.valid_every >= 1
-            _check(ok, s, "valid_every", self.valid_every, "an integer >= 1 or null")
+            valid = self.valid_every >= 1
+            _check(valid, s, "valid_every", self.valid_every, "an integer >= 1 or null")
         _check(self.log_every >= 1, s, "log_every", self.log_every, "an integer >= 1")
         _check(self.clip_norm >= 0, s, "clip_norm", self.clip_norm, "a number >= 0 (0 = off)")
         if self.threads is not None:
@@ -370,7 +370,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     """Resolve a composed config and build the checked :class:`RunConfig`."""
     try:
         if "hydra" in cfg:
-            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # type: ignore[arg-type]
+            cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
         _reject_unknown_keys(cfg, RunConfig, [])
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
         run = OmegaConf.to_object(merged)

@@ -10,6 +10,7 @@ settings. A second run with the same key only memory-maps the saved Arrow files.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -218,7 +219,7 @@ def _hf_sources(cfg: DataConfig, names: dict[str, str | None]) -> dict[str, Spli
             role,
             f"{cfg.name}[{split}]",
             fingerprint,
-            lambda ds=ds, split=split: _hf_pairs(ds, cfg, split),
+            functools.partial(_hf_pairs, ds, cfg, split),
         )
     return result
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -180,11 +181,15 @@ class Decoder(nn.Module):
 
     # -- one step ---------------------------------------------------------------------------
 
+    def _input_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first RNN layer's input weight (embedding columns first) and bias."""
+        return cast(torch.Tensor, self.rnn.weight_ih_l0), cast(torch.Tensor, self.rnn.bias_ih_l0)
+
     def embedding_gates(self, ids: torch.Tensor) -> torch.Tensor:
         """First-layer input gates from the embeddings: (B, [T]) -> (B, [T], G)."""
         embedded = self.dropout(self.embed(ids))
-        weight = self.rnn.weight_ih_l0[:, : self.embed_dim]
-        return F.linear(embedded, weight, self.rnn.bias_ih_l0)
+        weight, bias = self._input_weights()
+        return F.linear(embedded, weight[:, : self.embed_dim], bias)
 
     def step(
         self, gates_emb: torch.Tensor, state: DecoderState, enc: EncoderOutput
@@ -195,7 +200,7 @@ class Decoder(nn.Module):
         ``bahdanau`` the context (B, D) that :meth:`features` combines with it; and the
         attention weights (B, S). For Luong attention ``output`` is already the feature.
         """
-        extra_weight = self.rnn.weight_ih_l0[:, self.embed_dim :]
+        extra_weight = self._input_weights()[0][:, self.embed_dim :]
         context = attention = None
         if self.feeds_context:
             assert self.attention is not None and enc.keys is not None
@@ -208,7 +213,8 @@ class Decoder(nn.Module):
         output = hidden[-1]
         feed = None
         if self.kind.startswith("luong"):
-            assert self.attention is not None and enc.keys is not None
+            assert self.attention is not None and self.feature_layer is not None
+            assert enc.keys is not None
             step_context, attention = self.attention(output, enc.keys, enc.states, enc.mask)
             output = self.dropout(
                 torch.tanh(self.feature_layer(torch.cat([step_context, output], -1)))
@@ -219,7 +225,8 @@ class Decoder(nn.Module):
     def _rnn_layers(
         self, gates: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hiddens, cells = [], []
+        hiddens: list[torch.Tensor] = []
+        cells: list[torch.Tensor] = []
         for layer in range(self.layers):
             if layer > 0:
                 below = dropout(hiddens[-1], self.dropout_p, self.training)
@@ -243,7 +250,7 @@ class Decoder(nn.Module):
         """Final features from step outputs, for one step (B, H) or many (B, T, H)."""
         if not self.feeds_context:
             return output if self.kind != "none" else self.dropout(output)
-        assert context is not None
+        assert context is not None and self.feature_layer is not None
         return self.dropout(torch.tanh(self.feature_layer(torch.cat([output, context], -1))))
 
     # -- whole target ------------------------------------------------------------------------
@@ -288,7 +295,7 @@ class Decoder(nn.Module):
         outputs, _ = self.rnn(embedded, initial)  # (B, T, H)
         if self.attention is None:
             return self.dropout(outputs)
-        assert enc.keys is not None
+        assert enc.keys is not None and self.feature_layer is not None
         context, _ = self.attention(outputs, enc.keys, enc.states, enc.mask)  # (B, T, D)
         return self.dropout(torch.tanh(self.feature_layer(torch.cat([context, outputs], -1))))
 
@@ -300,7 +307,7 @@ class Decoder(nn.Module):
         teacher_forcing: float,
         predict: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
-        features = []
+        features: list[torch.Tensor] = []
         prev = tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
             if t > 0:

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, cast
 
 from mtkit.errors import DataError, run_cli
 from mtkit.metrics import Score, all_scores
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for score in report["scores"]:  # type: ignore[union-attr]
+        for score in cast(list[dict[str, Any]], report["scores"]):
             print(f"{score['text']}  ({score['signature']})")
     sys.stdout.flush()
 

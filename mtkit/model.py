@@ -47,6 +47,8 @@ class Seq2Seq(nn.Module):
         self.encoder = Encoder(src_vocab, cfg)
         self.decoder = Decoder(tgt_vocab, cfg)
         ids = torch.arange(tgt_vocab) if output_ids is None else output_ids_for(output_ids)
+        self.output_ids: torch.Tensor
+        self.column_of: torch.Tensor
         self.register_buffer("output_ids", ids)
         columns = torch.full((tgt_vocab,), int(torch.searchsorted(ids, UNK_ID)), dtype=torch.long)
         columns[ids] = torch.arange(len(ids))

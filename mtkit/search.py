@@ -381,8 +381,8 @@ def forced_scores(
     attentions: list[list[torch.Tensor]] = [[] for _ in targets]
     for t in range(steps):
         log_probs, state, attention = model.step(prev, state, enc)
-        picked = log_probs.float().gather(1, columns[:, t : t + 1]).squeeze(1)
-        picked = picked.masked_fill(~known[:, t], float("-inf")).tolist()
+        gathered = log_probs.float().gather(1, columns[:, t : t + 1]).squeeze(1)
+        picked = gathered.masked_fill(~known[:, t], float("-inf")).tolist()
         for row, target in enumerate(targets):
             if t <= len(target):
                 totals[row] += picked[row]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
 
 import sentencepiece as spm
 
@@ -123,9 +124,9 @@ class TextCodec:
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> TextCodec:
-        src = SubwordModel(bytes(state["src_model"]))  # type: ignore[arg-type]
+        src = SubwordModel(bytes(cast(bytes, state["src_model"])))
         tgt_bytes = state.get("tgt_model")
-        tgt = src if tgt_bytes is None else SubwordModel(bytes(tgt_bytes))  # type: ignore[arg-type]
+        tgt = src if tgt_bytes is None else SubwordModel(bytes(cast(bytes, tgt_bytes)))
         return cls(src, tgt, bool(state["reverse_source"]))
 
 

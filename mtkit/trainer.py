@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -71,7 +71,7 @@ def train_step(
     A step whose gradient norm is not finite (NaN/inf loss) is skipped: no update, so the
     weights (and any checkpoint written later) stay finite.
     """
-    seq2seq: Seq2Seq = getattr(model, "module", model)
+    seq2seq = cast(Seq2Seq, getattr(model, "module", model))
     features = model(batch, teacher_forcing)
     targets = seq2seq.columns(batch.tgt_out)
     result = criterion.train_loss(features, targets, batch.tgt_mask, seq2seq.output)

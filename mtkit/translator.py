@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -99,7 +100,7 @@ class Translator:
     ) -> SearchOptions:
         """The checkpoint's search defaults with the given values replaced."""
         options = search_options(self.defaults)
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if beam_size is not None:
             changes["beam_size"] = beam_size
         if nbest is not None:

@@ -18,6 +18,8 @@ from mtkit.translator import Translator
 
 pytestmark = requires_multi30k
 
+MULTI30K_DE_EN = ["data=multi30k", f"data.dir={MULTI30K}", "data.src_lang=de", "data.tgt_lang=en"]
+
 
 def read(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
@@ -27,10 +29,7 @@ def test_short_multi30k_run_clears_a_bleu_floor(tmp_path: Path):
     run_dir = tmp_path / "run"
     result = run_module(
         "mtkit.train",
-        "data=multi30k",
-        f"data.dir={MULTI30K}",
-        "data.src_lang=de",
-        "data.tgt_lang=en",
+        *MULTI30K_DE_EN,
         "train.max_steps=200",
         "train.valid_every=100",
         "train.seed=1",
@@ -53,10 +52,7 @@ def test_twenty_minute_multi30k_run_reaches_bleu_38(tmp_path: Path):
     run_dir = tmp_path / "run"
     result = run_module(
         "mtkit.train",
-        "data=multi30k",
-        f"data.dir={MULTI30K}",
-        "data.src_lang=de",
-        "data.tgt_lang=en",
+        *MULTI30K_DE_EN,
         "train.max_minutes=20",
         f"hydra.run.dir={run_dir}",
         cwd=ROOT,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,70 @@ def test_sorted_batches_cover_every_index_once(budget: int) -> None:
 
 def test_sorted_batches_is_stable_for_equal_lengths() -> None:
     assert as_lists(sorted_batches([2, 5, 2, 5], 10)) == [[1, 3], [0, 2]]
+
+
+# --------------------------------------------------------------------------------------
+# exact batches (what resume relies on) and the sampler's memory
+
+GOLDEN_SRC = [1, 9, 8, 5, 5, 10, 1, 8, 3, 2, 6, 11, 9, 9, 8, 9, 6, 2, 10, 5, 6, 5, 3, 11]
+GOLDEN_TGT = [3, 10, 7, 7, 5, 10, 1, 6, 1, 2, 9, 8, 12, 11, 6, 10, 4, 4, 11, 4, 3, 8, 3, 14]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64])
+def test_batches_of_a_seed_and_epoch_never_change(dtype: type) -> None:
+    """The batches earlier versions made for (seed 5, epoch 3): a resumed run sees the same."""
+    src, tgt = np.array(GOLDEN_SRC, dtype=dtype), np.array(GOLDEN_TGT, dtype=dtype)
+    pooled = TokenBatchSampler(src, tgt, 30, seed=5).batches(3)
+    assert as_lists(pooled) == [
+        [23], [18, 12], [3, 21, 7], [19, 4, 20, 16], [11, 13], [6, 9, 0, 8, 22, 17],
+        [14, 2, 10], [15, 1, 5],
+    ]  # fmt: skip
+    bucketed = TokenBatchSampler(src, tgt, 30, seed=5, buckets=[[4, 5], [8, 9]]).batches(3)
+    assert as_lists(bucketed) == [
+        [23], [11, 13], [4, 10, 20], [16, 2, 7], [15, 1, 5], [22, 0, 8, 9, 17, 6], [19, 3, 21],
+        [18, 12], [14],
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [1, 7, 40, 400, 10**6])
+def test_the_fast_cut_of_sorted_pools_equals_the_greedy_loop(budget: int) -> None:
+    from mtkit.batching import _ascending_cuts, _greedy_cuts
+
+    rng = np.random.default_rng(budget)
+    for n in (1, 2, 50, 2000):
+        longest = np.sort(rng.integers(1, 90, size=n))
+        assert _ascending_cuts(longest, budget) == _greedy_cuts(longest.tolist(), budget)
+
+
+def test_compact_memory_mapped_lengths_are_used_without_a_copy(tmp_path: Path) -> None:
+    src, tgt = make_lengths()
+    np.save(tmp_path / "src.npy", src.astype(np.int16))
+    np.save(tmp_path / "tgt.npy", tgt.astype(np.int16))
+    mapped = [np.load(tmp_path / f"{side}.npy", mmap_mode="r") for side in ("src", "tgt")]
+    s = TokenBatchSampler(mapped[0], mapped[1], BUDGET, seed=1)
+    assert s.src_lengths.dtype == np.int16 and np.shares_memory(s.src_lengths, mapped[0])
+    batches = s.batches(2)
+    assert {b.dtype for b in batches} == {np.dtype(np.int32)}
+    assert as_lists(batches) == as_lists(TokenBatchSampler(src, tgt, BUDGET, seed=1).batches(2))
+
+
+@pytest.mark.parametrize("buckets", [None, BUCKETS], ids=["pooled", "buckets"])
+def test_an_epoch_of_a_million_pairs_takes_a_few_bytes_per_pair(
+    buckets: list[list[int]] | None,
+) -> None:
+    """No Python object per pair: the epoch's index arrays and small temporaries only."""
+    import tracemalloc
+
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    src = rng.integers(2, 60, size=n).astype(np.int16)
+    tgt = rng.integers(2, 60, size=n).astype(np.int16)
+    sampler = TokenBatchSampler(src, tgt, 4000, seed=1, buckets=buckets)
+    tracemalloc.start()
+    batches = sampler.batches(0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sum(len(b) for b in batches) == n
+    # pooled: the int64 permutation while it becomes int32 indices (12 B/pair), then the
+    # sorted pools' indices; buckets also sort the whole overflow bucket at once
+    assert peak < (16 if buckets is None else 28) * n, f"{peak / n:.1f} bytes per pair"

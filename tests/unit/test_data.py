@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_pairs, write_lines
 
-import mtkit.data
+import mtkit.corpus.cache
 from mtkit.batching import collate
 from mtkit.config import DataConfig, TokenizerConfig
 from mtkit.data import Corpus, load_corpus
@@ -99,10 +99,9 @@ def test_encode_source_matches_stored_ids(tiny_corpus_dir: Path, tmp_path: Path)
 def test_collate_places_bos_eos_and_pads() -> None:
     sources = [np.array([7, 6, 5, EOS_ID]), np.array([9, EOS_ID])]
     targets = [np.array([11, 12]), np.array([13, 14, 15, 16])]
-    batch = collate(sources, targets, [4, 1])
+    batch = collate(sources, targets)
     assert batch.src.tolist() == [[7, 6, 5, EOS_ID], [9, EOS_ID, PAD_ID, PAD_ID]]
     assert batch.src_lengths.tolist() == [4, 2]
-    assert batch.src_mask.tolist() == [[True] * 4, [True, True, False, False]]
     assert batch.tgt_in.tolist() == [
         [BOS_ID, 11, 12, PAD_ID, PAD_ID],
         [BOS_ID, 13, 14, 15, 16],
@@ -112,8 +111,6 @@ def test_collate_places_bos_eos_and_pads() -> None:
         [13, 14, 15, 16, EOS_ID],
     ]
     assert batch.tgt_mask.tolist() == [[True, True, True, False, False], [True] * 5]
-    assert batch.indices.tolist() == [4, 1]
-    assert batch.n_src_tokens == 6
     assert batch.n_tgt_tokens == 8  # pieces + EOS (equivalently BOS + pieces)
     assert batch.src.dtype == batch.tgt_in.dtype == torch.int64
 
@@ -122,7 +119,7 @@ def test_collate_of_stored_split(tiny_corpus_dir: Path, tmp_path: Path) -> None:
     corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
     split = corpus.splits["valid"]
     indices = [0, 3, 5]
-    batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices], indices)
+    batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices])
     for row, i in enumerate(indices):
         n_tgt = len(split.target(i))
         assert batch.tgt_in[row, : n_tgt + 1].tolist() == [BOS_ID, *split.target(i).tolist()]
@@ -590,7 +587,7 @@ def forbid_build(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the corpus was rebuilt instead of read from the cache")
 
-    monkeypatch.setattr(mtkit.data, "_build", fail)
+    monkeypatch.setattr(mtkit.corpus.cache, "_build_entry", fail)
 
 
 def test_second_load_reuses_cache(
@@ -802,3 +799,545 @@ def test_train_subword_model_is_deterministic() -> None:
     first = train_subword_model(src + tgt, TOK)
     assert train_subword_model(iter(src + tgt), TOK) == first
     assert SubwordModel(first).vocab_size > 16
+
+
+# --------------------------------------------------------------------------------------
+# streaming preparation: same content as an in-memory build, in any number of processes
+
+
+def in_memory_build(
+    directory: Path, tok: TokenizerConfig, max_len: int, reverse: bool = True
+) -> dict[str, Any]:
+    """What preparation did before it streamed: every split in memory, one process.
+
+    Pairs with an empty side dropped; sentencepiece fed blocks of 10,000 training pairs
+    (their sources, then their targets); codec encoding; long training pairs dropped.
+    """
+    from mtkit.readers import iter_file_pair
+
+    roles = [r for r in ("train", "valid", "test") if (directory / f"{r}.xx").is_file()]
+    pairs, empty = {}, {}
+    for role in roles:
+        read = list(iter_file_pair(directory / f"{role}.xx", directory / f"{role}.yy"))
+        pairs[role] = [(s, t) for s, t in read if s and t]
+        empty[role] = len(read) - len(pairs[role])
+    train = pairs["train"]
+
+    def sentences(columns: tuple[int, ...]) -> list[str]:
+        out = []
+        for start in range(0, len(train), 10_000):
+            for column in columns:
+                out += [pair[column] for pair in train[start : start + 10_000]]
+        return out
+
+    if tok.joint:
+        src_model = tgt_model = train_subword_model(sentences((0, 1)), tok)
+    else:
+        src_model, tgt_model = (train_subword_model(sentences((c,)), tok) for c in (0, 1))
+    src = SubwordModel(src_model)
+    codec = TextCodec(src, src if tok.joint else SubwordModel(tgt_model), reverse)
+    result: dict[str, Any] = {"models": (src_model, tgt_model), "stats": {}}
+    for role in roles:
+        ids = list(
+            zip(
+                codec.encode_source([s for s, _ in pairs[role]]),
+                codec.encode_target([t for _, t in pairs[role]]),
+                strict=True,
+            )
+        )
+        if role == "train":
+            kept = [(s, t) for s, t in ids if len(s) - 1 <= max_len and len(t) <= max_len]
+            result["stats"]["train_long_dropped"] = len(ids) - len(kept)
+            ids = kept
+        result[role] = ids
+        result[f"{role}_texts"] = pairs[role]
+        result["stats"][f"{role}_pairs"] = len(ids)
+        result["stats"][f"{role}_empty_dropped"] = empty[role]
+    return result
+
+
+def awkward_corpus(directory: Path, n_train: int = 300) -> Path:
+    """A corpus with empty sides, whitespace, CRLF and pairs of every length."""
+    src, tgt = tiny_pairs(n_train, seed=11)
+    src[17], tgt[40], src[99] = "  ", "", ""
+    src[5] = "red cat " * 12  # longer than a small max_len
+    write_lines(directory / "train.xx", src)
+    (directory / "train.yy").write_bytes(b"".join(t.encode() + b"\r\n" for t in tgt))
+    for role, seed in (("valid", 2), ("test", 3)):
+        vsrc, vtgt = tiny_pairs(30, seed)
+        vsrc[3] = ""
+        write_lines(directory / f"{role}.xx", vsrc)
+        write_lines(directory / f"{role}.yy", vtgt)
+    return directory
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 64 pairs, so a tiny corpus takes many (and a partial last one)."""
+    import mtkit.corpus.prepare
+
+    monkeypatch.setattr(mtkit.corpus.prepare, "CHUNK_PAIRS", 64)
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize("joint", [True, False])
+def test_streaming_build_equals_the_in_memory_build(tmp_path: Path, joint: bool) -> None:
+    directory = awkward_corpus(tmp_path / "corpus")
+    tok = TokenizerConfig(vocab_size=60, joint=joint)
+    corpus = load_corpus(dir_cfg(directory, max_len=12), tok, tmp_path / "cache")
+    expected = in_memory_build(directory, tok, max_len=12)
+    assert corpus.codec.src.model_bytes == expected["models"][0]
+    assert corpus.codec.tgt.model_bytes == expected["models"][1]
+    for role in ("train", "valid", "test"):
+        assert split_ids(corpus, role) == expected[role], role
+    for role in ("valid", "test"):
+        split = corpus.splits[role]
+        assert (
+            list(zip(split.texts("src"), split.texts("tgt"), strict=True))
+            == expected[f"{role}_texts"]
+        )
+    stats = {k: corpus.stats[k] for k in expected["stats"]}
+    assert stats == expected["stats"]
+    assert stats["train_long_dropped"] > 0 and stats["train_empty_dropped"] == 3
+    assert corpus.stats["valid_empty_dropped"] == 1
+
+
+def entry_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.*")}
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_two_worker_processes_build_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = awkward_corpus(tmp_path / "corpus", n_train=700)
+    built = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("MTKIT_DATA_WORKERS", workers)
+        corpus = load_corpus(dir_cfg(directory, max_len=12), TOK, tmp_path / workers)
+        assert corpus.built and corpus.folder is not None
+        built[workers] = entry_files(corpus.folder)
+    one, two = built["1"], built["2"]
+    meta_one, meta_two = json.loads(one.pop("meta.json")), json.loads(two.pop("meta.json"))
+    assert one == two  # every array, text and model file, byte for byte
+    assert meta_one["stats"] == meta_two["stats"] and meta_one["files"] == meta_two["files"]
+    assert len(one["train/src_ids.npy"]) > 2 * 64 * 4  # many chunks were encoded
+
+
+def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtkit.corpus.prepare import MIN_POOL_CHUNKS, worker_count
+
+    monkeypatch.delenv("MTKIT_DATA_WORKERS", raising=False)
+    assert worker_count(MIN_POOL_CHUNKS - 1) == 1  # a small corpus: no worker processes
+    assert 1 <= worker_count(1000) <= 8
+    monkeypatch.setenv("MTKIT_DATA_WORKERS", "3")
+    assert worker_count(1) == 3
+    monkeypatch.setenv("MTKIT_DATA_WORKERS", "two")
+    with pytest.raises(ConfigError, match="MTKIT_DATA_WORKERS='two'"):
+        worker_count(10)
+
+
+def test_sentencepiece_reads_blocks_of_pairs_in_the_earlier_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 7 pairs re-cut into blocks of 10: 10 sources, their 10 targets, ..."""
+    import mtkit.corpus.prepare as prepare
+    from mtkit.corpus.layout import TextWriter
+
+    src = [f"s{i}" for i in range(23)]
+    tgt = [f"t{i}" for i in range(23)]
+    writer = TextWriter(tmp_path / "text.arrow")
+    for start in range(0, 23, 7):
+        writer.write(src[start : start + 7], tgt[start : start + 7])
+    writer.close()
+    monkeypatch.setattr(prepare, "SP_BLOCK", 10)
+    fed = [0]
+    order = list(prepare._sentences(tmp_path / "text.arrow", ("src", "tgt"), fed))
+    assert order == src[:10] + tgt[:10] + src[10:20] + tgt[10:20] + src[20:] + tgt[20:]
+    assert fed == [46]
+    assert list(prepare._sentences(tmp_path / "text.arrow", ("tgt",), [0])) == tgt
+
+
+def test_a_bad_line_deep_in_a_big_file_names_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtkit.corpus.prepare
+
+    monkeypatch.setattr(mtkit.corpus.prepare, "CHUNK_PAIRS", 1000)  # many chunks written before
+    src, tgt = tiny_pairs(30_000, seed=4)
+    lines = [s.encode() for s in src]
+    lines[23_455] = b"ok \xff bad"
+    (tmp_path / "train.xx").write_bytes(b"\n".join(lines) + b"\n")
+    write_lines(tmp_path / "train.yy", tgt)
+    write_lines(tmp_path / "valid.xx", src[:5])
+    write_lines(tmp_path / "valid.yy", tgt[:5])
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'train.xx'}:23456: invalid UTF-8"):
+        load_corpus(dir_cfg(tmp_path, test_split=None), TOK, cache)
+    assert list(cache.iterdir()) == []  # the half-read build is gone
+    tsv = write_lines(tmp_path / "train.tsv", [f"{s}\t{t}" for s, t in zip(src, tgt, strict=True)])
+    with tsv.open("a") as handle:
+        handle.write("no tab here\n")
+    cfg = DataConfig(format="tsv", train=[str(tsv)], valid=[str(tsv)], src_lang="xx", tgt_lang="yy")
+    with pytest.raises(DataError, match=rf"^{tsv}:30001: expected 'source<TAB>target'"):
+        load_corpus(cfg, TOK, cache)
+
+
+def test_split_files_on_disk(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    """Memory-mapped .npy arrays with compact lengths; text kept for valid/test only."""
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    assert corpus.folder is not None
+    train, valid = corpus.splits["train"], corpus.splits["valid"]
+    assert isinstance(train.src_values, np.memmap) and train.src_values.dtype == np.int32
+    assert train.src_offsets.dtype == np.int64
+    assert train.src_lengths.dtype == train.tgt_lengths.dtype == np.int16  # max_len 100
+    assert valid.src_lengths.dtype == np.int32  # validation lengths are not bounded
+    assert train.src_lengths.tolist() == np.diff(train.src_offsets).tolist()
+    assert train.tgt_lengths.tolist() == (np.diff(train.tgt_offsets) + 1).tolist()
+    assert not (corpus.folder / "train" / "text.arrow").exists()
+    assert (corpus.folder / "valid" / "text.arrow").is_file()
+    with pytest.raises(KeyError, match="keeps no text"):
+        train.texts("src")
+    with (corpus.folder / "train" / "src_ids.npy").open("rb") as handle:
+        assert np.lib.format.read_magic(handle) == (1, 0)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    assert shape == (int(train.src_offsets[-1]),) and dtype == np.int32
+
+
+def test_preparation_logs_progress_with_time_left(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import mtkit.corpus.prepare
+    import mtkit.corpus.progress
+
+    monkeypatch.setattr(mtkit.corpus.progress, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(mtkit.corpus.prepare, "CHUNK_PAIRS", 50)
+    caplog.set_level("INFO", logger="mtkit")
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    lines = [r.getMessage() for r in caplog.records]
+    reading = [line for line in lines if line.startswith("reading train (")]
+    assert reading and all("left" in line and "bytes/s" in line for line in reading)
+    assert any(line.startswith("encoding train: ") and "pairs" in line for line in lines)
+    assert any(line.startswith("corpus prepared in ") for line in lines)
+
+
+def test_sentencepiece_sample_is_bounded(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import mtkit.tokenizer
+    from mtkit.tokenizer import sample_size
+
+    cfg = TokenizerConfig(max_sentences=1000)
+    budget = mtkit.tokenizer.SAMPLE_CHARACTERS
+    assert sample_size(cfg, 500, 500 * 40) == 1000  # the whole corpus fits
+    assert sample_size(cfg, 5000, 5000 * 40) == 1000  # max_sentences of it fit
+    assert sample_size(cfg, 10**8, 10**8 * (budget // 100)) == 100  # only 100 sentences fit
+    monkeypatch.setattr(mtkit.tokenizer, "SAMPLE_CHARACTERS", 200 * 30)
+    caplog.set_level("INFO", logger="mtkit")
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    assert any("random sample of" in r.getMessage() for r in caplog.records)
+    assert corpus.codec.src.vocab_size > 16
+
+
+# --------------------------------------------------------------------------------------
+# a damaged cache entry is noticed and rebuilt; a rank that may not build says where
+
+
+def built_entry(tiny_corpus_dir: Path, cache: Path) -> tuple[Corpus, Path]:
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert corpus.folder is not None
+    return corpus, corpus.folder
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def same_size_other_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def old_layout(path: Path) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text())["stats"]))
+
+
+DAMAGE = {
+    "meta-not-json": ("meta.json", lambda p: p.write_text('{"layout": 2, "sta'), "not valid JSON"),
+    "meta-missing": ("meta.json", Path.unlink, "meta.json is missing"),
+    "meta-earlier-version": ("meta.json", old_layout, "another version of mtkit"),
+    "ids-truncated": ("train/src_ids.npy", truncate, "train/src_ids.npy is truncated"),
+    "text-truncated": ("valid/text.arrow", truncate, "valid/text.arrow is truncated"),
+    "model-missing": ("src.model", Path.unlink, "src.model is missing"),
+    "lengths-missing": ("train/tgt_lengths.npy", Path.unlink, "is missing"),
+    "offsets-changed": ("test/tgt_offsets.npy", same_size_other_bytes, "checksum"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_entry_is_rebuilt_with_one_warning(
+    tiny_corpus_dir: Path, tmp_path: Path, caplog: Any, case: str
+) -> None:
+    _, folder = built_entry(tiny_corpus_dir, tmp_path / "cache")
+    reference = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "reference")
+    name, damage, reason = DAMAGE[case]
+    damage(folder / name)
+    caplog.set_level("INFO", logger="mtkit")
+    rebuilt = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(folder) in warnings[0] and reason in warnings[0]
+    assert "rebuilding" in warnings[0]
+    assert rebuilt.built and rebuilt.folder == folder
+    assert_same_corpus(reference, rebuilt)
+    caplog.clear()
+    again = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
+    assert not again.built and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_big_files_are_checked_at_both_ends(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files over SMALL_FILE: size + checksum of the first and last ENDS bytes."""
+    import mtkit.corpus.integrity as integrity
+
+    monkeypatch.setattr(integrity, "SMALL_FILE", 600)
+    monkeypatch.setattr(integrity, "ENDS", 200)
+    _, folder = built_entry(tiny_corpus_dir, tmp_path / "cache")
+    meta = json.loads((folder / "meta.json").read_text())
+    ids = folder / "train" / "src_ids.npy"
+    assert ids.stat().st_size > 600 and "sha256_ends" in meta["files"]["train/src_ids.npy"]
+    assert "sha256" in meta["files"]["valid/src_lengths.npy"]  # 40 int32 lengths: small
+    data = bytearray(ids.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the middle of a big file is not read
+    ids.write_bytes(bytes(data))
+    assert integrity.check_files(folder, meta["files"]) == ""
+    data[-3] ^= 0xFF  # its end is
+    ids.write_bytes(bytes(data))
+    assert "checksum" in integrity.check_files(folder, meta["files"])
+
+
+def test_a_rank_that_may_not_build_names_the_folder(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache, build=False)
+    message = str(info.value)
+    assert message.startswith(str(cache) + "/") and "no corpus cache there" in message
+    assert "data.cache_dir" in message and "\n" not in message
+    monkeypatch.setenv("RANK", "1")  # under torchrun, ranks other than 0 never build
+    with pytest.raises(DataError, match=r"data\.cache_dir"):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    monkeypatch.setenv("RANK", "0")
+    _, folder = built_entry(tiny_corpus_dir, cache)
+    monkeypatch.setenv("RANK", "1")
+    assert not load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache).built  # it can see it
+    truncate(folder / "train" / "tgt_ids.npy")
+    with pytest.raises(DataError, match=r"train/tgt_ids\.npy is truncated; rank 0 prepares"):
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+
+
+def test_a_cache_that_cannot_be_written_is_one_error(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtkit.corpus.cache
+
+    cache = tmp_path / "cache"
+
+    def disk_full(*_args: object) -> None:
+        raise OSError(28, "No space left on device", str(cache / "x" / "train" / "src_ids.npy"))
+
+    monkeypatch.setattr(mtkit.corpus.cache, "prepare", disk_full)
+    with pytest.raises(DataError) as info:
+        load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    message = str(info.value)
+    assert "No space left on device" in message and "data.cache_dir" in message
+    assert list(cache.iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DataError, match=rf"^{blocker}: cannot write the corpus cache there"):
+        load_corpus(dir_cfg(tiny_corpus_dir, cache_dir=str(blocker)), TOK)
+
+
+# --------------------------------------------------------------------------------------
+# building-* folders left by killed runs
+
+
+def fake_build(root: Path, name: str, owner: dict[str, Any] | None, age_s: float = 0) -> Path:
+    folder = root / f"building-{name}"
+    (folder / "train").mkdir(parents=True)
+    if owner is not None:
+        (folder / "owner.json").write_text(json.dumps(owner))
+    if age_s:
+        old = folder.stat().st_mtime - age_s
+        os.utime(folder, (old, old))
+    return folder
+
+
+def test_builds_of_killed_runs_are_removed(
+    tiny_corpus_dir: Path, tmp_path: Path, caplog: Any
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from mtkit.corpus.integrity import _this_process
+
+    cache = tmp_path / "cache"
+    me = _this_process()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = fake_build(cache, "dead", {**me, "pid": int(gone.stdout)})
+    reused = fake_build(cache, "reused", {**me, "started": "1"})  # our pid, another start
+    mine = fake_build(cache, "live", me)
+    other_host = fake_build(cache, "remote", {**me, "host": socket.gethostname() + "-x", "pid": 1})
+    starting = fake_build(cache, "starting", None)
+    abandoned = fake_build(cache, "abandoned", None, age_s=3600)
+    caplog.set_level("INFO", logger="mtkit")
+    load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert not dead.exists() and not reused.exists() and not abandoned.exists()
+    assert mine.exists() and other_host.exists() and starting.exists()
+    assert any("removed 3 unfinished corpus build(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_build_killed_with_sigkill_is_cleaned_up_by_the_next_run(
+    tiny_corpus_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    script = f"""
+import os, signal
+from pathlib import Path
+import mtkit.corpus.prepare as prepare
+from mtkit.config import DataConfig, TokenizerConfig
+from mtkit.data import load_corpus
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+prepare.train_codec = killed  # dies after the text of every split was written
+cfg = DataConfig(dir={str(tiny_corpus_dir)!r}, src_lang="xx", tgt_lang="yy")
+load_corpus(cfg, TokenizerConfig(vocab_size=100), Path({str(cache)!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    (left,) = cache.glob("building-*")
+    assert (left / "valid" / "text.arrow").is_file()
+    corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, cache)
+    assert corpus.built and not list(cache.glob("building-*"))
+
+
+def test_the_prepare_command_prints_the_entry_to_copy(
+    tiny_corpus_dir: Path, tmp_path: Path
+) -> None:
+    """``python -m mtkit.data`` takes the training options and prepares the cache only."""
+    import subprocess
+    import sys
+
+    options = [
+        "data=local",
+        f"data.dir={tiny_corpus_dir}",
+        "data.src_lang=xx",
+        "data.tgt_lang=yy",
+        "tokenizer.vocab_size=100",
+    ]
+    env = {**os.environ, "MTKIT_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "mtkit.data"]
+    result = subprocess.run(
+        [*command, *options], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = Path(result.stdout.strip())
+    assert folder.parent == tmp_path / "cache" and (folder / "meta.json").is_file()
+    assert "preparing corpus" in result.stderr
+    bad = subprocess.run(
+        [*command, *options[:-1], "tokenizer.vocab_size=3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("mtkit-data: error: ") and "tokenizer.vocab_size" in bad.stderr
+
+
+def test_ctrl_c_is_not_held_up_by_a_long_silent_stage(
+    monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Sentencepiece training does not return to Python until done: it runs in a thread."""
+    import signal
+    import time
+
+    import mtkit.corpus.progress as progress
+
+    def interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.05)
+    caplog.set_level("INFO", logger="mtkit")
+    assert progress.run_with_heartbeat("quick", lambda: "busy", lambda: 42) == 42
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    start = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            progress.run_with_heartbeat("slow stage", lambda: "busy", lambda: time.sleep(10))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 2
+    assert any(r.getMessage().startswith("slow stage: busy (") for r in caplog.records)
+
+    def fail() -> None:
+        raise DataError("raised in the thread")
+
+    with pytest.raises(DataError, match="raised in the thread"):
+        progress.run_with_heartbeat("failing", str, fail)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    from mtkit.corpus.encode import ChunkEncoder
+    from mtkit.corpus.layout import TextWriter
+
+    writer = TextWriter(tmp_path / "text.arrow")
+    for _ in range(3):
+        writer.write(["red cat"], ["CAT RED"])
+    writer.close()
+    model = SubwordModel(train_subword_model(tiny_pairs(50)[0], TOK))
+    encoder = ChunkEncoder(TextCodec(model, model, True), 2, (tmp_path / "missing.model", None))
+    with pytest.raises(RuntimeError, match="worker process exited"), encoder:
+        list(encoder.encode(tmp_path / "text.arrow", None))
+
+
+def test_fingerprints_of_big_files_are_remembered_until_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big corpus is not hashed again on every run; a changed file always is."""
+    import mtkit.corpus.sources as sources
+
+    monkeypatch.setenv("MTKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10)
+    path = write_lines(tmp_path / "train.xx", ["red cat"] * 50)
+    expected = sources._sha256(path)
+    monkeypatch.setattr(sources, "RACY_S", 3600.0)  # just written: not remembered yet
+    assert sources._file_digest(path) == expected
+    assert not (tmp_path / "cache" / sources.MEMO_FILE).exists()
+    monkeypatch.setattr(sources, "RACY_S", -1.0)
+    assert sources._file_digest(path) == expected
+    assert (tmp_path / "cache" / sources.MEMO_FILE).is_file()
+    hashed = []
+    real = sources._sha256
+    monkeypatch.setattr(sources, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert sources._file_digest(path) == expected and hashed == []  # remembered
+    write_lines(path, ["big cat"] * 50)  # same size, new content
+    assert sources._file_digest(path) == real(path) != expected and hashed == [path]
+    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10**9)
+    assert sources._file_digest(path) == real(path)  # small files: always hashed

@@ -2,8 +2,11 @@
 
 Keys are projected once per batch (:meth:`Attention.prepare`), never per decoder step.
 Scores over padding are set to -inf before the softmax, so padded positions get exactly
-zero weight. Shapes: B batch, S source length, T target steps, D encoder state size,
-Q query size, A attention size.
+zero weight. :meth:`Attention.forward` is the fast form used everywhere;
+:meth:`Attention.reference` computes the same weights and context from the papers'
+equations as written (the ``*_scores_reference`` functions), and the tests hold the two
+together. Shapes: B batch, S source length, T target steps, D encoder state size, Q query
+size, A attention size (A = Q here).
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from torch import nn
 class Attention(nn.Module):
     """One of ``bahdanau``, ``luong_dot``, ``luong_general``, ``luong_concat``.
 
-    - ``bahdanau``: v . tanh(W_q q + W_k k + b), Bahdanau et al. (2015) eq. 6 (computed in
-      an equivalent sigmoid form, see :meth:`forward`).
-    - ``luong_concat``: v . tanh(W [q; k]), Luong et al. (2015); the same family as
-      Bahdanau's score, without a bias.
-    - ``luong_general``: q . (W k).
-    - ``luong_dot``: q . k (needs Q == D).
+    - ``bahdanau``: v · tanh(W q + U k + b), Bahdanau et al. (2015) eq. 6 (computed in
+      an equivalent sigmoid form, see :meth:`forward`; reference:
+      :func:`additive_scores_reference`).
+    - ``luong_concat``: v · tanh(W [q; k]), Luong et al. (2015) eq. 8; the same family as
+      Bahdanau's score, without a bias (reference: :func:`concat_scores_reference`).
+    - ``luong_general``: q · (W k) (reference: :func:`general_scores_reference`).
+    - ``luong_dot``: q · k, needs Q == D (reference: :func:`dot_scores_reference`).
+
+    Here ``W`` is ``query_proj``, ``U`` is ``key_proj`` (for ``luong_concat``, ``W [q; k]``
+    is ``query_proj(q) + key_proj(k)``) and ``b`` is ``query_proj``'s bias.
     """
 
     def __init__(self, kind: str, query_dim: int, key_dim: int) -> None:
@@ -58,7 +65,9 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context and weights for queries of one step (B, Q) or of all steps (B, T, Q).
 
-        Returns ``(context, weights)`` of shapes (B, [T,] D) and (B, [T,] S).
+        ``keys`` come from :meth:`prepare`, ``values`` are the encoder states (B, S, D) and
+        ``mask`` (B, S) is True on real positions. Returns ``(context, weights)`` of shapes
+        (B, [T,] D) and (B, [T,] S).
         """
         single_step = query.dim() == 2
         if single_step:
@@ -73,9 +82,89 @@ class Attention(nn.Module):
             scores = torch.matmul(hidden, 2.0 * self.v.to(hidden.dtype))  # (B, T, S)
         else:
             scores = torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
-        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
-        weights = F.softmax(scores, dim=-1)  # (B, T, S)
-        context = torch.bmm(weights.to(values.dtype), values)  # (B, T, D)
+        context, weights = attend(scores, values, mask)
         if single_step:
             return context.squeeze(1), weights.squeeze(1)
         return context, weights
+
+    def reference(
+        self, query: torch.Tensor, states: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the papers' equations, on unprojected states (B, S, D).
+
+        Slow and plain, for tests and for reading: queries (B, T, Q) -> context (B, T, D)
+        and weights (B, T, S).
+        """
+        if self.kind == "bahdanau":
+            projections = (self.query_proj.weight, self.key_proj.weight, self.query_proj.bias)
+            scores = additive_scores_reference(query, states, *projections, self.v)
+        elif self.kind == "luong_concat":
+            weight = torch.cat([self.query_proj.weight, self.key_proj.weight], dim=1)
+            scores = concat_scores_reference(query, states, weight, self.v)
+        elif self.kind == "luong_general":
+            scores = general_scores_reference(query, states, self.key_proj.weight)
+        else:
+            scores = dot_scores_reference(query, states)
+        return attend(scores, states, mask)
+
+
+def attend(
+    scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked softmax over source positions, and the weighted sum of the values.
+
+    ``a_t,i = exp(e_t,i) / Σ_{j real} exp(e_t,j)``, ``c_t = Σ_i a_t,i v_i``: scores
+    (B, T, S) -> context (B, T, D), weights (B, T, S). Scores go to fp32 first (also under
+    bf16), and padding gets weight exactly 0.
+    """
+    scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
+    weights = F.softmax(scores, dim=-1)  # (B, T, S)
+    context = torch.bmm(weights.to(values.dtype), values)  # (B, T, D)
+    return context, weights
+
+
+def additive_scores_reference(
+    query: torch.Tensor,
+    states: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    b: torch.Tensor,
+    v: torch.Tensor,
+) -> torch.Tensor:
+    """Bahdanau et al. (2015) eq. 6: ``e_t,i = v · tanh(W q_t + U k_i + b)``.
+
+    query (B, T, Q), states (B, S, D), W (A, Q), U (A, D), b (A,), v (A,) -> (B, T, S).
+    """
+    projected_query = (query @ w.t() + b).unsqueeze(2)  # (B, T, 1, A): W q_t + b
+    projected_keys = (states @ u.t()).unsqueeze(1)  # (B, 1, S, A): U k_i
+    return torch.tanh(projected_query + projected_keys) @ v
+
+
+def concat_scores_reference(
+    query: torch.Tensor, states: torch.Tensor, w: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Luong et al. (2015) eq. 8, concat: ``e_t,i = v · tanh(W [q_t; k_i])``.
+
+    query (B, T, Q), states (B, S, D), W (A, Q + D), v (A,) -> (B, T, S).
+    """
+    steps, length = query.size(1), states.size(1)
+    pairs = torch.cat(
+        [
+            query.unsqueeze(2).expand(-1, -1, length, -1),  # q_t at every i
+            states.unsqueeze(1).expand(-1, steps, -1, -1),  # k_i at every t
+        ],
+        dim=-1,
+    )  # (B, T, S, Q + D)
+    return torch.tanh(pairs @ w.t()) @ v
+
+
+def general_scores_reference(
+    query: torch.Tensor, states: torch.Tensor, w: torch.Tensor
+) -> torch.Tensor:
+    """Luong et al. (2015) eq. 8, general: ``e_t,i = q_t · (W k_i)``; W (Q, D) -> (B, T, S)."""
+    return dot_scores_reference(query, states @ w.t())
+
+
+def dot_scores_reference(query: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Luong et al. (2015) eq. 8, dot: ``e_t,i = q_t · k_i = Σ_j q_t,j k_i,j`` -> (B, T, S)."""
+    return (query.unsqueeze(2) * states.unsqueeze(1)).sum(-1)

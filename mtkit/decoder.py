@@ -3,7 +3,7 @@
 Three decoder structures, chosen by ``model.attention`` and ``model.input_feed``:
 
 - ``none``: the Sutskever et al. (2014) decoder, conditioned only on the encoder's final
-  state (through the bridge); features are the top RNN outputs.
+  state (through the bridge); features are the (dropped-out) top RNN outputs.
 - ``bahdanau``: Bahdanau et al. (2015). The previous state queries the source, and the
   context enters the RNN input next to the embedding; features are
   ``tanh(W [state; context])``.
@@ -11,30 +11,31 @@ Three decoder structures, chosen by ``model.attention`` and ``model.input_feed``
   and the attentional vector ``tanh(W [context; output])`` is the feature. With input
   feeding it is also fed to the next step's RNN input.
 
-When nothing feeds back (``none``, or Luong without input feeding) a teacher-forced
-target goes through the RNN in one call; otherwise :meth:`Decoder.forward` loops over
-:meth:`Decoder.step`, with everything that does not depend on the previous step (the
-embedding half of the first layer's input projection, the final feature layer for
-``bahdanau``) computed for all steps in single batched calls.
+:meth:`Decoder.step` is one step from the previous ids, returning the features (the input
+of the output projection, which :class:`~mtkit.model.Seq2Seq` owns). The teacher-forced
+:meth:`Decoder.forward` computes the same as a loop of steps, faster: when nothing feeds
+back (``none``, or Luong without input feeding) the target goes through the RNN in one
+call; otherwise it loops over the RNN/attention part of a step (``_advance``), with what
+does not depend on the previous step (the embedding half of the first layer's input
+projection, the final feature layer for ``bahdanau``) computed for all steps in single
+batched calls. The cell equations live in :mod:`mtkit.cells`.
 
 Shapes: B batch, S source length, T target length, E embedding, H hidden, D encoder
-output size, L decoder layers.
+output size, G first-layer gates, L decoder layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtkit.attention import Attention
+from mtkit.cells import make_rnn
 from mtkit.config import ModelConfig
-from mtkit.dropout import Dropout, dropout
-from mtkit.encoder import EncoderOutput, make_rnn
+from mtkit.dropout import Dropout
+from mtkit.encoder import EncoderOutput
 from mtkit.tokenizer import PAD_ID
 
 
@@ -53,33 +54,6 @@ class DecoderState:
             cell=None if self.cell is None else self.cell.index_select(1, index),
             feed=None if self.feed is None else self.feed.index_select(0, index),
         )
-
-
-def gru_update(
-    gates_x: torch.Tensor, hidden: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor
-) -> torch.Tensor:
-    """One GRU step from precomputed input gates (same equations as ``torch.nn.GRU``)."""
-    gates_h = F.linear(hidden, w_hh, b_hh)
-    size = hidden.size(-1)
-    reset_update = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
-    reset, update = reset_update.chunk(2, dim=1)
-    candidate = torch.tanh(gates_x[:, 2 * size :] + reset * gates_h[:, 2 * size :])
-    return candidate + update * (hidden - candidate)
-
-
-def lstm_update(
-    gates_x: torch.Tensor,
-    hidden: torch.Tensor,
-    cell: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_hh: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM step from precomputed input gates (same equations as ``torch.nn.LSTM``)."""
-    gates = gates_x + F.linear(hidden, w_hh, b_hh)
-    in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
-    new_cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(candidate)
-    new_hidden = torch.sigmoid(out_gate) * torch.tanh(new_cell)
-    return new_hidden, new_cell.to(cell.dtype)
 
 
 class Bridge(nn.Module):
@@ -131,6 +105,8 @@ class Bridge(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Target embedding, RNN stack, attention and feature layer (the projection is the model's)."""
+
     def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.kind = cfg.attention
@@ -138,7 +114,6 @@ class Decoder(nn.Module):
         self.hidden_size = cfg.decoder_hidden
         self.layers = cfg.num_decoder_layers
         self.embed_dim = cfg.embed_dim
-        self.dropout_p = cfg.dropout
         enc_dim = cfg.encoder_output_dim
         self.feeds_context = self.kind == "bahdanau"
         self.feeds_feature = self.kind.startswith("luong") and cfg.input_feed
@@ -181,35 +156,43 @@ class Decoder(nn.Module):
 
     # -- one step ---------------------------------------------------------------------------
 
-    def _input_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first RNN layer's input weight (embedding columns first) and bias."""
-        return cast(torch.Tensor, self.rnn.weight_ih_l0), cast(torch.Tensor, self.rnn.bias_ih_l0)
-
-    def embedding_gates(self, ids: torch.Tensor) -> torch.Tensor:
-        """First-layer input gates from the embeddings: (B, [T]) -> (B, [T], G)."""
-        embedded = self.dropout(self.embed(ids))
-        weight, bias = self._input_weights()
-        return F.linear(embedded, weight[:, : self.embed_dim], bias)
-
     def step(
+        self, prev_ids: torch.Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """One step: previous ids (B,) -> ``(features (B, H), state, attention (B, S))``.
+
+        The features are the input of the output projection, whatever the structure:
+        ``drop(s^top)`` without attention, ``drop(tanh(W_f [s^top; c]))`` for
+        ``bahdanau``, the attentional vector for ``luong_*``. The attention weights are
+        None without attention.
+        """
+        output, state, context, attention = self._advance(
+            self._embedding_gates(prev_ids), state, enc
+        )
+        return self._features(output, context), state, attention
+
+    def _embedding_gates(self, ids: torch.Tensor) -> torch.Tensor:
+        """The embedding half of the first layer's input gates: (B, [T]) -> (B, [T], G)."""
+        return self.rnn.input_gates(self.dropout(self.embed(ids)))
+
+    def _advance(
         self, gates_emb: torch.Tensor, state: DecoderState, enc: EncoderOutput
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None, torch.Tensor | None]:
-        """Advance one step from first-layer embedding gates (B, G).
+        """The RNN (and for Luong, attention) part of a step, from embedding gates (B, G).
 
-        Returns ``(output, state, context, attention)``: the top RNN output (B, H); for
-        ``bahdanau`` the context (B, D) that :meth:`features` combines with it; and the
-        attention weights (B, S). For Luong attention ``output`` is already the feature.
+        Returns ``(output, state, context, attention)``: the Luong attentional vector or
+        else the top RNN output (B, H); for ``bahdanau`` the context (B, D) that
+        :meth:`_features` combines with it (else None); the attention weights (B, S).
         """
-        extra_weight = self._input_weights()[0][:, self.embed_dim :]
         context = attention = None
         if self.feeds_context:
             assert self.attention is not None and enc.keys is not None
             context, attention = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
-            gates_emb = gates_emb + F.linear(context, extra_weight)
+            gates_emb = gates_emb + self.rnn.input_gates(context, self.embed_dim, bias=False)
         elif self.feeds_feature:
             assert state.feed is not None
-            gates_emb = gates_emb + F.linear(state.feed, extra_weight)
-        hidden, cell = self._rnn_layers(gates_emb, state)
+            gates_emb = gates_emb + self.rnn.input_gates(state.feed, self.embed_dim, bias=False)
+        hidden, cell = self.rnn.step(gates_emb, state.hidden, state.cell)
         output = hidden[-1]
         feed = None
         if self.kind.startswith("luong"):
@@ -222,32 +205,8 @@ class Decoder(nn.Module):
             feed = output if self.feeds_feature else None
         return output, DecoderState(hidden, cell, feed), context, attention
 
-    def _rnn_layers(
-        self, gates: torch.Tensor, state: DecoderState
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hiddens: list[torch.Tensor] = []
-        cells: list[torch.Tensor] = []
-        for layer in range(self.layers):
-            if layer > 0:
-                below = dropout(hiddens[-1], self.dropout_p, self.training)
-                gates = F.linear(
-                    below,
-                    getattr(self.rnn, f"weight_ih_l{layer}"),
-                    getattr(self.rnn, f"bias_ih_l{layer}"),
-                )
-            w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
-            b_hh = getattr(self.rnn, f"bias_hh_l{layer}")
-            if self.lstm:
-                assert state.cell is not None
-                h, c = lstm_update(gates, state.hidden[layer], state.cell[layer], w_hh, b_hh)
-                hiddens.append(h)
-                cells.append(c)
-            else:
-                hiddens.append(gru_update(gates, state.hidden[layer], w_hh, b_hh))
-        return torch.stack(hiddens), (torch.stack(cells) if cells else None)
-
-    def features(self, output: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Final features from step outputs, for one step (B, H) or many (B, T, H)."""
+    def _features(self, output: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Features from :meth:`_advance` outputs, for one step (B, H) or many (B, T, H)."""
         if not self.feeds_context:
             return output if self.kind != "none" else self.dropout(output)
         assert context is not None and self.feature_layer is not None
@@ -256,34 +215,25 @@ class Decoder(nn.Module):
     # -- whole target ------------------------------------------------------------------------
 
     def forward(
-        self,
-        tgt_in: torch.Tensor,
-        enc: EncoderOutput,
-        state: DecoderState,
-        teacher_forcing: float = 1.0,
-        predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        self, tgt_in: torch.Tensor, enc: EncoderOutput, state: DecoderState
     ) -> torch.Tensor:
-        """Features (B, T, H) for decoder inputs (B, T) = BOS + target pieces.
+        """Teacher-forced features (B, T, H) for decoder inputs (B, T) = BOS + target pieces.
 
-        With ``teacher_forcing < 1`` each sentence's input at each step is the gold token
-        with that probability, else the model's own previous prediction (``predict``
-        maps features to ids), as in scheduled sampling (Bengio et al., 2015).
+        Equal to a loop of :meth:`step` over ``tgt_in``, computed faster: in one RNN call
+        when nothing feeds back, else with the step-independent parts batched over T.
         """
-        if teacher_forcing < 1.0:
-            assert predict is not None
-            return self._forward_sampled(tgt_in, enc, state, teacher_forcing, predict)
         if not self.sequential:
             return self._forward_parallel(tgt_in, enc, state)
         # unbind, not gates[:, t]: its backward writes all steps' gradients in one go.
-        gates = self.embedding_gates(tgt_in).unbind(1)  # T x (B, G)
+        gates = self._embedding_gates(tgt_in).unbind(1)  # T x (B, G)
         outputs, contexts = [], []
         for step_gates in gates:
-            output, state, context, _ = self.step(step_gates, state, enc)
+            output, state, context, _ = self._advance(step_gates, state, enc)
             outputs.append(output)
             contexts.append(context)
         stacked = torch.stack(outputs, dim=1)  # (B, T, H)
         if self.feeds_context:
-            return self.features(stacked, torch.stack(contexts, dim=1))  # type: ignore[arg-type]
+            return self._features(stacked, torch.stack(contexts, dim=1))  # type: ignore[arg-type]
         return stacked
 
     def _forward_parallel(
@@ -298,24 +248,3 @@ class Decoder(nn.Module):
         assert enc.keys is not None and self.feature_layer is not None
         context, _ = self.attention(outputs, enc.keys, enc.states, enc.mask)  # (B, T, D)
         return self.dropout(torch.tanh(self.feature_layer(torch.cat([context, outputs], -1))))
-
-    def _forward_sampled(
-        self,
-        tgt_in: torch.Tensor,
-        enc: EncoderOutput,
-        state: DecoderState,
-        teacher_forcing: float,
-        predict: Callable[[torch.Tensor], torch.Tensor],
-    ) -> torch.Tensor:
-        features: list[torch.Tensor] = []
-        prev = tgt_in[:, 0]
-        for t in range(tgt_in.size(1)):
-            if t > 0:
-                gold = tgt_in[:, t]
-                use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing
-                with torch.no_grad():
-                    own = predict(features[-1])
-                prev = torch.where(use_gold | (gold == PAD_ID), gold, own)
-            output, state, context, _ = self.step(self.embedding_gates(prev), state, enc)
-            features.append(self.features(output, context))
-        return torch.stack(features, dim=1)

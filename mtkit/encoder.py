@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mtkit.cells import make_rnn
 from mtkit.config import ModelConfig
 from mtkit.dropout import Dropout
 from mtkit.tokenizer import PAD_ID
@@ -36,25 +37,6 @@ class EncoderOutput:
             final_cell=None if self.final_cell is None else self.final_cell.index_select(1, index),
             keys=None if self.keys is None else self.keys.index_select(0, index),
         )
-
-
-def make_rnn(
-    cell: str,
-    input_size: int,
-    hidden: int,
-    layers: int,
-    dropout: float,
-    bidirectional: bool = False,
-) -> nn.GRU | nn.LSTM:
-    rnn_class = nn.GRU if cell == "gru" else nn.LSTM
-    return rnn_class(
-        input_size,
-        hidden,
-        num_layers=layers,
-        batch_first=True,
-        dropout=dropout if layers > 1 else 0.0,
-        bidirectional=bidirectional,
-    )
 
 
 class Encoder(nn.Module):

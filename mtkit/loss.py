@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import LossConfig
-from mtkit.tokenizer import EOS_ID
 
 
 @dataclass
@@ -48,8 +47,8 @@ def smoothed_cross_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed label-smoothed loss and summed NLL of fp32 logits (N, C) for targets (N,).
 
-    The smoothed target puts ``1 - smoothing`` on the gold id and spreads ``smoothing``
-    uniformly over all C classes.
+    The smoothed target puts ``1 - ε`` on the gold class ``y`` and spreads ``ε`` uniformly
+    over all C classes: ``ℓ = (1 − ε) · (−log p_y) + ε · (1/C) Σ_c (−log p_c)``.
     """
     log_probs = F.log_softmax(logits, dim=-1)
     nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
@@ -57,8 +56,30 @@ def smoothed_cross_entropy(
     return loss.sum(), nll.detach().sum()
 
 
+def linear_cross_entropy_reference(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output projection then :func:`smoothed_cross_entropy`, plainly: ``z = W f + b``.
+
+    Features (N, H), weight (M, H), bias (M,), targets (N,) -> (summed loss, summed NLL),
+    with gradients from autograd. :class:`FusedLinearCrossEntropy` computes the same.
+    """
+    logits = F.linear(features, weight, bias).float()  # (N, M)
+    return smoothed_cross_entropy(logits, targets, smoothing)
+
+
 class FusedLinearCrossEntropy(torch.autograd.Function):
-    """Output projection + smoothed cross-entropy, chunked, gradients computed in forward."""
+    """:func:`linear_cross_entropy_reference`, chunked, with the gradients made in forward.
+
+    Per chunk of rows: logits ``z``, ``lse = log Σ exp z``, the loss, then in place the
+    gradient ``∂ℓ/∂z = softmax(z) − ε/C − (1 − ε) · onehot(y)``, from which the chunk's
+    shares of ``∂/∂f``, ``∂/∂W`` and ``∂/∂b`` are accumulated. The (N, M) logits never
+    exist at once, and backward only scales the stored gradients.
+    """
 
     @staticmethod
     def forward(
@@ -183,8 +204,9 @@ class Criterion:
     ) -> LossResult:
         """Full-softmax loss, as used for validation whatever the training loss."""
         flat, targets = features[tgt_mask], tgt_out[tgt_mask]
-        logits = output(flat).float()
-        loss_sum, nll_sum = smoothed_cross_entropy(logits, targets, self.cfg.label_smoothing)
+        loss_sum, nll_sum = linear_cross_entropy_reference(
+            flat, output.weight, output.bias, targets, self.cfg.label_smoothing
+        )
         n_tokens = int(targets.numel())
         return LossResult(loss_sum / max(n_tokens, 1), nll_sum, n_tokens)
 
@@ -199,14 +221,3 @@ class Criterion:
         logits = F.linear(features, output.weight[candidates], output.bias[candidates]).float()
         logits = logits - proposal[candidates].log()
         return smoothed_cross_entropy(logits, columns, self.cfg.label_smoothing)
-
-
-def target_counts(values: np.ndarray, n_sentences: int, output_ids: torch.Tensor) -> np.ndarray:
-    """Frequency of each output column in the training targets (for the Zipf/unigram proposals).
-
-    ``values`` are the target pieces of all training pairs; each pair also ends in one EOS.
-    """
-    ids = output_ids.cpu().numpy()
-    counts = np.bincount(values, minlength=int(ids.max()) + 1).astype(np.int64)
-    counts[EOS_ID] += n_sentences
-    return counts[ids]

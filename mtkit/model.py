@@ -1,7 +1,14 @@
-"""Seq2Seq: encoder + decoder + output projection, and the step API that search uses.
+"""Seq2Seq: encoder + decoder + output projection, the step API that search uses, and
+scheduled sampling.
 
-The decoder returns features; the model owns the output projection; the loss decides how
-to use it (full softmax, or sampled softmax over a few candidate rows of the projection).
+The decoder returns features; the model owns the output projection and its *output
+vocabulary* (the mapping between token ids and output columns); the loss decides how to
+use the projection (full softmax, or sampled softmax over a few candidate rows of it).
+Outside this module, inputs are token ids and losses see output columns: ``forward``
+returns the targets as columns, ``step`` returns log-probs over columns, and
+``output_ids`` maps a column back to its id.
+
+Shapes: B batch, S source length, T target length, H feature size, M output columns.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ class Seq2Seq(nn.Module):
     target ids it can produce, in column order. By default these are the pieces seen on
     the target side of the training data (as OpenNMT-py and JoeyNMT build their target
     vocabularies); with a joint sentencepiece model that is about half of the pieces, and
-    the output layer, the costliest part of the model, shrinks accordingly. Log-probs from
-    :meth:`step` are over these M columns; search maps columns back to ids.
+    the output layer, the costliest part of the model, shrinks accordingly. Ids outside
+    the output vocabulary are scored as UNK's column.
     """
 
     def __init__(
@@ -49,10 +56,10 @@ class Seq2Seq(nn.Module):
         ids = torch.arange(tgt_vocab) if output_ids is None else output_ids_for(output_ids)
         self.output_ids: torch.Tensor
         self.column_of: torch.Tensor
-        self.register_buffer("output_ids", ids)
+        self.register_buffer("output_ids", ids)  # (M,) column -> id; saved in checkpoints
         columns = torch.full((tgt_vocab,), int(torch.searchsorted(ids, UNK_ID)), dtype=torch.long)
         columns[ids] = torch.arange(len(ids))
-        self.register_buffer("column_of", columns, persistent=False)
+        self.register_buffer("column_of", columns, persistent=False)  # (V,) id -> column
         self.output = nn.Linear(self.decoder.output_dim, len(ids))
         if cfg.init_range > 0:
             for parameter in self.parameters():
@@ -65,9 +72,18 @@ class Seq2Seq(nn.Module):
                 raise ConfigError("model.tie_embeddings needs model.output_vocab=full")
             self.output.weight = self.decoder.embed.weight
 
-    def columns(self, ids: torch.Tensor) -> torch.Tensor:
-        """Output columns of target ids (ids outside the output vocabulary -> UNK's column)."""
-        return self.column_of[ids]
+    def column_counts(self, values: np.ndarray, n_sentences: int) -> np.ndarray:
+        """How often each output column (M,) occurs in the training targets.
+
+        ``values`` are the target ids of all training pairs; each pair also ends in one
+        EOS. Ids outside the output vocabulary count as UNK's column. Used for the
+        frequency-based proposals of the sampled softmax.
+        """
+        column_of = self.column_of.cpu().numpy()  # (V,)
+        per_id = np.bincount(values, minlength=len(column_of))  # (V,)
+        per_id[EOS_ID] += n_sentences
+        counts = np.bincount(column_of, weights=per_id, minlength=len(self.output_ids))
+        return counts.astype(np.int64)
 
     # -- the step API ------------------------------------------------------------------------
 
@@ -82,28 +98,55 @@ class Seq2Seq(nn.Module):
         self, prev_ids: torch.Tensor, state: DecoderState, enc: EncoderOutput
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step: previous ids (B,) -> (log-probs (B, M) in fp32, state, attention (B, S))."""
-        output, state, context, attention = self.decoder.step(
-            self.decoder.embedding_gates(prev_ids), state, enc
-        )
-        features = self.decoder.features(output, context)
+        features, state, attention = self.decoder.step(prev_ids, state, enc)
         log_probs = F.log_softmax(self.output(features), dim=-1, dtype=torch.float32)
         return log_probs, state, attention
 
     # -- training ----------------------------------------------------------------------------
 
-    def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
-        """Teacher-forced (or scheduled-sampling) features (B, T, H) for a batch."""
+    def forward(
+        self, batch: Batch, teacher_forcing: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, T, H) for a batch, and its targets as output columns (B, T).
+
+        The features are teacher-forced, or with ``teacher_forcing < 1`` scheduled-sampled
+        (:meth:`_forward_sampled`); the loss applies :attr:`output` to them. Target ids
+        outside the output vocabulary become UNK's column.
+        """
         enc = self.encode(batch.src, batch.src_lengths)
         state = self.init_state(enc)
-        return self.decoder(batch.tgt_in, enc, state, teacher_forcing, self.predict)
+        if teacher_forcing < 1.0:
+            features = self._forward_sampled(batch.tgt_in, enc, state, teacher_forcing)
+        else:
+            features = self.decoder(batch.tgt_in, enc, state)
+        return features, self.column_of[batch.tgt_out]
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Scores of the M output columns."""
-        return self.output(features)
+    def _forward_sampled(
+        self,
+        tgt_in: torch.Tensor,
+        enc: EncoderOutput,
+        state: DecoderState,
+        teacher_forcing: float,
+    ) -> torch.Tensor:
+        """Scheduled sampling (Bengio et al., 2015): features (B, T, H) for inputs (B, T).
 
-    def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Most likely next ids for features (B, H)."""
-        return self.output_ids[self.output(features).argmax(dim=-1)]
+        At each step after the first (BOS), each sentence is fed its gold token with
+        probability ``teacher_forcing``, else the argmax of the model's own previous
+        output (computed without gradient, mapped from column to id). Padding positions
+        keep their gold (PAD) input.
+        """
+        features: list[torch.Tensor] = []
+        prev = tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            if t > 0:
+                gold = tgt_in[:, t]
+                use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing
+                with torch.no_grad():
+                    own = self.output_ids[self.output(features[-1]).argmax(dim=-1)]
+                prev = torch.where(use_gold | (gold == PAD_ID), gold, own)
+            step_features, state, _ = self.decoder.step(prev, state, enc)
+            features.append(step_features)
+        return torch.stack(features, dim=1)
 
 
 def output_ids_for(ids: torch.Tensor) -> torch.Tensor:

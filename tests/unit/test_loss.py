@@ -11,6 +11,7 @@ from mtkit.config import LossConfig
 from mtkit.loss import (
     Criterion,
     FusedLinearCrossEntropy,
+    linear_cross_entropy_reference,
     proposal_distribution,
     smoothed_cross_entropy,
 )
@@ -32,24 +33,42 @@ def leaves(seed: int = 0):
     return features, weight, bias, targets
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-def test_fused_cross_entropy_matches_reference(smoothing):
-    features, weight, bias, targets = leaves()
-    expected = reference(features, weight, bias, targets, smoothing)
-    expected.backward()
-    grads = [t.grad.clone() for t in (features, weight, bias)]
+def fused(features, weight, bias, targets, smoothing):
+    """The fused loss in fp32, with the reference's signature."""
+    return FusedLinearCrossEntropy.apply(features, weight, bias, targets, smoothing, torch.float32)
+
+
+def loss_and_grads(loss_fn, features, weight, bias, targets, smoothing):
+    """Loss, NLL and the gradients of 2 * loss w.r.t. features, weight and bias."""
     for t in (features, weight, bias):
         t.grad = None
-    loss, nll = FusedLinearCrossEntropy.apply(
-        features, weight, bias, targets, smoothing, torch.float32
+    loss, nll = loss_fn(features, weight, bias, targets, smoothing)
+    (2.0 * loss).backward()  # an upstream gradient other than 1 must scale the result
+    grads = [t.grad.clone() for t in (features, weight, bias)]
+    return loss.detach(), nll.detach(), grads
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_linear_cross_entropy_reference_is_torch_cross_entropy(smoothing):
+    """The plain reference (W f + b, then the smoothed loss) equals torch's definition."""
+    features, weight, bias, targets = leaves()
+    loss, nll = linear_cross_entropy_reference(features, weight, bias, targets, smoothing)
+    torch.testing.assert_close(loss, reference(features, weight, bias, targets, smoothing))
+    torch.testing.assert_close(nll, reference(features, weight, bias, targets, 0.0).detach())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_fused_cross_entropy_matches_reference(smoothing):
+    """Loss, NLL and the features/weight/bias gradients of the fused form = the reference."""
+    features, weight, bias, targets = leaves()
+    expected = loss_and_grads(
+        linear_cross_entropy_reference, features, weight, bias, targets, smoothing
     )
-    (2.0 * loss).backward()  # the upstream gradient scales the stored one
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(
-        nll, reference(features, weight, bias, targets, 0.0).detach(), rtol=1e-5, atol=1e-4
-    )
-    for got, want in zip((features.grad, weight.grad, bias.grad), grads, strict=True):
-        torch.testing.assert_close(got, 2.0 * want, rtol=1e-4, atol=1e-5)
+    got = loss_and_grads(fused, features, weight, bias, targets, smoothing)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-4)
+    for got_grad, want in zip(got[2], expected[2], strict=True):
+        torch.testing.assert_close(got_grad, want, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_cross_entropy_chunks_large_batches():
@@ -59,10 +78,15 @@ def test_fused_cross_entropy_chunks_large_batches():
     weight = torch.randn(big_v, 4, requires_grad=True)
     bias = torch.zeros(big_v, requires_grad=True)
     targets = torch.randint(0, big_v, (150,))
-    loss, _ = FusedLinearCrossEntropy.apply(features, weight, bias, targets, 0.1, torch.float32)
+    loss, _, grads = loss_and_grads(fused, features, weight, bias, targets, 0.1)
     torch.testing.assert_close(
         loss, reference(features, weight, bias, targets, 0.1), rtol=1e-5, atol=1e-3
     )
+    _, _, expected = loss_and_grads(
+        linear_cross_entropy_reference, features, weight, bias, targets, 0.1
+    )
+    for got, want in zip(grads, expected, strict=True):  # sums over 70k columns, reordered
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

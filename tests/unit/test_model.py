@@ -27,6 +27,7 @@ def make_model(
     dropout: float = 0.0,
     seed: int = 0,
     size: int = 16,
+    output_ids: torch.Tensor | None = None,
 ) -> Seq2Seq:
     torch.manual_seed(seed)
     cfg = ModelConfig(
@@ -40,14 +41,14 @@ def make_model(
         layers=layers,
         dropout=dropout,
     )
-    return Seq2Seq(cfg, VOCAB, VOCAB)
+    return Seq2Seq(cfg, VOCAB, VOCAB, output_ids)
 
 
 def make_batch(lengths_src=(5, 9, 3), lengths_tgt=(4, 7, 6), seed: int = 0):
     rng = np.random.default_rng(seed)
     sources = [np.append(rng.integers(4, VOCAB, size=n), 3) for n in lengths_src]
     targets = [rng.integers(4, VOCAB, size=n) for n in lengths_tgt]
-    return sources, targets, collate(sources, targets, list(range(len(sources))))
+    return sources, targets, collate(sources, targets)
 
 
 @pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
@@ -57,9 +58,9 @@ def test_padding_invariance(cell, attention, bidirectional, input_feed):
     model = make_model(cell, attention, bidirectional, input_feed).eval()
     sources, targets, batch = make_batch()
     with torch.no_grad():
-        together = model(batch)
+        together, _ = model(batch)
         for i in range(len(sources)):
-            alone = model(collate([sources[i]], [targets[i]], [i]))
+            alone, _ = model(collate([sources[i]], [targets[i]]))
             steps = alone.size(1)
             torch.testing.assert_close(alone[0], together[i, :steps], atol=1e-5, rtol=1e-4)
 
@@ -67,16 +68,20 @@ def test_padding_invariance(cell, attention, bidirectional, input_feed):
 @pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
 @pytest.mark.parametrize("input_feed", [True, False])
 def test_forward_equals_loop_of_steps(cell, attention, bidirectional, input_feed):
+    """Teacher-forced forward = a loop of Decoder.step (features) and Seq2Seq.step (log-probs)."""
     model = make_model(cell, attention, bidirectional, input_feed).eval()
     _, _, batch = make_batch()
     with torch.no_grad():
-        forward = torch.log_softmax(model.logits(model(batch)).float(), dim=-1)
+        features, _ = model(batch)
+        forward = torch.log_softmax(model.output(features).float(), dim=-1)
         enc = model.encode(batch.src, batch.src_lengths)
-        state = model.init_state(enc)
-        steps = []
+        state = decoder_state = model.init_state(enc)
+        steps, step_features = [], []
         for t in range(batch.tgt_in.size(1)):
             log_probs, state, attention_weights = model.step(batch.tgt_in[:, t], state, enc)
             steps.append(log_probs)
+            feature, decoder_state, _ = model.decoder.step(batch.tgt_in[:, t], decoder_state, enc)
+            step_features.append(feature)
             if attention == "none":
                 assert attention_weights is None
             else:
@@ -84,8 +89,11 @@ def test_forward_equals_loop_of_steps(cell, attention, bidirectional, input_feed
                 torch.testing.assert_close(attention_weights.sum(-1), torch.ones(3))
                 assert torch.all(attention_weights[~enc.mask] == 0.0)
         looped = torch.stack(steps, dim=1)
+        looped_features = torch.stack(step_features, dim=1)
     mask = batch.tgt_mask
+    assert looped.dtype == torch.float32 and looped.shape == (3, mask.size(1), VOCAB)
     torch.testing.assert_close(looped[mask], forward[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(looped_features[mask], features[mask], atol=1e-5, rtol=1e-4)
 
 
 def test_attention_is_exactly_zero_on_padding():
@@ -105,7 +113,8 @@ def test_every_parameter_gets_a_gradient(cell, attention, bidirectional):
         model = make_model(cell, attention, bidirectional, input_feed, dropout=0.1).train()
         _, _, batch = make_batch()
         criterion = Criterion(LossConfig(label_smoothing=0.1), VOCAB)
-        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+        features, targets = model(batch)
+        result = criterion.train_loss(features, targets, batch.tgt_mask, model.output)
         result.loss.backward()
         missing = [
             name
@@ -123,7 +132,8 @@ def test_overfits_a_tiny_batch(cell, attention):
     criterion = Criterion(LossConfig(label_smoothing=0.0), VOCAB)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     for _ in range(400):
-        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+        features, targets = model(batch)
+        result = criterion.train_loss(features, targets, batch.tgt_mask, model.output)
         optimizer.zero_grad()
         result.loss.backward()
         optimizer.step()
@@ -132,20 +142,16 @@ def test_overfits_a_tiny_batch(cell, attention):
     assert result.loss.item() < 0.05
     model.eval()
     with torch.no_grad():
-        predicted = model.logits(model(batch)).argmax(-1)
+        features, targets = model(batch)
+        predicted = model.output(features).argmax(-1)
+    assert torch.equal(targets, batch.tgt_out)  # full output vocabulary: columns are ids
     assert torch.equal(predicted[batch.tgt_mask], batch.tgt_out[batch.tgt_mask])
 
 
 def record_decoder_inputs(model: Seq2Seq) -> list[torch.Tensor]:
     """Make ``model`` record the ids its decoder embeds; returns the (growing) record."""
     fed: list[torch.Tensor] = []
-    original = model.decoder.embedding_gates
-
-    def spy(ids: torch.Tensor) -> torch.Tensor:
-        fed.append(ids.clone())
-        return original(ids)
-
-    model.decoder.embedding_gates = spy  # type: ignore[method-assign]
+    model.decoder.embed.register_forward_hook(lambda _m, args, _out: fed.append(args[0].clone()))
     return fed
 
 
@@ -155,8 +161,8 @@ def test_scheduled_sampling_feeds_model_predictions():
     _, _, batch = make_batch()
     fed = record_decoder_inputs(model)
     with torch.no_grad():
-        features = model(batch, teacher_forcing=0.0)
-    predictions = model.logits(features).argmax(-1)
+        features, _ = model(batch, teacher_forcing=0.0)
+    predictions = model.output(features).argmax(-1)
     assert torch.equal(fed[0], batch.tgt_in[:, 0])  # BOS first
     for t in range(1, batch.tgt_in.size(1)):
         real = batch.tgt_in[:, t] != 0
@@ -174,11 +180,27 @@ def test_scheduled_sampling_mixes_gold_and_predictions():
     fed = record_decoder_inputs(model)
     torch.manual_seed(0)
     with torch.no_grad():
-        features = model(batch, teacher_forcing=0.5)
-    predictions = model.logits(features).argmax(-1)
+        features, _ = model(batch, teacher_forcing=0.5)
+    predictions = model.output(features).argmax(-1)
     gold = sum(int(torch.sum(fed[t] == batch.tgt_in[:, t])) for t in range(1, 13))
     own = sum(int(torch.sum(fed[t] == predictions[:, t - 1])) for t in range(1, 13))
     assert gold > 5 and own > 5  # both sources used (36 positions)
+
+
+def test_scheduled_sampling_feeds_ids_not_columns():
+    """With a partial output vocabulary, own predictions are mapped from column to id."""
+    observed = torch.tensor([7, 19, 33])
+    model = make_model("gru", "luong_general", True, output_ids=observed).eval()
+    _, _, batch = make_batch()
+    fed = record_decoder_inputs(model)
+    with torch.no_grad():
+        features, _ = model(batch, teacher_forcing=0.0)
+    columns = model.output(features).argmax(-1)
+    assert model.output_ids.tolist() == [1, 3, 7, 19, 33]
+    for t in range(1, batch.tgt_in.size(1)):
+        real = batch.tgt_in[:, t] != 0
+        assert torch.equal(fed[t][real], model.output_ids[columns[:, t - 1]][real])
+        assert set(fed[t][real].tolist()) <= {1, 3, 7, 19, 33}
 
 
 def test_decoder_state_select_reorders_gru_and_lstm():
@@ -204,7 +226,8 @@ def test_bf16_autocast_runs_and_trains(cell):
     _, _, batch = make_batch()
     criterion = Criterion(LossConfig(), VOCAB)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        result = criterion.train_loss(model(batch), batch.tgt_out, batch.tgt_mask, model.output)
+        features, targets = model(batch)
+        result = criterion.train_loss(features, targets, batch.tgt_mask, model.output)
     result.loss.backward()
     assert torch.isfinite(result.loss)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
@@ -267,12 +290,14 @@ def test_output_vocabulary_covers_observed_targets_only():
     model = Seq2Seq(cfg, VOCAB, VOCAB, output_ids=observed).eval()
     assert model.output_ids.tolist() == [1, 3, 10, 20, 30]  # UNK and EOS always included
     assert model.output.weight.shape[0] == 5
-    assert model.columns(torch.tensor([3, 10, 30, 25])).tolist() == [1, 2, 4, 0]  # 25 -> UNK
+    pair = collate([np.array([5, 6, 3])], [np.array([3, 10, 30, 25])])
+    _, targets = model(pair)  # targets as columns: 25 is outside -> UNK's column
+    assert targets[0].tolist() == [1, 2, 4, 0, 1]  # ..., then EOS
     _, _, batch = make_batch()
     options = SearchOptions(beam_size=1, length_norm="none", max_len_a=0.0, max_len_b=6)
     greedy = greedy_search(model, batch.src, batch.src_lengths, options)
     beam = beam_search(model, batch.src, batch.src_lengths, options)
-    for g, b in zip(greedy, beam, strict=True):
+    for [g], b in zip(greedy, beam, strict=True):  # both: one list of hypotheses per input
         assert set(g.tokens) <= {1, 10, 20, 30}  # ids, never column numbers
         assert g.tokens == b[0].tokens
     scores = forced_scores(
@@ -281,20 +306,18 @@ def test_output_vocabulary_covers_observed_targets_only():
     assert scores[0] > float("-inf") and scores[1] == float("-inf")
 
 
-@pytest.mark.parametrize("kind", ["bahdanau", "luong_concat"])
-def test_additive_attention_weights_equal_the_tanh_formula(kind):
-    from mtkit.attention import Attention
-
-    torch.manual_seed(0)
-    attention = Attention(kind, query_dim=6, key_dim=10)
-    states = torch.randn(3, 5, 10)
-    query = torch.randn(3, 6)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    _, weights = attention(query, attention.prepare(states), states, mask)
-    keys = attention.key_proj(states)
-    scores = torch.tanh(attention.query_proj(query).unsqueeze(1) + keys) @ attention.v
-    expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    torch.testing.assert_close(weights, expected)
+def test_column_counts_count_training_targets_per_output_column():
+    cfg = ModelConfig(embed_dim=12, encoder_hidden=8, decoder_hidden=16)
+    model = Seq2Seq(cfg, VOCAB, VOCAB, output_ids=torch.tensor([10, 20, 30]))  # 1, 3, 10, 20, 30
+    values = np.array([10, 30, 10, 25, 30, 30], dtype=np.int32)  # 25: outside, counts as UNK
+    assert model.column_counts(values, n_sentences=2).tolist() == [1, 2, 2, 0, 3]
+    full = Seq2Seq(
+        ModelConfig(embed_dim=12, encoder_hidden=8, decoder_hidden=16, output_vocab="full"),
+        VOCAB,
+        VOCAB,
+    )
+    counts = full.column_counts(values, n_sentences=2)
+    assert counts.shape == (VOCAB,) and counts[3] == 2 and counts[30] == 3 and counts.sum() == 8
 
 
 def test_byte_mask_dropout_is_unbiased_and_masks_gradients():
@@ -309,3 +332,35 @@ def test_byte_mask_dropout_is_unbiased_and_masks_gradients():
     y.sum().backward()
     assert torch.equal(x.grad == 0, y == 0)
     assert dropout(x, 0.3, training=False) is x
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_byte_mask_dropout_follows_the_bernoulli_definition(p):
+    """Same law as x * Bernoulli(1 - p) / (1 - p), with p rounded to 1/256; backward reuses
+    the forward mask exactly."""
+    from mtkit.dropout import dropout, dropout_reference, effective_rate
+
+    rate = effective_rate(p)
+    assert rate == round(256 * p) / 256 and abs(rate - p) <= 1 / 512
+    torch.manual_seed(0)
+    x = (torch.rand(400, 500) + 0.5).requires_grad_()  # nonzero, so zero output = dropped
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - rate)) < 0.005  # keep rate (std ~0.001)
+    torch.testing.assert_close(y[kept], x[kept] / (1 - rate))  # kept values: x / keep rate
+    reference = dropout_reference(x.detach(), p)
+    assert abs((reference != 0).float().mean().item() - (1 - p)) < 0.005
+    for sample in (y, reference):  # both unbiased: mean(y / x) ~ 1
+        assert abs((sample / x).mean().item() - 1.0) < 0.01
+    upstream = torch.randn_like(x)
+    y.backward(upstream)
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, upstream * kept / (1 - rate))
+
+
+def test_dropout_rounding_edges():
+    from mtkit.dropout import dropout
+
+    x = torch.ones(1000)
+    assert torch.equal(dropout(x, 1 / 1024, training=True), x)  # below 1/512: drops nothing
+    assert torch.equal(dropout(x, 0.999, training=True), torch.zeros(1000))  # rounds to 1

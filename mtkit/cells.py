@@ -1,0 +1,147 @@
+"""GRU and LSTM layers with two paths over the same weights: a whole sequence, or one step.
+
+:class:`GRU` and :class:`LSTM` are ``torch.nn.GRU`` / ``torch.nn.LSTM`` (the fused
+whole-sequence ``forward`` is inherited, parameter names are the library's), plus a
+:meth:`~StackedRNN.step` that advances every layer by one time step from *precomputed*
+first-layer input gates. The decoder needs that split: the embedding half of the
+first layer's input projection can be computed for all target steps at once, and only
+the half that depends on the previous step (attention context, input feeding) is added
+inside the loop. The cell equations, as ``torch.nn`` documents them, are written out in
+each class's docstring and implemented once, in :meth:`_cell`.
+
+Shapes: B batch, I input size, H hidden size, L layers, G gates (3H for GRU, 4H for LSTM).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtkit.dropout import dropout
+
+
+class StackedRNN(nn.RNNBase):
+    """The layer loop of one step, shared by :class:`GRU` and :class:`LSTM` (a mixin).
+
+    Layer ``l > 0`` reads ``drop(output of layer l - 1)`` at the module's ``dropout`` rate in
+    training, as the fused path does (there torch draws the mask, here
+    :func:`mtkit.dropout.dropout`). Stepping is for unidirectional stacks (the decoder).
+    """
+
+    def _param(self, name: str) -> torch.Tensor:
+        return cast(torch.Tensor, getattr(self, name))
+
+    def input_gates(self, x: torch.Tensor, first: int = 0, bias: bool = True) -> torch.Tensor:
+        """First-layer input gates of some input columns: ``W_ih[:, cols] x (+ b_ih)``.
+
+        ``x`` (..., n) holds input columns ``first .. first + n`` of the first layer; the
+        gates (..., G) of disjoint column groups add up to those of the whole input.
+        """
+        weight = self._param("weight_ih_l0")[:, first : first + x.size(-1)]
+        return F.linear(x, weight, self._param("bias_ih_l0") if bias else None)
+
+    def step(
+        self, gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Advance all layers one step from first-layer input gates (B, G).
+
+        ``hidden`` (and for an LSTM ``cell``) are (L, B, H); returns the new ones. The top
+        layer's output is ``new_hidden[-1]``.
+        """
+        hiddens: list[torch.Tensor] = []
+        cells: list[torch.Tensor] = []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                below = dropout(hiddens[-1], self.dropout, self.training)
+                gates = F.linear(
+                    below,
+                    self._param(f"weight_ih_l{layer}"),
+                    self._param(f"bias_ih_l{layer}"),
+                )
+            h, c = self._cell(layer, gates, hidden[layer], None if cell is None else cell[layer])
+            hiddens.append(h)
+            if c is not None:
+                cells.append(c)
+        return torch.stack(hiddens), (torch.stack(cells) if cells else None)
+
+    def _cell(
+        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+class GRU(StackedRNN, nn.GRU):
+    """``torch.nn.GRU`` with a stepwise update. For input ``x`` and previous state ``h``:
+
+    .. code-block:: text
+
+        r  = σ(W_ir x + b_ir + W_hr h + b_hr)          reset gate
+        z  = σ(W_iz x + b_iz + W_hz h + b_hz)          update gate
+        n  = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))  candidate
+        h' = (1 − z) ⊙ n + z ⊙ h                       computed as n + z ⊙ (h − n)
+
+    ``W_i* x + b_i*`` are the precomputed input gates, rows ordered ``[r; z; n]`` as in
+    ``weight_ih_l{k}``.
+    """
+
+    def _cell(
+        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, None]:
+        gates_h = F.linear(h, self._param(f"weight_hh_l{layer}"), self._param(f"bias_hh_l{layer}"))
+        size = h.size(-1)
+        reset_update = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
+        reset, update = reset_update.chunk(2, dim=1)
+        candidate = torch.tanh(gates_x[:, 2 * size :] + reset * gates_h[:, 2 * size :])
+        return candidate + update * (h - candidate), None
+
+
+class LSTM(StackedRNN, nn.LSTM):
+    """``torch.nn.LSTM`` with a stepwise update. For input ``x``, state ``h`` and cell ``c``:
+
+    .. code-block:: text
+
+        i  = σ(W_ii x + b_ii + W_hi h + b_hi)          input gate
+        f  = σ(W_if x + b_if + W_hf h + b_hf)          forget gate
+        g  = tanh(W_ig x + b_ig + W_hg h + b_hg)       candidate cell
+        o  = σ(W_io x + b_io + W_ho h + b_ho)          output gate
+        c' = f ⊙ c + i ⊙ g
+        h' = o ⊙ tanh(c')
+
+    ``W_i* x + b_i*`` are the precomputed input gates, rows ordered ``[i; f; g; o]`` as in
+    ``weight_ih_l{k}``. The new cell keeps the dtype of the old one (fp32 under autocast).
+    """
+
+    def _cell(
+        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert c is not None, "an LSTM step needs the cell state"
+        gates = gates_x + F.linear(
+            h, self._param(f"weight_hh_l{layer}"), self._param(f"bias_hh_l{layer}")
+        )
+        in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
+        new_cell = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(candidate)
+        new_hidden = torch.sigmoid(out_gate) * torch.tanh(new_cell)
+        return new_hidden, new_cell.to(c.dtype)
+
+
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden: int,
+    layers: int,
+    dropout: float,
+    bidirectional: bool = False,
+) -> GRU | LSTM:
+    """A batch-first ``cell`` (``gru`` | ``lstm``) stack, dropout only between layers."""
+    rnn_class = GRU if cell == "gru" else LSTM
+    return rnn_class(
+        input_size,
+        hidden,
+        num_layers=layers,
+        batch_first=True,
+        dropout=dropout if layers > 1 else 0.0,
+        bidirectional=bidirectional,
+    )

@@ -5,10 +5,17 @@ Hydra composes ``conf/`` against them (so a misspelt key fails at compose time),
 :func:`to_run_config` turns the composed tree into plain dataclasses whose
 ``__post_init__`` checks values, so everything below the entry point is testable
 without Hydra.
+
+The ``train`` keys are defined in six small groups (runtime, optimizer, schedule, budget,
+loop, run directory) that :class:`TrainConfig` inherits, so they stay flat
+(``train.lr``) while each group checks its own values. :class:`SearchOptions` is the one
+search-options type; the ``decode`` group (:class:`DecodeConfig`) extends it.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -46,6 +53,15 @@ def _choice(section: str, key: str, value: Any, choices: tuple[str, ...]) -> Non
 def _check(condition: bool, section: str, key: str, value: Any, expected: str) -> None:
     if not condition and value != MISSING:
         raise ConfigError(f"{section}.{key}={value!r} is not valid; expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A real number, neither NaN nor infinite (a bool is no number here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -193,125 +209,218 @@ class LossConfig:
         _choice(s, "proposal", self.proposal, ("log_uniform", "unigram", "uniform"))
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation, budgets, validation, checkpoints and hardware."""
+# -- train: six groups of keys, flat under ``train.*`` ---------------------------------------
 
-    seed: int = 1234
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
-    warmup_steps: int = 0
-    schedule: str = "plateau"
-    decay_factor: float = 0.5
-    decay_patience: int = 1
-    min_lr: float = 1e-5
-    teacher_forcing: float = 1.0
-    teacher_forcing_schedule: str = "constant"
-    teacher_forcing_min: float = 0.0
-    teacher_forcing_steps: int = 10000
-    teacher_forcing_k: float = 1000.0
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    valid_every: int | None = None
-    valid_bleu: bool = True
-    early_stopping_metric: str = "bleu"
-    patience: int | None = 10
-    log_every: int = 50
-    max_bad_steps: int = 20
-    resume: str | None = None
-    test_at_end: bool = True
+
+@dataclass
+class RuntimeConfig:
+    """Where training computes, and what makes it repeatable."""
+
+    seed: int = 1234  # initialisation, dropout and batch order
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16
+    threads: int | None = None  # CPU threads (None: PyTorch's default)
 
     def __post_init__(self) -> None:
         s = "train"
         ok = self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)
         _check(bool(ok), s, "device", self.device, "one of: auto, cpu, cuda, cuda:N")
         _choice(s, "precision", self.precision, ("auto", "fp32", "bf16"))
-        _choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
-        _choice(s, "schedule", self.schedule, ("constant", "plateau"))
-        _choice(
-            s,
-            "teacher_forcing_schedule",
-            self.teacher_forcing_schedule,
-            ("constant", "linear", "inverse_sigmoid"),
-        )
-        _choice(s, "early_stopping_metric", self.early_stopping_metric, ("bleu", "loss", "ppl"))
-        if self.early_stopping_metric == "bleu" and not self.valid_bleu:
-            _check(
-                False, s, "early_stopping_metric", "bleu", "loss or ppl when train.valid_bleu=false"
-            )
-        _check(self.lr > 0, s, "lr", self.lr, "a number > 0")
-        _check(len(self.adam_betas) == 2, s, "adam_betas", self.adam_betas, "[beta1, beta2]")
-        _check(
-            0.0 <= self.teacher_forcing <= 1.0,
-            s,
-            "teacher_forcing",
-            self.teacher_forcing,
-            "a number in [0, 1]",
-        )
-        _check(
-            0.0 <= self.teacher_forcing_min <= 1.0,
-            s,
-            "teacher_forcing_min",
-            self.teacher_forcing_min,
-            "a number in [0, 1]",
-        )
-        _check(
-            0.0 < self.decay_factor <= 1.0,
-            s,
-            "decay_factor",
-            self.decay_factor,
-            "a number in (0, 1]",
-        )
-        if self.valid_every is not None:
-            valid = self.valid_every >= 1
-            _check(valid, s, "valid_every", self.valid_every, "an integer >= 1 or null")
-        _check(self.log_every >= 1, s, "log_every", self.log_every, "an integer >= 1")
-        _check(self.clip_norm >= 0, s, "clip_norm", self.clip_norm, "a number >= 0 (0 = off)")
         if self.threads is not None:
             _check(self.threads >= 1, s, "threads", self.threads, "an integer >= 1 or null")
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer and gradient clipping."""
+
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 2e-3
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0  # gradient-norm clipping (0: off)
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
+        _check(0 < self.lr < math.inf, s, "lr", self.lr, "a number > 0")
+        ok = len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas)
+        _check(ok, s, "adam_betas", self.adam_betas, "[beta1, beta2], each in [0, 1)")
+        for key in ("momentum", "weight_decay"):
+            value = getattr(self, key)
+            _check(0 <= value < math.inf, s, key, value, "a number >= 0")
+        _check(0 <= self.clip_norm < math.inf, s, "clip_norm", self.clip_norm, "a number >= 0")
+
+
+@dataclass
+class ScheduleConfig:
+    """What changes during training: the learning rate and the teacher-forcing ratio."""
+
+    warmup_steps: int = 0  # linear warmup
+    schedule: str = "plateau"  # plateau (decay when the validation loss stalls) | constant
+    decay_factor: float = 0.5
+    decay_patience: int = 1  # validations without improvement before a decay
+    min_lr: float = 1e-5
+    teacher_forcing: float = 1.0  # probability of feeding the gold previous token
+    teacher_forcing_schedule: str = "constant"  # constant | linear | inverse_sigmoid
+    teacher_forcing_min: float = 0.0
+    teacher_forcing_steps: int = 10000  # length of the linear schedule
+    teacher_forcing_k: float = 1000.0  # k of the inverse sigmoid
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _choice(s, "schedule", self.schedule, ("constant", "plateau"))
+        schedules = ("constant", "linear", "inverse_sigmoid")
+        _choice(s, "teacher_forcing_schedule", self.teacher_forcing_schedule, schedules)
+        for key in ("warmup_steps", "decay_patience"):
+            value = getattr(self, key)
+            _check(value >= 0, s, key, value, "an integer >= 0")
+        ok = 0.0 < self.decay_factor <= 1.0
+        _check(ok, s, "decay_factor", self.decay_factor, "a number in (0, 1]")
+        _check(0 <= self.min_lr < math.inf, s, "min_lr", self.min_lr, "a number >= 0")
+        for key in ("teacher_forcing", "teacher_forcing_min"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 1.0, s, key, value, "a number in [0, 1]")
+        steps = self.teacher_forcing_steps
+        _check(steps >= 1, s, "teacher_forcing_steps", steps, "an integer >= 1")
+        ok = 0 < self.teacher_forcing_k < math.inf
+        _check(ok, s, "teacher_forcing_k", self.teacher_forcing_k, "a number > 0")
+
+
+@dataclass
+class BudgetConfig:
+    """When training stops: the first budget reached, early stopping, or a diverged loss."""
+
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None  # wall-clock budget
+    early_stopping_metric: str = "bleu"  # bleu | loss | ppl (best.pt follows it)
+    patience: int | None = 10  # validations without improvement before stopping (None: never)
+    max_bad_steps: int = 20  # stop after this many non-finite losses in a row
+
+    def __post_init__(self) -> None:
+        s = "train"
         for key in ("max_epochs", "max_steps", "patience"):
             value = getattr(self, key)
             if value is not None:
                 _check(value >= 1, s, key, value, "an integer >= 1 or null")
         if self.max_minutes is not None:
             _check(self.max_minutes > 0, s, "max_minutes", self.max_minutes, "a number > 0")
+        _choice(s, "early_stopping_metric", self.early_stopping_metric, ("bleu", "loss", "ppl"))
+        _check(self.max_bad_steps >= 1, s, "max_bad_steps", self.max_bad_steps, "an integer >= 1")
 
 
 @dataclass
-class DecodeConfig:
-    """Search settings, used for validation BLEU and as translation defaults."""
+class LoopConfig:
+    """How often the loop validates and logs, and what it reports."""
 
-    beam_size: int = 5
-    nbest: int = 1
-    length_norm: str = "gnmt"
-    length_penalty: float = 0.6
-    max_len_a: float = 1.5
+    valid_every: int | None = None  # steps (None: twice per epoch, at most every 2000 steps)
+    valid_bleu: bool = True  # BLEU at each validation
+    log_every: int = 50  # a progress line every N steps
+    test_at_end: bool = True  # score best.pt on the test split when training ends
+    # also write TensorBoard event files into the run directory
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        s = "train"
+        if self.valid_every is not None:
+            ok = self.valid_every >= 1
+            _check(ok, s, "valid_every", self.valid_every, "an integer >= 1 or null")
+        _check(self.log_every >= 1, s, "log_every", self.log_every, "an integer >= 1")
+
+
+@dataclass
+class RunDirConfig:
+    """The run directory: where a run restarts from, and what it may write there."""
+
+    resume: str | None = None  # a last.pt to resume from
+    # allow training into a run directory that already holds a checkpoint
+    overwrite: bool = False
+    # keep the last N validation checkpoints (step-XXXXXX.pt); 0 = none
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        ok = self.keep_checkpoints >= 0
+        _check(ok, "train", "keep_checkpoints", self.keep_checkpoints, "an integer >= 0")
+
+
+# Dataclass fields follow the bases in reverse order, so the runtime keys come first.
+@dataclass
+class TrainConfig(
+    RunDirConfig, LoopConfig, BudgetConfig, ScheduleConfig, OptimizerConfig, RuntimeConfig
+):
+    """The ``train`` group: every key of the six groups above, flat (``train.lr``)."""
+
+    def __post_init__(self) -> None:
+        RuntimeConfig.__post_init__(self)
+        OptimizerConfig.__post_init__(self)
+        ScheduleConfig.__post_init__(self)
+        BudgetConfig.__post_init__(self)
+        LoopConfig.__post_init__(self)
+        RunDirConfig.__post_init__(self)
+        if self.early_stopping_metric == "bleu" and not self.valid_bleu:
+            expected = "loss or ppl when train.valid_bleu=false"
+            _check(False, "train", "early_stopping_metric", "bleu", expected)
+
+
+# -- decode ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchOptions:
+    """How search ranks and limits hypotheses (docs/model.md, "Search").
+
+    The one options type of :mod:`mtkit.search`; the ``decode`` group extends it. Values
+    are checked on construction, also when they come from Python rather than Hydra.
+    """
+
+    beam_size: int = 5  # 1 = greedy
+    nbest: int = 1  # hypotheses returned per input, at most beam_size
+    length_norm: str = "gnmt"  # none | average | gnmt (Wu et al. 2016)
+    length_penalty: float = 0.6  # alpha of the length normaliser
+    max_len_a: float = 1.5  # maximum output length = a * source length + b
     max_len_b: int = 10
-    min_len: int = 0
-    coverage_penalty: float = 0.0
-    no_repeat_ngram: int = 0
-    batch_tokens: int = 12000
+    max_len_cap: int | None = None  # an absolute ceiling on that length (null: none)
+    min_len: int = 0  # no EOS before this many pieces
+    coverage_penalty: float = 0.0  # GNMT beta (0: off)
+    no_repeat_ngram: int = 0  # block repeated n-grams of pieces (0: off)
 
     def __post_init__(self) -> None:
         s = "decode"
-        _check(self.beam_size >= 1, s, "beam_size", self.beam_size, "an integer >= 1")
-        ok = 1 <= self.nbest <= self.beam_size
-        _check(ok, s, "nbest", self.nbest, "an integer in [1, beam_size]")
+        for key, least in (("beam_size", 1), ("max_len_b", 1), ("min_len", 0)):
+            value = getattr(self, key)
+            _check(_is_int(value) and value >= least, s, key, value, f"an integer >= {least}")
+        ok = _is_int(self.nbest) and 1 <= self.nbest <= self.beam_size
+        _check(ok, s, "nbest", self.nbest, f"an integer in [1, beam_size={self.beam_size}]")
         _choice(s, "length_norm", self.length_norm, ("none", "average", "gnmt"))
-        _check(self.max_len_a >= 0, s, "max_len_a", self.max_len_a, "a number >= 0")
-        _check(self.max_len_b >= 1, s, "max_len_b", self.max_len_b, "an integer >= 1")
-        _check(self.min_len >= 0, s, "min_len", self.min_len, "an integer >= 0")
-        ok = self.no_repeat_ngram >= 0
-        _check(ok, s, "no_repeat_ngram", self.no_repeat_ngram, "an integer >= 0 (0 = off)")
-        _check(self.batch_tokens >= 1, s, "batch_tokens", self.batch_tokens, "an integer >= 1")
+        ok = _is_finite(self.length_penalty)
+        _check(ok, s, "length_penalty", self.length_penalty, "a finite number")
+        for key in ("max_len_a", "coverage_penalty"):
+            value = getattr(self, key)
+            _check(_is_finite(value) and value >= 0, s, key, value, "a finite number >= 0")
+        value = self.no_repeat_ngram
+        ok = _is_int(value) and value >= 0
+        _check(ok, s, "no_repeat_ngram", value, "an integer >= 0 (0 = off)")
+        cap = self.max_len_cap
+        ok = cap is None or (_is_int(cap) and cap >= 1)
+        _check(ok, s, "max_len_cap", cap, "an integer >= 1 or null")
+
+
+@dataclass
+class DecodeConfig(SearchOptions):
+    """The ``decode`` group: search options plus the batch size of translation.
+
+    Stored in checkpoints as the translation defaults. A DecodeConfig is a SearchOptions,
+    so it goes to the search functions as it is.
+    """
+
+    batch_tokens: int = 12000  # source tokens x beams per search batch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = _is_int(self.batch_tokens) and self.batch_tokens >= 1
+        _check(ok, "decode", "batch_tokens", self.batch_tokens, "an integer >= 1")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 Inputs are encoded by the checkpoint's own :class:`~mtkit.tokenizer.TextCodec`
 (sentencepiece, reversal, EOS), sorted by length into token-budget batches for speed,
 searched, detokenized and put back in input order. Empty inputs give empty outputs.
+Search options are passed by name and checked: ``translate(texts, beam_size=5)``.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from mtkit.batching import pad_sequences, sorted_batches
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
-from mtkit.config import DecodeConfig
-from mtkit.model import Seq2Seq
+from mtkit.config import DecodeConfig, SearchOptions
+from mtkit.errors import ConfigError
 from mtkit.runtime import resolve_device
-from mtkit.search import Hypothesis, SearchOptions, beam_search, forced_scores, greedy_search
+from mtkit.search import Hypothesis, StepModel, beam_search, forced_scores, greedy_search
 from mtkit.tokenizer import TextCodec
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,17 @@ def _inference(model_dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
-def search_options(decode: DecodeConfig) -> SearchOptions:
-    fields = asdict(decode)
-    fields.pop("batch_tokens")
-    return SearchOptions(**fields)
-
-
 class Translator:
+    """A model with its codec and search defaults: texts in, translations out.
+
+    Search options are passed by name (:class:`~mtkit.config.SearchOptions` fields, e.g.
+    ``beam_size=5``, ``max_len_a=2.0``) and apply on top of the checkpoint's ``decode``
+    defaults (:attr:`defaults`); see :meth:`options`.
+    """
+
     def __init__(
         self,
-        model: Seq2Seq,
+        model: torch.nn.Module,  # a Seq2Seq, or anything with its step API (an Ensemble)
         codec: TextCodec,
         defaults: DecodeConfig | None = None,
         device: str | torch.device = "cpu",
@@ -66,6 +68,7 @@ class Translator:
             # casts (the caller's model, possibly still training, is left as it is).
             model = copy.deepcopy(model).to(torch.bfloat16)
         self.model = model.to(self.device).eval()
+        self.stepper = cast(StepModel, self.model)
         for module in self.model.modules():
             if isinstance(module, torch.nn.RNNBase):
                 module.flatten_parameters()  # cuDNN wants one weight block after a copy
@@ -73,8 +76,7 @@ class Translator:
         self.defaults = defaults or DecodeConfig()
         self.precision = precision
         self.dtype = next(self.model.parameters()).dtype
-        self.train_max_len = train_max_len
-        self.long_inputs = 0  # inputs longer than any training sentence, counted
+        self.train_max_len = train_max_len  # inputs longer than this get a warning
 
     @classmethod
     def from_checkpoint(
@@ -91,79 +93,131 @@ class Translator:
             payload["data"].get("max_len"),
         )
 
-    def options(
-        self,
-        beam_size: int | None = None,
-        nbest: int | None = None,
-        length_penalty: float | None = None,
-        max_len_ratio: float | None = None,
-    ) -> SearchOptions:
-        """The checkpoint's search defaults with the given values replaced."""
-        options = search_options(self.defaults)
-        changes: dict[str, Any] = {}
-        if beam_size is not None:
-            changes["beam_size"] = beam_size
-        if nbest is not None:
-            changes["nbest"] = nbest
-        if length_penalty is not None:
-            changes["length_penalty"] = length_penalty
-        if max_len_ratio is not None:
-            changes["max_len_a"] = max_len_ratio
-        options = replace(options, **changes)
-        options.nbest = min(options.nbest, options.beam_size)
-        return options
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[str | Path],
+        weights: Sequence[float] | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> Translator:
+        """An ensemble of checkpoints: search over the (weighted) mean of their log-probs.
+
+        The checkpoints must share the sentencepiece models, the source processing and the
+        output vocabulary (else a one-line CheckpointError names the one that differs).
+        """
+        from mtkit.ensemble import ensemble_translator  # ensemble.py builds on this module
+
+        return ensemble_translator(paths, weights, device, precision)
+
+    def options(self, **changes: Any) -> SearchOptions:
+        """The checkpoint's search defaults with ``changes`` applied, checked.
+
+        ``changes`` are :class:`SearchOptions` field names; ``None`` keeps the default. An
+        unknown name or a bad value is a one-line ConfigError naming it. Without an
+        explicit ``nbest``, the default is capped at the beam size. Without an explicit
+        ``max_len_cap``, a checkpoint's Translator cuts outputs at the length limit of its
+        longest training sentence (see :meth:`output_cap`).
+        """
+        names = [f.name for f in fields(SearchOptions)]
+        for name in changes:
+            if name not in names:
+                valid = ", ".join(names)
+                raise ConfigError(f"unknown search option '{name}'; valid options: {valid}")
+        given = {name: value for name, value in changes.items() if value is not None}
+        options = replace(self.defaults, **{**given, "nbest": 1})  # checks all but nbest
+        nbest = given.get("nbest", min(self.defaults.nbest, options.beam_size))
+        cap = options.max_len_cap if options.max_len_cap is not None else self.output_cap(options)
+        return replace(options, nbest=nbest, max_len_cap=cap)
+
+    def output_cap(self, options: SearchOptions) -> int | None:
+        """``a * data.max_len + b``: the output limit of the longest training sentence.
+
+        No training target was longer than ``data.max_len``, so a longer output is the model
+        running on, and a 100,000-character input must not search for thousands of steps.
+        Only inputs longer than any training sentence reach it. None when the training
+        limit is unknown.
+        """
+        if self.train_max_len is None:
+            return None
+        return int(options.max_len_a * self.train_max_len) + options.max_len_b
 
     def translate(
         self,
         texts: Sequence[str],
         *,
-        beam_size: int | None = None,
-        length_penalty: float | None = None,
-        max_len_ratio: float | None = None,
         batch_tokens: int | None = None,
-        options: SearchOptions | None = None,
         progress: ProgressCallback | None = None,
+        **changes: Any,
     ) -> list[str]:
-        """One translation per input text, in input order."""
-        options = options or self.options(beam_size, 1, length_penalty, max_len_ratio)
-        nbest = self.translate_nbest(
-            texts, options=replace(options, nbest=1), batch_tokens=batch_tokens, progress=progress
-        )
-        return [hyps[0].text for hyps in nbest]
+        """One translation per input text (the best hypothesis), in input order.
+
+        ``changes`` are search options, as for :meth:`options`.
+        """
+        options = replace(self.options(**changes), nbest=1)
+        results = self._translate(texts, options, batch_tokens, False, progress)
+        return [hyps[0].text for hyps in results]
 
     def translate_nbest(
         self,
         texts: Sequence[str],
         *,
-        beam_size: int | None = None,
-        nbest: int | None = None,
-        length_penalty: float | None = None,
-        max_len_ratio: float | None = None,
         batch_tokens: int | None = None,
-        options: SearchOptions | None = None,
         return_attention: bool = False,
         progress: ProgressCallback | None = None,
+        **changes: Any,
     ) -> list[list[Hypothesis]]:
-        """The ``nbest`` best hypotheses of each text, best first, in input order."""
-        options = options or self.options(beam_size, nbest, length_penalty, max_len_ratio)
+        """The ``nbest`` best hypotheses of each text, best first, in input order.
+
+        ``changes`` are search options, as for :meth:`options`.
+        """
+        options = self.options(**changes)
+        return self._translate(texts, options, batch_tokens, return_attention, progress)
+
+    def score(
+        self, sources: Sequence[str], hypotheses: Sequence[Hypothesis], **changes: Any
+    ) -> list[float]:
+        """Forced-decoding scores of given hypotheses' tokens (as search would report them).
+
+        ``changes`` are search options (length normalisation, coverage), as for :meth:`options`.
+        """
+        options = self.options(**changes)
+        encoded = self.codec.encode_source([s.strip() for s in sources])
+        src, lengths = pad_sequences(encoded)
+        with _inference(self.dtype):
+            return forced_scores(
+                self.stepper,
+                src.to(self.device),
+                lengths.to(self.device),
+                [h.tokens for h in hypotheses],
+                options,
+            )
+
+    def _translate(
+        self,
+        texts: Sequence[str],
+        options: SearchOptions,
+        batch_tokens: int | None,
+        return_attention: bool,
+        progress: ProgressCallback | None,
+    ) -> list[list[Hypothesis]]:
+        """Encode, batch by length, search, detokenize, and put back in input order."""
         budget = batch_tokens or self.defaults.batch_tokens
         results: list[list[Hypothesis]] = [[Hypothesis("", [], 0.0)] for _ in texts]
         todo = [i for i, text in enumerate(texts) if text.strip()]
         if progress is not None and len(todo) < len(texts):
             progress(len(texts) - len(todo))  # empty lines are done already
         sources = self.codec.encode_source([texts[i].strip() for i in todo])
-        self._count_long(sources)
-        rows_per_sentence = max(1, options.beam_size)
-        for batch in sorted_batches([len(s) for s in sources], max(1, budget // rows_per_sentence)):
+        self._warn_long(sources, todo, options)
+        for batch in sorted_batches([len(s) for s in sources], max(1, budget // options.beam_size)):
             src, lengths = pad_sequences([sources[j] for j in batch])
             hypotheses = self._search(
                 src.to(self.device), lengths.to(self.device), options, return_attention
             )
-            texts_out = self.codec.decode_target([h.tokens for hs in hypotheses for h in hs])
-            flat = iter(texts_out)
+            texts_out = iter(self.codec.decode_target([h.tokens for hs in hypotheses for h in hs]))
             for j, hyps in zip(batch.tolist(), hypotheses, strict=True):
                 for hyp in hyps:
-                    hyp.text = next(flat)
+                    hyp.text = next(texts_out)
                 results[todo[j]] = hyps
             if progress is not None:
                 progress(len(batch))
@@ -176,44 +230,36 @@ class Translator:
         options: SearchOptions,
         return_attention: bool,
     ) -> list[list[Hypothesis]]:
+        """Greedy search for a beam of 1 without coverage penalty (the same result, faster)."""
+        search = greedy_search
+        if options.beam_size > 1 or options.coverage_penalty != 0.0:
+            search = beam_search
         with _inference(self.dtype):
-            if options.beam_size == 1 and options.coverage_penalty == 0.0:
-                return [
-                    [h] for h in greedy_search(self.model, src, lengths, options, return_attention)
-                ]
-            return beam_search(self.model, src, lengths, options, return_attention)
+            return search(self.stepper, src, lengths, options, return_attention)
 
-    def _count_long(self, sources: list[list[int]]) -> None:
+    def _warn_long(
+        self, sources: list[list[int]], numbers: list[int], options: SearchOptions
+    ) -> None:
+        """Name the inputs longer than any training sentence (they are still translated).
+
+        ``numbers`` are the 0-based input positions of ``sources``; the warning gives
+        1-based line numbers (the first ten) and the output cap that applies to them.
+        """
         if self.train_max_len is None:
             return
-        long = sum(1 for s in sources if len(s) - 1 > self.train_max_len)
-        if long:
-            log.warning(
-                "%d input(s) longer than the longest training sentence (%d subwords); "
-                "translating anyway",
-                long,
-                self.train_max_len,
-            )
-        self.long_inputs += long
-
-    def score(
-        self,
-        sources: Sequence[str],
-        hypotheses: Sequence[Hypothesis],
-        options: SearchOptions | None = None,
-    ) -> list[float]:
-        """Forced-decoding scores of given hypotheses' tokens (as search would report them)."""
-        options = options or self.options()
-        encoded = self.codec.encode_source([s.strip() for s in sources])
-        src, lengths = pad_sequences(encoded)
-        with _inference(self.dtype):
-            return forced_scores(
-                self.model,
-                src.to(self.device),
-                lengths.to(self.device),
-                [h.tokens for h in hypotheses],
-                options,
-            )
+        long = [numbers[j] + 1 for j, s in enumerate(sources) if len(s) - 1 > self.train_max_len]
+        if not long:
+            return
+        shown = ", ".join(str(n) for n in long[:10]) + (" ..." if len(long) > 10 else "")
+        cap = f"; output cut at {options.max_len_cap} subwords" if options.max_len_cap else ""
+        log.warning(
+            "%d input(s) longer than the longest training sentence (%d subwords), line(s) %s: "
+            "translating anyway%s",
+            len(long),
+            self.train_max_len,
+            shown,
+            cap,
+        )
 
     def source_axis(self, text: str, attention: torch.Tensor) -> tuple[list[str], torch.Tensor]:
         """Source pieces in reading order (+ EOS) and attention columns to match.

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import tiny_pairs, write_lines
 from helpers import ROOT, run_module, tiny_run
 
-from mtkit.search import SearchOptions
+from mtkit.errors import ConfigError
 from mtkit.trainer import fit
 from mtkit.translator import Translator
 
@@ -49,8 +52,8 @@ def test_the_model_learned_something(translator: Translator):
 
 
 def test_beam_of_one_is_exactly_greedy(translator: Translator):
+    greedy = translator.translate_nbest(SENTENCES, beam_size=1)
     options = translator.options(beam_size=1)
-    greedy = translator.translate_nbest(SENTENCES, options=options)
     from mtkit.batching import pad_sequences
     from mtkit.search import beam_search
 
@@ -69,24 +72,48 @@ def test_a_file_in_one_batch_equals_each_line_alone(translator: Translator):
 
 
 def test_reported_score_equals_forced_decoding_score(translator: Translator):
-    options = SearchOptions(
+    settings: dict[str, Any] = dict(
         beam_size=5, nbest=3, length_norm="gnmt", length_penalty=0.6, max_len_a=1.5, max_len_b=12
     )
-    results = translator.translate_nbest(SENTENCES, options=options)
+    results = translator.translate_nbest(SENTENCES, **settings)
     for sentence, hyps in zip(SENTENCES, results, strict=True):
-        forced = translator.score([sentence] * len(hyps), hyps, options)
+        forced = translator.score([sentence] * len(hyps), hyps, **settings)
         assert forced == pytest.approx([h.score for h in hyps], abs=1e-4)
 
 
-def test_order_and_line_count_survive_awkward_input(translator: Translator):
+def test_order_and_line_count_survive_awkward_input(
+    translator: Translator, caplog: pytest.LogCaptureFixture
+):
     long_line = " ".join(["red cat sleeps near the tree"] * 30)
     lines = ["red cat", "", "red cat", "   ", long_line, "Кошка спит 猫", "a tree", ""]
-    out = translator.translate(lines, beam_size=3)
+    with caplog.at_level(logging.WARNING, logger="mtkit.translator"):
+        out = translator.translate(lines, beam_size=3)
     assert len(out) == len(lines)
     assert out[1] == "" and out[3] == "" and out[7] == ""
     assert out[0] == out[2]  # duplicates translate identically
     assert out[6] == translator.translate(["a tree"], beam_size=3)[0]
-    assert translator.long_inputs >= 1
+    assert "input(s) longer than the longest training sentence" in caplog.text
+
+
+def test_search_options_are_checked_by_name(translator: Translator):
+    defaults = translator.defaults
+    assert translator.options() == translator.options(beam_size=None)  # None keeps the default
+    assert translator.options(max_len_a=2.0).max_len_a == 2.0
+    assert translator.options(beam_size=1).nbest == 1  # the default n-best follows the beam
+    assert translator.options(length_penalty=0.2).beam_size == defaults.beam_size
+    with pytest.raises(ConfigError, match=r"unknown search option 'max_len_ratio'; valid"):
+        translator.translate(["red cat"], max_len_ratio=2.0)
+    bad = [
+        ({"length_penalty": float("nan")}, "decode.length_penalty=nan"),
+        ({"max_len_a": -5}, "decode.max_len_a=-5"),
+        ({"beam_size": 0}, "decode.beam_size=0"),
+        ({"beam_size": 2, "nbest": 3}, "decode.nbest=3"),
+        ({"length_norm": "max"}, "decode.length_norm='max'"),
+    ]
+    for changes, message in bad:
+        with pytest.raises(ConfigError, match=re.escape(message)) as info:
+            translator.translate_nbest(["red cat"], **changes)
+        assert "\n" not in str(info.value)
 
 
 def test_cli_translator_and_evaluate_agree(

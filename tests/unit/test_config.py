@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,23 @@ from hydra import compose, initialize_config_dir
 from omegaconf import MISSING, OmegaConf
 
 import mtkit.config
-from mtkit.config import CONF_DIR, DATA_DIR, RunConfig, register_configs, to_run_config
+from mtkit.config import (
+    CONF_DIR,
+    DATA_DIR,
+    BudgetConfig,
+    DecodeConfig,
+    LoopConfig,
+    OptimizerConfig,
+    RunConfig,
+    RunDirConfig,
+    RuntimeConfig,
+    ScheduleConfig,
+    SearchOptions,
+    TrainConfig,
+    from_dict,
+    register_configs,
+    to_run_config,
+)
 from mtkit.errors import ConfigError
 
 GROUPS = ("data", "decode", "loss", "model", "train")
@@ -40,7 +58,9 @@ FILL: dict[str, list[str]] = {
 
 
 def presets() -> list[tuple[str, str]]:
-    found = sorted((p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml"))
+    # conf/experiment/ holds specifications for mtkit.experiment, not presets of mtkit.train
+    paths = [p for p in CONF_DIR.glob("*/*.yaml") if p.parent.name != "experiment"]
+    found = sorted((p.parent.name, p.stem) for p in paths)
     assert {group for group, _ in found} == set(GROUPS)
     return found
 
@@ -210,6 +230,11 @@ def test_valid_keys_follow_the_schema() -> None:
         ("train.lr=0", "train.lr=0.0 is not valid; expected a number > 0"),
         ("model.dropout=1.0", "model.dropout=1.0 is not valid"),
         ("data.max_len=0", "data.max_len=0 is not valid"),
+        ("decode.length_penalty=nan", "decode.length_penalty=nan is not valid; expected a finite"),
+        ("decode.max_len_a=-5", "decode.max_len_a=-5.0 is not valid; expected a finite number"),
+        ("decode.coverage_penalty=inf", "decode.coverage_penalty=inf is not valid"),
+        ("train.keep_checkpoints=-1", "train.keep_checkpoints=-1 is not valid"),
+        ("train.lr=nan", "train.lr=nan is not valid"),
     ],
 )
 def test_bad_value_names_key_and_choices(override: str, fragment: str) -> None:
@@ -323,3 +348,100 @@ def test_a_wheel_install_reads_the_copies_shipped_in_the_package(
     (package / "_conf").mkdir(parents=True)
     assert mtkit.config._project_dir("conf") == package / "_conf"
     assert mtkit.config._project_dir("data") == tmp_path / "checkout" / "data"
+
+
+TRAIN_GROUPS = (
+    RuntimeConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    BudgetConfig,
+    LoopConfig,
+    RunDirConfig,
+)
+
+
+def test_train_keys_stay_flat_in_group_order() -> None:
+    names = [f.name for group in TRAIN_GROUPS for f in fields(group)]
+    assert len(names) == len(set(names)) == 34
+    assert [f.name for f in fields(TrainConfig)] == names
+    assert mtkit.config.valid_keys(RunConfig, ["train"]) == names
+    assert names[:2] == ["seed", "device"] and names[-3:] == [
+        "resume",
+        "overwrite",
+        "keep_checkpoints",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value"),
+    [
+        (RuntimeConfig, "device", "gpu"),
+        (OptimizerConfig, "lr", 0.0),
+        (OptimizerConfig, "adam_betas", [0.9]),
+        (ScheduleConfig, "decay_factor", 0.0),
+        (ScheduleConfig, "teacher_forcing", 1.5),
+        (BudgetConfig, "max_steps", 0),
+        (BudgetConfig, "early_stopping_metric", "bleu4"),
+        (LoopConfig, "log_every", 0),
+        (RunDirConfig, "keep_checkpoints", -1),
+    ],
+)
+def test_each_train_group_checks_its_own_keys(group: type, key: str, value: Any) -> None:
+    for schema in (group, TrainConfig):
+        with pytest.raises(ConfigError, match=rf"^train\.{key}=.* is not valid"):
+            schema(**{key: value})
+
+
+def test_new_train_keys_have_defaults_and_overrides() -> None:
+    train = run_config([]).train
+    assert (train.tensorboard, train.keep_checkpoints, train.overwrite) == (False, 3, False)
+    overrides = ["train.tensorboard=true", "train.keep_checkpoints=0", "train.overwrite=true"]
+    train = run_config(overrides).train
+    assert (train.tensorboard, train.keep_checkpoints, train.overwrite) == (True, 0, True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"length_penalty": float("nan")}, "decode.length_penalty=nan is not valid"),
+        ({"length_penalty": float("-inf")}, "decode.length_penalty=-inf is not valid"),
+        ({"max_len_a": -5}, "decode.max_len_a=-5 is not valid; expected a finite number >= 0"),
+        ({"max_len_a": float("inf")}, "decode.max_len_a=inf is not valid"),
+        ({"coverage_penalty": -0.2}, "decode.coverage_penalty=-0.2 is not valid"),
+        ({"beam_size": 0}, "decode.beam_size=0 is not valid; expected an integer >= 1"),
+        ({"beam_size": 2.0}, "decode.beam_size=2.0 is not valid"),
+        ({"beam_size": True}, "decode.beam_size=True is not valid"),
+        ({"beam_size": "5"}, "decode.beam_size='5' is not valid"),
+        ({"nbest": 6}, "decode.nbest=6 is not valid; expected an integer in [1, beam_size=5]"),
+        ({"length_norm": "max"}, "decode.length_norm='max' is not valid"),
+        ({"max_len_b": 0}, "decode.max_len_b=0 is not valid"),
+        ({"min_len": -1}, "decode.min_len=-1 is not valid"),
+        ({"no_repeat_ngram": -1}, "decode.no_repeat_ngram=-1 is not valid"),
+    ],
+)
+def test_search_options_check_values_from_python(changes: dict[str, Any], fragment: str) -> None:
+    for schema in (SearchOptions, DecodeConfig):
+        with pytest.raises(ConfigError) as info:
+            schema(**changes)
+        assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_decode_config_is_search_options_with_a_batch_size() -> None:
+    decode = run_config(["decode=greedy"]).decode
+    assert isinstance(decode, DecodeConfig) and isinstance(decode, SearchOptions)
+    assert decode.beam_size == 1 and decode.batch_tokens == 12000
+    # a checkpoint's stored decode_config (the same ten keys as ever) still loads
+    stored = asdict(DecodeConfig(beam_size=4, max_len_a=2.0, batch_tokens=500))
+    assert list(stored) == [f.name for f in fields(SearchOptions)] + ["batch_tokens"]
+    assert from_dict(DecodeConfig, stored) == DecodeConfig(
+        beam_size=4, max_len_a=2.0, batch_tokens=500
+    )
+    with pytest.raises(ConfigError, match=r"decode\.batch_tokens=0"):
+        DecodeConfig(batch_tokens=0)
+
+
+def test_config_module_does_not_import_torch() -> None:
+    code = "import sys, mtkit.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -51,10 +51,18 @@ class History:
 class ScriptedModel:
     """A step function reading probabilities from a table per sentence."""
 
-    def __init__(self, tables: list[Table], default: dict[int, float] | None = None) -> None:
+    def __init__(
+        self,
+        tables: list[Table],
+        default: dict[int, float] | None = None,
+        output_ids: torch.Tensor | None = None,
+    ) -> None:
         self.tables = tables
         self.default = default or {EOS_ID: 1.0}
         self.calls = 0
+        # The token id of each output column: every id, in order, unless a test narrows it.
+        self.output_ids = torch.arange(VOCAB) if output_ids is None else output_ids
+        self.column = {int(token): column for column, token in enumerate(self.output_ids)}
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Rows:
         return Rows(src[:, 0].clone())
@@ -65,14 +73,14 @@ class ScriptedModel:
     def step(self, prev: torch.Tensor, state: History, enc: Rows):
         self.calls += 1
         tokens = torch.cat([state.tokens, prev.unsqueeze(1)], dim=1)
-        log_probs = torch.full((len(prev), VOCAB), float("-inf"))
+        log_probs = torch.full((len(prev), len(self.output_ids)), float("-inf"))
         for row in range(len(prev)):
             table = self.tables[int(enc.ids[row])]
             prefix = tuple(tokens[row, 1:].tolist())
             if prefix not in table and (table is CHATTY or table is ENDLESS):
                 prefix = ()
             for token, p in table.get(prefix, self.default).items():
-                log_probs[row, token] = math.log(p)
+                log_probs[row, self.column[token]] = math.log(p)
         return log_probs, History(tokens), None
 
 
@@ -86,7 +94,7 @@ PLAIN = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=10)
 
 def test_greedy_takes_the_locally_best_token():
     model = ScriptedModel([GARDEN_PATH])
-    [hyp] = greedy_search(model, *sources(0), options=PLAIN)
+    [[hyp]] = greedy_search(model, *sources(0), options=PLAIN)
     assert hyp.tokens == [A, A]
     assert hyp.score == pytest.approx(math.log(0.6 * 0.4 * 1.0))
 
@@ -119,7 +127,7 @@ def test_length_penalty_flips_the_preference():
 def test_max_length_forces_eos_in_greedy_search():
     model = ScriptedModel([CHATTY])
     options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=4)
-    [hyp] = greedy_search(model, *sources(0), options=options)
+    [[hyp]] = greedy_search(model, *sources(0), options=options)
     assert hyp.tokens == [A, A, A, A]
     assert hyp.score == pytest.approx(4 * math.log(0.9) + math.log(0.1))
 
@@ -140,8 +148,19 @@ def test_max_length_follows_source_length():
     src = torch.tensor([[0, 0, 0], [1, 1, 1]])
     lengths = torch.tensor([2, 3])  # 1 and 2 words + EOS
     options = SearchOptions(length_norm="none", max_len_a=2.0, max_len_b=1)
-    short, long = greedy_search(model, src, lengths, options=options)
+    [short], [long] = greedy_search(model, src, lengths, options=options)
     assert len(short.tokens) == 3 and len(long.tokens) == 5
+
+
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_max_length_cap_bounds_very_long_sources(search):
+    model = ScriptedModel([ENDLESS, ENDLESS])
+    src = torch.zeros(2, 400, dtype=torch.long)
+    lengths = torch.tensor([3, 400])  # 2 and 399 words + EOS
+    options = SearchOptions(beam_size=2, length_norm="none", max_len_b=1, max_len_cap=6)
+    [short], [long] = [hyps[:1] for hyps in search(model, src, lengths, options=options)]
+    assert len(short.tokens) == 4  # 1.5 * 2 + 1, under the cap
+    assert len(long.tokens) == 6  # 1.5 * 399 + 1 = 599, capped
 
 
 def test_nbest_is_sorted_and_starts_with_the_one_best():
@@ -164,8 +183,8 @@ def test_beam_of_one_equals_greedy():
     options = SearchOptions(beam_size=1, length_norm="gnmt", max_len_a=0.0, max_len_b=6)
     greedy = greedy_search(model, *sources(0, 1, 2), options=options)
     beam = beam_search(model, *sources(0, 1, 2), options=options)
-    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
-    assert [g.score for g in greedy] == pytest.approx([b[0].score for b in beam])
+    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam])
 
 
 def test_a_batch_searches_like_one_sentence_at_a_time():
@@ -192,14 +211,14 @@ def test_finished_hypotheses_are_kept_while_others_continue():
 def test_min_length_blocks_early_eos():
     model = ScriptedModel([GARDEN_PATH], default={A: 0.5, EOS_ID: 0.5})
     options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=10, min_len=3)
-    [hyp] = greedy_search(model, *sources(0), options=options)
+    [[hyp]] = greedy_search(model, *sources(0), options=options)
     assert len(hyp.tokens) >= 3
 
 
 def test_no_repeat_ngram_blocks_repeated_bigrams():
     model = ScriptedModel([{(): {A: 0.9, EOS_ID: 0.1}}], default={A: 0.6, B: 0.3, EOS_ID: 0.1})
     options = SearchOptions(length_norm="none", max_len_a=0.0, max_len_b=6, no_repeat_ngram=2)
-    [hyp] = greedy_search(model, *sources(0), options=options)
+    [[hyp]] = greedy_search(model, *sources(0), options=options)
     bigrams = list(zip(hyp.tokens, hyp.tokens[1:], strict=False))
     assert len(bigrams) == len(set(bigrams))
     assert hyp.tokens[:3] == [A, A, B]  # "a a" may not repeat, so "b" comes next
@@ -214,3 +233,48 @@ def test_forced_scores_equal_search_scores():
     src, lengths = sources(0, 0)
     forced = forced_scores(model, src, lengths, [h.tokens for h in hyps], options)
     assert forced == pytest.approx([h.score for h in hyps])
+
+
+def test_both_searches_return_a_list_of_hypotheses_per_sentence():
+    model = ScriptedModel([GARDEN_PATH, CHATTY])
+    greedy = greedy_search(model, *sources(0, 1), options=PLAIN)
+    beam = beam_search(model, *sources(0, 1), options=replace(PLAIN, beam_size=2, nbest=2))
+    assert [len(hyps) for hyps in greedy] == [1, 1]
+    assert [len(hyps) for hyps in beam] == [2, 2]
+    assert greedy[0][0].tokens == [A, A] and beam[0][0].tokens == [B]
+
+
+def test_search_works_in_output_columns_and_returns_token_ids():
+    """A model with four output columns (EOS, a, b, c) searches like one with every id."""
+    narrow = ScriptedModel([GARDEN_PATH], output_ids=torch.tensor([EOS_ID, A, B, C]))
+    full = ScriptedModel([GARDEN_PATH])
+    options = replace(PLAIN, beam_size=2, nbest=2)
+    for search in (greedy_search, beam_search):
+        [got] = search(narrow, *sources(0), options=options)
+        [want] = search(full, *sources(0), options=options)
+        assert [h.tokens for h in got] == [h.tokens for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want])
+    [[best, _]] = beam_search(narrow, *sources(0), options=options)
+    assert best.tokens == [B]  # the id of b, not its column (2)
+    outside = 1  # an id the model cannot write
+    forced = forced_scores(narrow, *sources(0, 0), [[B], [outside]], options)
+    assert forced[0] == pytest.approx(math.log(0.4 * 0.9)) and forced[1] == float("-inf")
+
+
+def test_output_ids_without_eos_are_refused():
+    model = ScriptedModel([GARDEN_PATH], output_ids=torch.tensor([A, B]))
+    with pytest.raises(ValueError, match="must include EOS"):
+        greedy_search(model, *sources(0), options=PLAIN)
+
+
+def test_search_options_are_the_decode_config_without_its_batch_size():
+    from dataclasses import fields
+
+    from mtkit.config import DecodeConfig
+
+    names = [f.name for f in fields(DecodeConfig)]
+    assert names == [f.name for f in fields(SearchOptions)] + ["batch_tokens"]
+    # a DecodeConfig goes to search as it is
+    decode = DecodeConfig(beam_size=2, nbest=2, length_norm="none", max_len_a=0.0)
+    [hyps] = beam_search(ScriptedModel([GARDEN_PATH]), *sources(0), options=decode)
+    assert [h.tokens for h in hyps] == [[B], [A, A]]

@@ -1,0 +1,136 @@
+"""What every search shares: the step protocol, output columns, hypotheses and their scores.
+
+Search knows a model only through :class:`StepModel`: ``encode``, ``init_state``,
+``step`` and ``output_ids``. Encoder outputs and decoder states reorder themselves
+through ``select(index)``; search never looks inside them, so GRU, LSTM, ensembles and
+scripted test models are searched by the same code. Log-probabilities come in output
+columns (M of them); :class:`OutputColumns` maps columns to token ids and back.
+
+The score of a finished hypothesis and the rules on what it may emit next are those of
+docs/model.md ("Scores", "Length limits and constraints"). Shapes: B sentences, R rows
+(sentences x beams), M output columns, S source length, t steps so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from mtkit.config import SearchOptions
+from mtkit.tokenizer import EOS_ID
+
+COMPACT = 0.10  # drop finished sentences once they are this share of the active batch
+
+
+class StepModel(Protocol):
+    """A model as search sees it (``mtkit.model.Seq2Seq`` is one)."""
+
+    @property
+    def output_ids(self) -> torch.Tensor:
+        """(M,) the token id of each output column, sorted; it includes EOS."""
+        ...
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Any:
+        """Source ids (B, S) ending in EOS and lengths (B,) incl. EOS -> encoder output."""
+        ...
+
+    def init_state(self, enc: Any) -> Any:
+        """The decoder state before the first step."""
+        ...
+
+    def step(
+        self, prev_ids: torch.Tensor, state: Any, enc: Any
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """Previous ids (B,) -> (log-probs (B, M) in fp32, state, attention (B, S) or None)."""
+        ...
+
+
+@dataclass
+class Hypothesis:
+    """One translation: detokenized text, target ids (without EOS), score and attention."""
+
+    text: str
+    tokens: list[int]
+    score: float
+    # (T, S): T output steps incl. EOS, S real source positions in model order (+ EOS)
+    attention: torch.Tensor | None = field(default=None, repr=False)
+
+
+class OutputColumns:
+    """Maps a model's output columns to token ids and back."""
+
+    def __init__(self, model: StepModel, device: torch.device) -> None:
+        self.ids = model.output_ids.to(device)  # (M,) sorted token ids
+        self.eos = int(torch.searchsorted(self.ids, EOS_ID))  # EOS's column
+        if self.eos >= len(self.ids) or int(self.ids[self.eos]) != EOS_ID:
+            raise ValueError("a StepModel's output_ids must include EOS")
+
+    def tokens(self, columns: torch.Tensor) -> torch.Tensor:
+        return self.ids[columns]
+
+    def columns(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns of token ids, and whether each token has one."""
+        columns = torch.searchsorted(self.ids, tokens).clamp(max=len(self.ids) - 1)
+        return columns, self.ids[columns] == tokens
+
+
+def length_normalizer(length: int, options: SearchOptions) -> float:
+    """Divisor of a hypothesis's log-probability; ``length`` counts its EOS."""
+    if options.length_norm == "gnmt":  # Wu et al. (2016)
+        return ((5.0 + length) / 6.0) ** options.length_penalty
+    if options.length_norm == "average":
+        return float(length) ** options.length_penalty
+    return 1.0
+
+
+def coverage_score(attention: torch.Tensor | None, options: SearchOptions) -> float:
+    """GNMT coverage penalty: beta * sum_i log(min(sum_t a_ti, 1)) over source positions.
+
+    ``attention`` (T, S) covers the real source positions only, never padding.
+    """
+    if options.coverage_penalty == 0.0 or attention is None:
+        return 0.0
+    coverage = attention.sum(0).clamp(min=1e-10, max=1.0)
+    return options.coverage_penalty * float(coverage.log().sum())
+
+
+def final_score(
+    log_prob: float, length: int, attention: torch.Tensor | None, options: SearchOptions
+) -> float:
+    """S(Y) = log P(Y | X) / lp(|Y|) + cp(X, Y), the score every hypothesis reports."""
+    return log_prob / length_normalizer(length, options) + coverage_score(attention, options)
+
+
+def max_lengths(src_lengths: torch.Tensor, options: SearchOptions) -> torch.Tensor:
+    """Maximum number of target tokens (before EOS): ``a * source length + b``, capped."""
+    words = (src_lengths - 1).clamp(min=0).float()  # source lengths include EOS
+    limits = (options.max_len_a * words + options.max_len_b).floor().long().clamp(min=1)
+    return limits if options.max_len_cap is None else limits.clamp(max=options.max_len_cap)
+
+
+def limit_length(
+    log_probs: torch.Tensor, step: int, limits: torch.Tensor, min_len: int, eos: int
+) -> None:
+    """In place on (R, M): no EOS before ``min_len``; only EOS once a row reaches its limit."""
+    if step < min_len:
+        log_probs[:, eos] = float("-inf")
+    at_limit = limits <= step
+    if bool(at_limit.any()):
+        eos_scores = log_probs[:, eos].clone()
+        log_probs[at_limit] = float("-inf")
+        log_probs[at_limit, eos] = eos_scores[at_limit].nan_to_num(neginf=0.0)
+
+
+def block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """In place on (R, M): forbid any column that would repeat an n-gram of ``history`` (R, t)."""
+    length = history.size(1)
+    if n <= 0 or length < n:
+        return
+    windows = history.unfold(1, n, 1)  # (R, W, n)
+    prefix = history[:, length - n + 1 :] if n > 1 else history[:, :0]  # (R, n-1)
+    matches = (windows[:, :, : n - 1] == prefix.unsqueeze(1)).all(-1)  # (R, W)
+    rows, positions = matches.nonzero(as_tuple=True)
+    if len(rows):
+        log_probs[rows, windows[rows, positions, n - 1]] = float("-inf")

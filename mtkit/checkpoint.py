@@ -1,16 +1,19 @@
 """Self-contained checkpoints: atomic writes, safe loads, clear errors.
 
 A checkpoint is one file holding the model weights, the configuration needed at
-inference (model sections, ``reverse_source``, search defaults), the sentencepiece
-model(s) as bytes and, in ``last.pt``, the training state for an exact resume. Only
-tensors and plain Python values are stored, so it loads with
-``torch.load(weights_only=True)``: a file carrying pickled code is refused.
+inference (the model section, search defaults, languages and length limit), the
+sentencepiece model(s) as bytes with the source processing (``reverse_source``) and, in
+``last.pt``, the training state for an exact resume. Only tensors and plain Python
+values are stored, so it loads with ``torch.load(weights_only=True)``: a file carrying
+pickled code is refused. This module is the only place that builds or reads one.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -18,28 +21,34 @@ from typing import Any
 
 import torch
 
-from mtkit.config import DecodeConfig, ModelConfig, from_dict
+from mtkit.config import DecodeConfig, ModelConfig, RunConfig, from_dict
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.model import Seq2Seq
 from mtkit.tokenizer import TextCodec
 
 FORMAT = "mtkit-checkpoint"
 VERSION = 1
+STEP_FILE = re.compile(r"step-(\d+)\.pt")
+_REQUIRED = ("model_config", "decode_config", "codec", "weights", "data")
 
 
 def build_payload(
     model: Seq2Seq,
     codec: TextCodec,
-    decode: DecodeConfig,
-    data: dict[str, Any],
+    run: RunConfig,
     train_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Everything inference needs (and, with ``train_state``, everything resume needs)."""
     payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": asdict(model.cfg),
-        "decode_config": asdict(decode),
-        "data": data,
+        "decode_config": asdict(run.decode),
+        "data": {
+            "src_lang": run.data.src_lang,
+            "tgt_lang": run.data.tgt_lang,
+            "max_len": run.data.max_len,
+        },
         "codec": codec.to_state(),
         "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -49,18 +58,69 @@ def build_payload(
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``payload`` to ``path`` atomically: a temp file in the same folder, then rename.
+
+    The payload is serialized in memory first, so a full disk is reported as such (torch's
+    own writer turns it into an unrelated message). A failed write leaves the previous
+    file as it was and is a one-line CheckpointError. The file gets the permissions of
+    any other file the user creates (umask), not the owner-only mode of a temp file.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    temp_name = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
         with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
+            stream.write(buffer.getbuffer())
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())
         os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        kept = "; the previous file is kept" if path.exists() else ""
+        raise CheckpointError(f"{path}: cannot write ({error.strerror or error}){kept}") from None
+    finally:
+        if temp_name:
+            Path(temp_name).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def step_file_name(step: int) -> str:
+    """The name of the checkpoint kept for averaging at a validation step."""
+    return f"step-{step:06d}.pt"
+
+
+def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete the oldest ``step-XXXXXX.pt`` files so that ``keep`` remain."""
+    for old in step_checkpoints(run_dir)[:-keep] if keep > 0 else step_checkpoints(run_dir):
+        old.unlink(missing_ok=True)
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's ``step-XXXXXX.pt`` files, oldest step first."""
+    found = [
+        (int(m.group(1)), p)
+        for p in run_dir.glob("step-*.pt")
+        if (m := STEP_FILE.fullmatch(p.name))
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def remove_stale_temp_files(run_dir: Path) -> int:
+    """Delete temp files left by a save that was killed (``.NAME.pt.XXXX.tmp``)."""
+    removed = 0
+    for temp in run_dir.glob(".*.pt.*.tmp"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -89,7 +149,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{file}: checkpoint format version {payload.get('version')} "
             f"is not supported (expected {VERSION})"
         )
-    for key in ("model_config", "decode_config", "codec", "weights", "data"):
+    for key in _REQUIRED:
         if key not in payload:
             raise CheckpointError(f"{file}: incomplete mtkit checkpoint (no {key!r})")
     return payload
@@ -100,13 +160,27 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def codec_from_payload(payload: dict[str, Any], source: str) -> TextCodec:
+    """The checkpoint's text codec; damaged sentencepiece bytes are a CheckpointError."""
+    state = payload["codec"]
+    if not isinstance(state, dict) or not isinstance(state.get("src_model"), bytes):
+        raise CheckpointError(f"{source}: damaged checkpoint (its 'codec' entry is not valid)")
+    try:
+        return TextCodec.from_state(state)
+    except Exception as error:  # sentencepiece raises RuntimeError/TypeError/OSError
+        raise CheckpointError(
+            f"{source}: damaged checkpoint (its sentencepiece model does not load: "
+            f"{_first_line(error)})"
+        ) from None
+
+
 def model_from_payload(payload: dict[str, Any], source: str) -> tuple[Seq2Seq, TextCodec]:
     """Rebuild the model (in eval mode) and its text codec from a loaded checkpoint."""
     try:
         model_cfg: ModelConfig = from_dict(ModelConfig, payload["model_config"])
     except ConfigError as error:
         raise CheckpointError(f"{source}: invalid model settings ({error})") from None
-    codec = TextCodec.from_state(payload["codec"])
+    codec = codec_from_payload(payload, source)
     output_ids = payload["weights"].get("output_ids")
     model = Seq2Seq(model_cfg, codec.src.vocab_size, codec.tgt.vocab_size, output_ids)
     try:
@@ -119,8 +193,72 @@ def model_from_payload(payload: dict[str, Any], source: str) -> tuple[Seq2Seq, T
     return model.eval(), codec
 
 
-def decode_config_from_payload(payload: dict[str, Any]) -> DecodeConfig:
-    return from_dict(DecodeConfig, payload["decode_config"])
+def load_model(path: str | Path) -> tuple[Seq2Seq, TextCodec, dict[str, Any]]:
+    """Model (eval mode), codec and the payload itself, from a checkpoint file."""
+    payload = load_checkpoint(path)
+    model, codec = model_from_payload(payload, str(path))
+    return model, codec, payload
+
+
+def decode_config_from_payload(payload: dict[str, Any], source: str = "checkpoint") -> DecodeConfig:
+    try:
+        return from_dict(DecodeConfig, payload["decode_config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: invalid search settings ({error})") from None
+
+
+# -- training state (last.pt) ------------------------------------------------------------------
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    schedules: dict[str, Any],
+    progress: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What an exact resume needs: optimizer, schedules (``state_dict`` objects), progress, RNG."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        **{name: schedule.state_dict() for name, schedule in schedules.items()},
+        "progress": progress,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def restore_training(
+    path: str | Path,
+    model: Seq2Seq,
+    codec: TextCodec,
+    optimizer: torch.optim.Optimizer,
+    schedules: dict[str, Any],
+) -> dict[str, Any]:
+    """Load ``last.pt`` into the model, optimizer and schedules; return its training state.
+
+    The checkpoint must match the current run's model and text processing. The returned
+    dict still holds ``progress`` and the RNG states, which the trainer applies per rank.
+    """
+    payload = load_checkpoint(path)
+    state = payload.get("train_state")
+    if state is None:
+        raise CheckpointError(f"{path}: holds no training state (resume from last.pt, not best.pt)")
+    differing = incompatible_settings(payload, model.cfg, codec.to_state())
+    if differing:
+        raise CheckpointError(
+            f"{path}: cannot resume, settings differ from this run: {', '.join(differing)}"
+        )
+    model.load_state_dict(payload["weights"])
+    optimizer.load_state_dict(state["optimizer"])
+    old = state["progress"]  # written before early stopping had its own state: it was here
+    legacy = {
+        "early_stopping": {
+            "best": old.get("best_metric"),
+            "bad_validations": old.get("bad_validations"),
+        }
+    }
+    for name, schedule in schedules.items():
+        schedule.load_state_dict(state.get(name) or legacy[name])
+    return state
 
 
 def incompatible_settings(

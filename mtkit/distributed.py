@@ -31,6 +31,7 @@ class DistInfo:
 
 
 def env_rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
     return int(os.environ.get("RANK", "0"))
 
 

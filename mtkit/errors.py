@@ -25,6 +25,10 @@ class DataError(MtkitError):
     """Input data is missing, unreadable, misaligned or empty."""
 
 
+class TrainingError(MtkitError):
+    """Training cannot go on (for example the loss stays NaN)."""
+
+
 class CheckpointError(MtkitError):
     """A checkpoint is missing, corrupt, unsafe, or incompatible with the request."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,11 @@ def _score(
 ) -> Score:
     result = metric.corpus_score(list(hypotheses), [list(references)])
     return Score(name, float(result.score), str(metric.get_signature()), str(result))
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp of a mean token NLL, capped so that an untrained model does not overflow."""
+    return math.exp(min(mean_nll, 50.0))
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> Score:

@@ -1,7 +1,9 @@
-"""Optimizers and the schedules that change during training: learning rate, teacher forcing.
+"""Optimizers and what changes with validation: learning rate, early stopping, teacher forcing.
 
 Schedules are small classes with ``state_dict``/``load_state_dict`` so that an exact
-resume restores them with everything else.
+resume restores them with everything else. Each keeps its own count of validations
+without improvement: the learning rate watches the validation loss (the plateau of the
+TensorFlow tutorial), early stopping watches ``train.early_stopping_metric``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class LearningRate:
         self.cfg = cfg
         self.base = cfg.lr
         self.best_loss = math.inf
-        self.bad_validations = 0
+        self.plateau = 0  # validations since the loss last improved
 
     def at(self, step: int) -> float:
         if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
@@ -57,26 +59,66 @@ class LearningRate:
         if self.cfg.schedule != "plateau":
             return False
         if val_loss < self.best_loss:
-            self.best_loss, self.bad_validations = val_loss, 0
+            self.best_loss, self.plateau = val_loss, 0
             return False
-        self.bad_validations += 1
-        if self.bad_validations < self.cfg.decay_patience or self.base <= self.cfg.min_lr:
+        self.plateau += 1
+        if self.plateau < self.cfg.decay_patience or self.base <= self.cfg.min_lr:
             return False
         self.base = max(self.cfg.min_lr, self.base * self.cfg.decay_factor)
-        self.bad_validations = 0
+        self.plateau = 0
         return True
 
     def state_dict(self) -> dict[str, float]:
         return {
             "base": self.base,
             "best_loss": self.best_loss,
-            "bad_validations": float(self.bad_validations),
+            "plateau": float(self.plateau),
         }
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.base = float(state["base"])
         self.best_loss = float(state["best_loss"])
-        self.bad_validations = int(state["bad_validations"])
+        # "bad_validations": the name in checkpoints written before early stopping had its own
+        self.plateau = int(state.get("plateau", state.get("bad_validations", 0)))
+
+
+class EarlyStopping:
+    """Keeps the best value of the validation metric; stops after ``patience`` without a gain.
+
+    BLEU improves upwards, loss and perplexity downwards. A NaN value (BLEU not computed)
+    neither improves nor counts against the patience.
+    """
+
+    def __init__(self, metric: str, patience: int | None) -> None:
+        self.metric = metric
+        self.patience = patience
+        self.best: float | None = None
+        self.bad_validations = 0
+
+    def update(self, value: float) -> bool:
+        """Record a validation value; True when it is the best so far."""
+        if math.isnan(value):
+            return False
+        better = self.best is None or (
+            value > self.best if self.metric == "bleu" else value < self.best
+        )
+        if better:
+            self.best, self.bad_validations = value, 0
+        else:
+            self.bad_validations += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_validations >= self.patience
+
+    def state_dict(self) -> dict[str, float | None]:
+        return {"best": self.best, "bad_validations": float(self.bad_validations)}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        best = state.get("best")
+        self.best = None if best is None else float(best)
+        self.bad_validations = int(state.get("bad_validations") or 0)
 
 
 def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:

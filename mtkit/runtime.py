@@ -1,4 +1,9 @@
-"""Process-level settings that make CPU training and decoding fast: threads and the allocator."""
+"""Process-level settings that make CPU training and decoding fast: threads and the allocator.
+
+Library code only sets what it was asked to (:func:`set_threads`). Tuning the C
+allocator changes the whole process, so only the command-line entry points do it
+(:func:`tune_process`), never an ``import mtkit``.
+"""
 
 from __future__ import annotations
 
@@ -41,10 +46,14 @@ def tune_allocator() -> bool:
     return bool(ok)
 
 
-def configure(threads: int | None = None) -> None:
-    """Apply the thread count (if given) and the allocator settings, once per process."""
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` intra-op threads (None: PyTorch's default, one per core)."""
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def tune_process() -> None:
+    """Process-wide tuning for a command-line tool (or a benchmark script): the allocator."""
     if tune_allocator():
         log.debug("glibc allocator tuned for tensor reuse")
 

@@ -9,11 +9,11 @@ unwritable run directory into a one-line error instead of a traceback.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,33 +27,43 @@ from mtkit.errors import ConfigError, MtkitError
 log = logging.getLogger("mtkit")
 
 
-def env_rank() -> int:
-    """This process's rank under torchrun (0 otherwise); read without importing torch."""
-    return int(os.environ.get("RANK", "0"))
-
-
 register_configs()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     _setup_console_logging()
-    from mtkit.trainer import fit  # imported here so that config errors are reported fast
+    # imported here so that config errors are reported before torch loads
+    from mtkit.distributed import env_rank
+    from mtkit.runtime import tune_process
+    from mtkit.signals import Aborted
+    from mtkit.trainer import fit
 
+    tune_process()
     try:
         run = to_run_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = fit(run, run_dir)
     except MtkitError as error:
-        print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(error)
+    except Aborted as abort:
+        print("mtkit-train: aborted; last.pt was not updated", file=sys.stderr)
+        raise SystemExit(128 + abort.number) from None
     if summary.get("signal"):
         raise SystemExit(128 + int(summary["signal"]))
     if env_rank() == 0:
         print(f"run directory: {run_dir}", file=sys.stderr)
 
 
+def _fail(error: MtkitError) -> NoReturn:
+    """The one way this command reports a user's mistake: one line, exit status 2."""
+    print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 def _setup_console_logging() -> None:
+    from mtkit.distributed import env_rank
+
     logger = logging.getLogger("mtkit")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -112,6 +122,19 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def main() -> None:
+    """Check the overrides, then train.
+
+    A signal before training starts (or after it ends) stops the command at once, with one
+    line and exit status 128 + N; during training the trainer's own handling takes over
+    (finish the step, save last.pt, stop).
+    """
+    from mtkit.cli_io import exit_on_signals
+
+    with exit_on_signals("mtkit-train"):
+        _main()
+
+
+def _main() -> None:
     overrides = sys.argv[1:]
     plain = [a for a in overrides if not a.startswith("-")]
     flags_only_hydra = any(a.startswith("-") for a in overrides)
@@ -119,8 +142,9 @@ def main() -> None:
         if not flags_only_hydra:
             check_overrides(plain)
     except MtkitError as error:
-        print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(error)
+    from mtkit.distributed import env_rank  # torch loads only once the options are known good
+
     scratch = None
     if env_rank() > 0:
         # Only rank 0 writes a run directory; the others get a throwaway one.

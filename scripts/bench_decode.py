@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mtkit.metrics import bleu
-from mtkit.runtime import configure
+from mtkit.runtime import tune_process
 from mtkit.translator import Translator
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    configure()
+    tune_process()
     sources, references = read(args.src), read(args.ref)
 
     start = time.perf_counter()

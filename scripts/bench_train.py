@@ -39,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from mtkit.batching import TokenBatchSampler, collate
 from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig
 from mtkit.data import CorpusSplit, load_corpus
-from mtkit.loss import Criterion, target_counts
+from mtkit.loss import Criterion
 from mtkit.model import Seq2Seq, build_model
-from mtkit.runtime import autocast_context, configure, resolve_device
+from mtkit.runtime import autocast_context, resolve_device, tune_process
 from mtkit.tokenizer import TextCodec
 from mtkit.trainer import train_step
 
@@ -95,7 +95,7 @@ def measure(
     batches after ``warmup``."""
     torch.manual_seed(1)
     model = make_model(setup, codec, split).to(device).train()
-    counts = target_counts(split.tgt_values, len(split), model.output_ids)
+    counts = model.column_counts(split.tgt_values, len(split))
     criterion = Criterion(setup.loss, len(model.output_ids), counts)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, batch_tokens, seed=1)
@@ -105,9 +105,8 @@ def measure(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = collate(
-            [split.source(j) for j in indices], [split.target(j) for j in indices], indices
-        ).to(device)
+        batch = collate([split.source(j) for j in indices], [split.target(j) for j in indices])
+        batch = batch.to(device)
         counter = FlopCounterMode(display=False) if i == 0 and warmup > 0 else None
         with autocast_context(device, precision), counter or contextlib.nullcontext():
             train_step(model, criterion, optimizer, batch, clip_norm=5.0)
@@ -156,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
-    configure()
+    tune_process()
     data = DataConfig(
         format="dir",
         dir=args.corpus,

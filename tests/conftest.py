@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,15 @@ requires_multi30k = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every test session gets its own corpus cache, never the user's ~/.cache/mtkit."""
-    monkeypatch.setenv("MTKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mtkit-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test session gets its own corpus cache, never the user's ~/.cache/mtkit.
+
+    Session-wide, so that session-scoped fixtures which train a model are covered too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mtkit-cache"))
+        yield
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

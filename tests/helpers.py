@@ -18,7 +18,7 @@ from mtkit.config import (
     TokenizerConfig,
     TrainConfig,
 )
-from mtkit.trainer import METRIC_FIELDS
+from mtkit.run_files import METRIC_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 # metrics.csv columns that a fixed seed reproduces exactly (timings are left out)

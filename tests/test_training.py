@@ -14,8 +14,8 @@ import torch
 from helpers import ROOT, TINY_OVERRIDES, load_weights, read_metrics, run_module, tiny_run
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.errors import CheckpointError
-from mtkit.trainer import TrainingError, fit
+from mtkit.errors import CheckpointError, ConfigError, TrainingError
+from mtkit.trainer import fit
 from mtkit.translator import Translator
 
 
@@ -236,3 +236,148 @@ def test_cli_resume_error_is_one_line(tiny_corpus_dir: Path, tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("mtkit-train: error:") and "nope.pt" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_a_trained_run_directory_is_never_replaced_silently(tiny_corpus_dir: Path, tmp_path: Path):
+    fit(tiny_run(tiny_corpus_dir), tmp_path)
+    before = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a trained model .*train\.overwrite=true"):
+        fit(tiny_run(tiny_corpus_dir, max_steps=5), tmp_path)
+    assert (tmp_path / "best.pt").read_bytes() == before
+    # resuming into the same folder and an explicit overwrite are both allowed
+    fit(tiny_run(tiny_corpus_dir, max_steps=15, resume=str(tmp_path / "last.pt")), tmp_path)
+    assert read_metrics(tmp_path)[-1]["step"] == "15"
+    fit(tiny_run(tiny_corpus_dir, max_steps=5, overwrite=True), tmp_path)
+    assert [row["step"] for row in read_metrics(tmp_path)] == ["5"]
+
+
+def test_cli_refuses_to_overwrite_in_one_line(tiny_corpus_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "r"
+    args = [*TINY_OVERRIDES, f"data.dir={tiny_corpus_dir}", "train.max_steps=5"]
+    assert run_module("mtkit.train", *args, f"hydra.run.dir={run_dir}", cwd=ROOT).returncode == 0
+    again = run_module("mtkit.train", *args, f"hydra.run.dir={run_dir}", cwd=ROOT)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].startswith("mtkit-train: error:")
+    assert "already holds a trained model" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_step_checkpoints_are_kept_and_rotated(tiny_corpus_dir: Path, tmp_path: Path):
+    fit(tiny_run(tiny_corpus_dir, max_steps=25, keep_checkpoints=3), tmp_path)
+    kept = sorted(p.name for p in tmp_path.glob("step-*.pt"))
+    assert kept == ["step-000015.pt", "step-000020.pt", "step-000025.pt"]
+    last = load_weights(tmp_path / "last.pt")
+    newest = load_checkpoint(tmp_path / "step-000025.pt")
+    assert "train_state" not in newest
+    assert all(torch.equal(newest["weights"][k], last[k]) for k in last)
+    assert Translator.from_checkpoint(tmp_path / "step-000015.pt").translate(["red cat"])
+    fit(tiny_run(tiny_corpus_dir, keep_checkpoints=0), tmp_path / "none")
+    assert not list((tmp_path / "none").glob("step-*.pt"))
+
+
+def test_checkpoints_get_ordinary_file_permissions(tiny_corpus_dir: Path, tmp_path: Path):
+    fit(tiny_run(tiny_corpus_dir, max_steps=5), tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("best.pt", "last.pt", "metrics.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_leftovers_of_a_killed_save_are_removed(tiny_corpus_dir: Path, tmp_path: Path):
+    tmp_path.mkdir(exist_ok=True)
+    orphan = tmp_path / ".last.pt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    fit(tiny_run(tiny_corpus_dir, max_steps=5), tmp_path)
+    assert not orphan.exists()
+
+
+def test_resume_from_a_checkpoint_of_the_earlier_layout(tiny_corpus_dir: Path, tmp_path: Path):
+    """last.pt files written before early stopping had its own state still resume exactly."""
+    fit(tiny_run(tiny_corpus_dir, max_steps=20), tmp_path / "straight")
+    fit(tiny_run(tiny_corpus_dir, max_steps=10), tmp_path / "first")
+    payload = torch.load(tmp_path / "first" / "last.pt", weights_only=True)
+    state = payload["train_state"]
+    stopping = state.pop("early_stopping")
+    state["progress"]["best_metric"] = stopping["best"]
+    state["progress"]["bad_validations"] = int(stopping["bad_validations"])
+    state["lr"]["bad_validations"] = state["lr"].pop("plateau")
+    payload["data"]["reverse_source"] = payload["codec"]["reverse_source"]
+    old = tmp_path / "old-last.pt"
+    torch.save(payload, old)
+    fit(tiny_run(tiny_corpus_dir, max_steps=20, resume=str(old)), tmp_path / "resumed")
+    assert read_metrics(tmp_path / "resumed")[2:] == read_metrics(tmp_path / "straight")[2:]
+
+
+def test_tensorboard_events_carry_the_metrics(tiny_corpus_dir: Path, tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(tiny_run(tiny_corpus_dir, tensorboard=True), tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/valid", "bleu/valid", "learning_rate"} <= tags
+    assert {"speed/target_tokens_per_s", "teacher_forcing_ratio"} <= tags
+    assert [e.step for e in events.Scalars("loss/valid")] == [5, 10]
+
+
+def _start_training(tiny_corpus_dir: Path, run_dir: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "mtkit.train", *TINY_OVERRIDES, f"data.dir={tiny_corpus_dir}",
+            "train.max_steps=100000", "train.valid_every=100000", f"hydra.run.dir={run_dir}",
+        ],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_quick_signals_abort_without_a_traceback(tiny_corpus_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    process = _start_training(tiny_corpus_dir, run_dir, tmp_path)
+    try:
+        _wait_for(run_dir / "train.log", "epoch 2:", process, timeout=120)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+
+
+def test_a_signal_during_start_up_exits_cleanly(tiny_corpus_dir: Path, tmp_path: Path):
+    process = _start_training(tiny_corpus_dir, tmp_path / "run", tmp_path)
+    try:
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+def test_a_huge_validation_pair_is_warned_about_and_its_output_capped(
+    tiny_corpus_dir: Path, tmp_path: Path
+):
+    huge = " ".join(["red cat sleeps near the big house"] * 300)  # 2,100 words
+    for lang, text in (("xx", huge), ("yy", huge.upper())):
+        path = tiny_corpus_dir / f"valid.{lang}"
+        path.write_text(path.read_text() + text + "\n")
+    run_dir = tmp_path / "run"
+    fit(tiny_run(tiny_corpus_dir, max_steps=5), run_dir)
+    log = (run_dir / "train.log").read_text()
+    assert "valid split: 1 pair(s) longer than data.max_len=50 source pieces (pair 41)" in log
+    assert "cut at 87 pieces" in log  # 1.5 * 50 + decode.max_len_b (12)
+    assert read_metrics(run_dir)[-1]["step"] == "5"
+
+
+def test_more_sampled_softmax_samples_than_output_columns_is_refused(
+    tiny_corpus_dir: Path, tmp_path: Path
+):
+    run = tiny_run(tiny_corpus_dir)
+    run.loss.sampled_softmax, run.loss.num_samples = True, 5000
+    with pytest.raises(ConfigError, match=r"loss\.num_samples=5000 is not valid; expected fewer"):
+        fit(run, tmp_path)

@@ -1,0 +1,128 @@
+"""The files a run directory holds besides its checkpoints.
+
+``config.yaml`` (the resolved configuration), ``train.log`` (the log lines),
+``metrics.csv`` (one row per validation, columns :data:`METRIC_FIELDS`),
+``summary.json`` (how the run ended) and, with ``train.tensorboard=true``, TensorBoard
+event files with the same metrics. Only rank 0 writes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mtkit.config import RunConfig, to_yaml
+from mtkit.errors import ConfigError, TrainingError
+
+log = logging.getLogger("mtkit")
+
+METRIC_FIELDS = [
+    "step",
+    "epoch",
+    "train_loss",
+    "train_ppl",
+    "val_loss",
+    "val_ppl",
+    "val_bleu",
+    "tokens_per_s",
+    "lr",
+    "teacher_forcing",
+    "elapsed_min",
+]
+
+# metrics.csv column -> TensorBoard tag
+_TENSORBOARD_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/valid",
+    "val_ppl": "perplexity/valid",
+    "val_bleu": "bleu/valid",
+    "lr": "learning_rate",
+    "tokens_per_s": "speed/target_tokens_per_s",
+    "teacher_forcing": "teacher_forcing_ratio",
+}
+
+
+class RunFiles:
+    """Writes config.yaml, metrics.csv, summary.json and TensorBoard events of one run."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False) -> None:
+        self.run_dir = run_dir
+        self._writer: Any = _tensorboard_writer(run_dir) if tensorboard else None
+
+    def write_config(self, run: RunConfig) -> None:
+        self._write("config.yaml", to_yaml(run))
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.csv from the whole history."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        self._write("metrics.csv", text.getvalue())
+
+    def _write(self, name: str, text: str) -> None:
+        """Atomically (temp file, then rename); a failure is one line naming the file."""
+        path = self.run_dir / name
+        temp = path.with_name(f".{name}.tmp")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            temp.write_text(text)
+            temp.replace(path)
+        except OSError as error:
+            temp.unlink(missing_ok=True)
+            raise TrainingError(f"{path}: cannot write ({error.strerror or error})") from None
+
+    def add_row(self, history: list[dict[str, Any]]) -> None:
+        """After a validation: metrics.csv, and the newest row as TensorBoard scalars."""
+        self.write_metrics(history)
+        if self._writer is None or not history:
+            return
+        row = history[-1]
+        for column, tag in _TENSORBOARD_TAGS.items():
+            value = row.get(column)
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._writer.add_scalar(tag, value, row["step"])
+        self._writer.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self._write("summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "train.tensorboard=true needs the tensorboard package "
+            "(pip install 'mtkit[tensorboard]')"
+        ) from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+@contextmanager
+def log_file(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Send mtkit's log lines to ``run_dir/train.log`` as well as the console."""
+    if not enabled:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,146 @@
+"""What a training run does before its first step.
+
+Refuse to overwrite a trained model, clean up what a killed run left behind, prepare
+the corpus (rank 0 first, so the others only read the cache) and log, once, what is
+about to be trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from mtkit import distributed
+from mtkit.checkpoint import remove_stale_temp_files, step_checkpoints
+from mtkit.config import RunConfig, TrainConfig
+from mtkit.data import Corpus, load_corpus
+from mtkit.errors import ConfigError, DataError, MtkitError
+from mtkit.model import Seq2Seq
+from mtkit.validation import long_pairs
+
+log = logging.getLogger("mtkit")
+
+_TRAINED = ("best.pt", "last.pt")
+
+
+def check_run_directory(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a run directory that holds a trained model, unless resuming or overwriting.
+
+    Resuming (``train.resume``) may write into the directory it resumes from; anything
+    else needs ``train.overwrite=true``. Temp files of a save that was killed are removed.
+    """
+    if run_dir.is_dir():
+        removed = remove_stale_temp_files(run_dir)
+        if removed:
+            log.info(
+                "%s: removed %d unfinished checkpoint file(s) of an earlier run", run_dir, removed
+            )
+    if cfg.resume:
+        return
+    if cfg.overwrite:
+        for old in step_checkpoints(run_dir) if run_dir.is_dir() else []:
+            old.unlink()  # they belong to the run being replaced, and would be averaged with it
+        return
+    existing = [name for name in _TRAINED if (run_dir / name).exists()]
+    existing += [p.name for p in step_checkpoints(run_dir)][:1] if run_dir.is_dir() else []
+    if existing:
+        raise ConfigError(
+            f"{run_dir} already holds a trained model ({', '.join(existing)}); resume with "
+            f"train.resume={run_dir / 'last.pt'}, choose another hydra.run.dir, "
+            "or pass train.overwrite=true to replace it"
+        )
+
+
+def check_loss_settings(run: RunConfig, output_columns: int) -> None:
+    """Sampled softmax needs fewer samples than output columns, which only the data tells."""
+    if run.loss.sampled_softmax and run.loss.num_samples >= output_columns:
+        raise ConfigError(
+            f"loss.num_samples={run.loss.num_samples} is not valid; expected fewer than the "
+            f"model's {output_columns} output columns (or loss.sampled_softmax=false)"
+        )
+
+
+def carry_best(resumed_from: Path, run_dir: Path) -> None:
+    """Resuming into a new run directory brings the old ``best.pt`` along."""
+    best = resumed_from.parent / "best.pt"
+    target = run_dir / "best.pt"
+    if best.is_file() and best.resolve() != target.resolve():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(best, target)
+
+
+def load_shared_corpus(run: RunConfig, dist: distributed.DistInfo, device: torch.device) -> Corpus:
+    """Rank 0 builds the cache first; the other ranks then only open it.
+
+    Every rank learns whether all of them have the corpus, so a node that cannot see the
+    cache (or a rank 0 that cannot build it) stops every process with one line, instead
+    of leaving the others waiting or failing inside the process group.
+    """
+    if not dist.is_main:
+        distributed.barrier(dist)
+    corpus, error = None, None
+    try:
+        corpus = load_corpus(run.data, run.tokenizer, build=dist.is_main)
+    except MtkitError as problem:
+        error = problem
+    if dist.is_main:
+        distributed.barrier(dist)
+    if distributed.any_rank(error is not None, dist, device):
+        raise error or DataError("another process could not open the corpus cache (see its error)")
+    assert corpus is not None
+    return corpus
+
+
+def describe_start(
+    run: RunConfig,
+    corpus: Corpus,
+    model: Seq2Seq,
+    device: torch.device,
+    precision: str,
+    dist: distributed.DistInfo,
+) -> None:
+    """One log line each for the corpus, what was filtered out of it, and the model."""
+    stats = corpus.stats
+    log.info(
+        "corpus: %d training pairs, %d validation pairs; vocabulary %d/%d",
+        len(corpus.splits["train"]),
+        len(corpus.splits["valid"]),
+        corpus.codec.src.vocab_size,
+        corpus.codec.tgt.vocab_size,
+    )
+    dropped = {
+        "training pairs with an empty side": stats.get("train_empty_dropped"),
+        "validation pairs with an empty side": stats.get("valid_empty_dropped"),
+        "test pairs with an empty side": stats.get("test_empty_dropped"),
+        f"training pairs over data.max_len={run.data.max_len}": stats.get("train_long_dropped"),
+    }
+    for what, count in dropped.items():
+        if count:
+            log.info("filtered out: %d %s", count, what)
+    for role in ("valid", "test"):
+        long = long_pairs(corpus.splits[role], run.data.max_len) if role in corpus.splits else []
+        if long:
+            shown = ", ".join(map(str, long[:5])) + (", ..." if len(long) > 5 else "")
+            log.warning(
+                "%s split: %d pair(s) longer than data.max_len=%d source pieces (pair %s); "
+                "their translations are cut at %d pieces",
+                role, len(long), run.data.max_len, shown,
+                int(run.decode.max_len_a * run.data.max_len) + run.decode.max_len_b,
+            )  # fmt: skip
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s%s attention=%s, %.2fM parameters, output vocabulary %d of %d pieces; "
+        "device %s, precision %s%s",
+        run.model.cell,
+        " bidirectional" if run.model.bidirectional else "",
+        run.model.attention,
+        n_params / 1e6,
+        len(model.output_ids),
+        corpus.codec.tgt.vocab_size,
+        device,
+        precision,
+        f", {dist.world} processes" if dist.enabled else "",
+    )

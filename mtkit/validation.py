@@ -1,0 +1,86 @@
+"""Scoring a model on a held-out split during training: loss, perplexity and BLEU.
+
+The loss is the full-softmax cross-entropy whatever the training loss (so runs with
+sampled softmax are compared on the same scale); BLEU comes from searching the split
+as a user would translate it (sacrebleu on detokenized text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mtkit.batching import collate, sorted_batches
+from mtkit.config import DecodeConfig
+from mtkit.data import CorpusSplit
+from mtkit.loss import Criterion
+from mtkit.metrics import Score, bleu, perplexity
+from mtkit.model import Seq2Seq
+from mtkit.runtime import autocast_context
+from mtkit.tokenizer import TextCodec
+from mtkit.translator import Translator
+
+
+@dataclass
+class Scorer:
+    """Everything scoring needs besides the model and the split."""
+
+    codec: TextCodec
+    decode: DecodeConfig
+    criterion: Criterion
+    batch_tokens: int
+    device: torch.device
+    precision: str
+    max_len: int  # data.max_len: no training target was longer
+
+    @property
+    def output_cap(self) -> int:
+        """Outputs longer than any training target gets are cut here: a source of 100,000
+        characters must not make validation search for thousands of steps."""
+        return int(self.decode.max_len_a * self.max_len) + self.decode.max_len_b
+
+    @torch.no_grad()
+    def loss(self, model: Seq2Seq, split: CorpusSplit) -> tuple[float, float]:
+        """Mean token NLL (label smoothing aside) and perplexity of ``split``, in eval mode."""
+        was_training = model.training
+        model.eval()
+        nll, tokens = 0.0, 0
+        lengths = np.maximum(split.src_lengths, split.tgt_lengths)
+        for indices in sorted_batches(lengths.tolist(), self.batch_tokens):
+            batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices])
+            batch = batch.to(self.device)
+            with autocast_context(self.device, self.precision):
+                features, targets = model(batch)
+                result = self.criterion.eval_loss(features, targets, batch.tgt_mask, model.output)
+            nll += float(result.nll_sum)
+            tokens += result.n_tokens
+        model.train(was_training)
+        mean = nll / max(tokens, 1)
+        return mean, perplexity(mean)
+
+    def bleu(
+        self,
+        model: Seq2Seq,
+        split: CorpusSplit,
+        codec: TextCodec | None = None,
+    ) -> Score:
+        """Greedy BLEU of ``split`` (other search settings from ``decode``).
+
+        ``codec`` overrides the scorer's, for a model loaded from a checkpoint.
+        """
+        was_training = model.training
+        translator = Translator(
+            model, codec or self.codec, self.decode, self.device, self.precision
+        )
+        hypotheses = translator.translate(
+            split.texts("src"), beam_size=1, max_len_cap=self.output_cap
+        )
+        model.train(was_training)
+        return bleu(hypotheses, split.texts("tgt"))
+
+
+def long_pairs(split: CorpusSplit, max_len: int) -> list[int]:
+    """1-based numbers of the pairs of ``split`` with more than ``max_len`` source pieces."""
+    return [int(i) + 1 for i in np.flatnonzero(split.src_lengths - 1 > max_len)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from mtkit.errors import MtkitError
+from mtkit.errors import DataError, MtkitError
 from mtkit.search import Hypothesis
 from mtkit.translator import Translator
 
@@ -20,6 +23,8 @@ def save_attention_plots(
     """One PNG per non-empty input line (``00001.png`` for line 1), best hypothesis only.
 
     The source axis is in reading order even when the model reads the source reversed.
+    Each PNG is written to a temp file and renamed, so none is ever half-written; a
+    folder or file that cannot be written is a one-line DataError naming it.
     """
     try:
         import matplotlib
@@ -28,7 +33,10 @@ def save_attention_plots(
         import matplotlib.pyplot as plt
     except ImportError:
         raise MtkitError("--attention-plots needs matplotlib: pip install 'mtkit[plots]'") from None
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{folder}: cannot create the folder ({error.strerror})") from None
     written = 0
     for number, (source, hyps) in enumerate(zip(sources, results, strict=True), start=1):
         best = hyps[0]
@@ -46,7 +54,30 @@ def save_attention_plots(
         ax.set_ylabel("output")
         ax.set_title(textwrap.shorten(best.text, width=100, placeholder=" …"), fontsize=9)
         fig.tight_layout()
-        fig.savefig(folder / f"{number:05d}.png", dpi=100)
+        _save(fig, folder / f"{number:05d}.png")
         plt.close(fig)
         written += 1
     return written
+
+
+def _save(figure: Any, path: Path) -> None:
+    """``figure`` as a PNG at ``path``, through a temp file in the same folder."""
+    temp: str | None = None
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=100)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+        temp = None
+    except OSError as error:
+        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -9,6 +9,13 @@ Output formats (stdout or ``-o FILE``), always one block per input line, in inpu
   a single ``INDEX<TAB>0<TAB>0.0000<TAB>`` line.
 
 Scores are log-probabilities after length normalisation (``decode.length_norm``).
+
+Everything that can be checked is checked before the model is loaded: the options, the
+input, the ``-o`` file (a temp file is created beside it at once) and the
+``--attention-plots`` folder. ``-o FILE`` is written atomically: the translations go to
+the temp file, which replaces FILE only once it is complete, so an error, a full disk or
+a signal never leaves half a file and an existing FILE stays as it was. SIGINT and
+SIGTERM stop the command at once (exit 130 / 143, one line on stderr).
 """
 
 from __future__ import annotations
@@ -16,28 +23,43 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+from mtkit.cli_io import Output, exit_on_signals, prepare_folder
+from mtkit.errors import ConfigError, MtkitError, run_cli
+from mtkit.readers import read_lines, require_readable, require_stdin
 
-from mtkit.errors import DataError, run_cli
-from mtkit.search import Hypothesis
-from mtkit.translator import Translator
+if TYPE_CHECKING:  # torch loads only once the options are known good
+    from mtkit.search import Hypothesis
+    from mtkit.translator import Translator
+
+PROG = "mtkit-translate"
+INPUT = "the -i/--input file"
+READ_HINT = "; use --errors replace to substitute"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="mtkit-translate",
+        prog=PROG,
         description="Translate text with an mtkit checkpoint: one output line per input line.",
         epilog="Formats: --scores gives 'SCORE<TAB>TEXT'; --nbest N gives N lines per input, "
         "'INDEX<TAB>RANK<TAB>SCORE<TAB>TEXT'.",
     )
-    parser.add_argument("checkpoint", help="a best.pt or last.pt written by mtkit.train")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="a best.pt or last.pt written by mtkit.train; several translate as an ensemble",
+    )
+    parser.add_argument(
+        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
+    )
     parser.add_argument("-i", "--input", help="input file (default: stdin)")
-    parser.add_argument("-o", "--output", help="output file (default: stdout)")
+    parser.add_argument(
+        "-o", "--output", help="output file, replaced only once complete (default: stdout)"
+    )
     parser.add_argument(
         "--beam-size", type=int, help="beam size (default: the checkpoint's, 1 = greedy)"
     )
@@ -45,9 +67,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scores", action="store_true", help="prefix each line with its score")
     parser.add_argument("--batch-tokens", type=int, help="source tokens x beams per batch")
     parser.add_argument(
-        "--max-len-ratio", type=float, help="maximum output length = RATIO * source length + b"
+        "--max-len-ratio",
+        type=float,
+        help="maximum output length = RATIO * source length + b (sets decode.max_len_a)",
     )
-    parser.add_argument("--length-penalty", type=float, help="length normalisation exponent")
+    parser.add_argument(
+        "--length-penalty", type=float, help="length normalisation exponent (decode.length_penalty)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
@@ -71,92 +97,125 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_lines(path: str | None, errors: str) -> list[str]:
-    """Input lines without their line ends; invalid UTF-8 names the line (or is replaced)."""
-    if path is not None and not Path(path).is_file():
-        raise DataError(f"{path}: no such file (-i/--input)")
-    stream = open(path, "rb") if path is not None else sys.stdin.buffer  # noqa: SIM115
-    name = path or "<stdin>"
+# Search options set by flags: option name -> (flag, argparse destination).
+SEARCH_FLAGS = {
+    "beam_size": ("--beam-size", "beam_size"),
+    "max_len_a": ("--max-len-ratio", "max_len_ratio"),
+    "length_penalty": ("--length-penalty", "length_penalty"),
+}
+
+
+def search_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The search options given on the command line, each checked on its own first, so
+    that a bad value is an error naming its flag before the checkpoint is loaded."""
+    from mtkit.config import SearchOptions
+
+    changes: dict[str, Any] = {"nbest": args.nbest}  # checked against the beam by the parser
+    for name, (flag, dest) in SEARCH_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        try:
+            SearchOptions(**{name: value})
+        except ConfigError as error:
+            raise ConfigError(f"{flag}: {error}") from None
+        changes[name] = value
+    return changes
+
+
+def format_results(results: list[list[Hypothesis]], nbest: int, scores: bool) -> list[str]:
+    """The output lines; a line break inside a translation becomes a space (one line each)."""
     lines = []
-    with stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                text = raw.decode("utf-8", errors=errors)
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{name}:{number}: invalid UTF-8 ({error.reason} at byte "
-                    f"{error.start}); use --errors replace to substitute"
-                ) from None
-            lines.append(text.rstrip("\r\n"))
-    return lines
-
-
-@contextmanager
-def open_output(path: str | None) -> Iterator[TextIO]:
-    if path is None:
-        yield sys.stdout
-        return
-    try:
-        handle = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-    except OSError as error:
-        raise DataError(f"{path}: cannot write ({error.strerror})") from None
-    with handle:
-        yield handle
-
-
-def format_results(results: list[list[Hypothesis]], nbest: int, scores: bool) -> Iterator[str]:
     for index, hyps in enumerate(results):
         if nbest > 1:
             for rank, hyp in enumerate(hyps[:nbest]):
-                yield f"{index}\t{rank}\t{hyp.score:.4f}\t{hyp.text}"
+                lines.append(f"{index}\t{rank}\t{hyp.score:.4f}\t{_one_line(hyp.text)}")
         elif scores:
-            yield f"{hyps[0].score:.4f}\t{hyps[0].text}"
+            lines.append(f"{hyps[0].score:.4f}\t{_one_line(hyps[0].text)}")
         else:
-            yield hyps[0].text
+            lines.append(_one_line(hyps[0].text))
+    return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    translator = Translator.from_checkpoint(
-        args.checkpoint, device=args.device, precision=args.precision
-    )
-    lines = read_lines(args.input, args.errors)
-    beam_size = args.beam_size
-    if args.nbest > 1 and beam_size is None:
-        beam_size = max(args.nbest, translator.defaults.beam_size)
-    options = translator.options(beam_size, args.nbest, args.length_penalty, args.max_len_ratio)
-    show_bar = args.input is not None or sys.stderr.isatty()
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def check_plots(folder: str | None) -> Path | None:
+    """The ``--attention-plots`` folder, created now, and matplotlib, imported now."""
+    if folder is None:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MtkitError("--attention-plots needs matplotlib: pip install 'mtkit[plots]'") from None
+    return prepare_folder(folder, "--attention-plots")
+
+
+def translate_lines(
+    translator: Translator, lines: list[str], args: argparse.Namespace, changes: dict[str, Any]
+) -> list[list[Hypothesis]]:
+    """Search every line, with a progress bar on stderr when reading a file (or a terminal)."""
+    from tqdm import tqdm
+
+    if args.nbest > 1 and args.beam_size is None:
+        changes["beam_size"] = max(args.nbest, translator.defaults.beam_size)
+    show_bar = sys.stderr is not None and (args.input is not None or sys.stderr.isatty())
     with tqdm(
         total=len(lines), unit="sent", disable=not show_bar, file=sys.stderr, desc="translate"
     ) as bar:
-        results = translator.translate_nbest(
+        return translator.translate_nbest(
             lines,
-            options=options,
             batch_tokens=args.batch_tokens,
             return_attention=args.attention_plots is not None,
             progress=bar.update,
+            **changes,
         )
-    with open_output(args.output) as out:
-        for line in format_results(results, args.nbest, args.scores):
-            out.write(line + "\n")
-    if args.attention_plots is not None:
+
+
+def load_translator(
+    checkpoints: Sequence[str], weights: Sequence[float] | None, device: str, precision: str
+) -> Translator:
+    """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint).
+
+    Also tunes the process for tensor work (the allocator): only commands do that.
+    """
+    from mtkit.runtime import tune_process
+    from mtkit.translator import Translator
+
+    tune_process()
+
+    if len(checkpoints) == 1 and weights is None:
+        return Translator.from_checkpoint(checkpoints[0], device=device, precision=precision)
+    return Translator.from_checkpoints(checkpoints, weights, device, precision)
+
+
+def run(args: argparse.Namespace) -> int:
+    changes = search_changes(args)
+    if args.input is None:
+        require_stdin(INPUT)
+    else:
+        require_readable(args.input, INPUT)
+    plots = check_plots(args.attention_plots)
+    with Output(args.output, "-o/--output") as output:
+        translator = load_translator(args.checkpoints, args.weights, args.device, args.precision)
+        lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
+        results = translate_lines(translator, lines, args, changes)
+        output.write(format_results(results, args.nbest, args.scores))
+        output.commit()
+    if plots is not None:
         from mtkit.plots import save_attention_plots
 
-        written = save_attention_plots(translator, lines, results, Path(args.attention_plots))
-        print(
-            f"mtkit-translate: {written} attention plot(s) in {args.attention_plots}",
-            file=sys.stderr,
-        )
+        written = save_attention_plots(translator, lines, results, plots)
+        print(f"{PROG}: {written} attention plot(s) in {plots}", file=sys.stderr)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="mtkit-translate: %(message)s")
-    args = parse_args(argv)
-
-    try:
-        raise SystemExit(run_cli(lambda: run(args), "mtkit-translate"))
-    except BrokenPipeError:  # e.g. piped into `head`
-        raise SystemExit(0) from None
+    with exit_on_signals(PROG):
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+        args = parse_args(argv)
+        raise SystemExit(run_cli(lambda: run(args), PROG))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,7 @@
+"""A local translation service: ``python -m mtkit.serve CKPT [CKPT ...]``.
+
+:mod:`mtkit.serve.batcher` gathers concurrent requests into search batches on one worker
+thread; :mod:`mtkit.serve.app` is the HTTP API and web page (FastAPI, an optional extra:
+``pip install -e ".[serve]"``), whose JSON shapes are in :mod:`mtkit.serve.schemas`;
+``static/`` holds the page; :mod:`mtkit.serve.__main__` is the command line.
+"""

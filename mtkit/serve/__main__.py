@@ -1,0 +1,185 @@
+"""``python -m mtkit.serve CKPT [CKPT ...]``: a local translation service and web page.
+
+Several checkpoints are served as an ensemble (``--weights`` to weight them). The
+service listens on 127.0.0.1 by default, so only this machine can reach it; bind
+another address with ``--host`` only on a network you trust (there is no
+authentication). ``--port 0`` picks a free port; the address is printed either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from mtkit.errors import MtkitError, run_cli
+
+PROG = "mtkit-serve"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve mtkit checkpoints over HTTP: a JSON API (POST /v1/translate, "
+        "GET /v1/model, GET /healthz) and a web page at /. Several checkpoints form an "
+        "ensemble.",
+    )
+    add = parser.add_argument
+    add("checkpoints", nargs="+", metavar="CKPT", help="best.pt / last.pt / averaged checkpoints")
+    add(
+        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
+    )
+    add(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to bind (default: 127.0.0.1, this machine)",
+    )
+    add(
+        "--port",
+        type=int,
+        default=8000,
+        metavar="N",
+        help="port (default 8000; 0 picks a free one)",
+    )
+    add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add("--precision", choices=("fp32", "bf16"), default="fp32")
+    add(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for the model (default: all cores but one)",
+    )
+    add(
+        "--beam-size",
+        type=int,
+        metavar="K",
+        help="beam size of requests that name none (default: the checkpoint's)",
+    )
+    add(
+        "--max-beam",
+        type=int,
+        default=16,
+        metavar="K",
+        help="largest beam a request may ask for (16)",
+    )
+    add("--max-lines", type=int, default=100, metavar="N", help="most texts in one request (100)")
+    add(
+        "--max-chars",
+        type=int,
+        default=20000,
+        metavar="N",
+        help="most characters in a request (20000)",
+    )
+    add(
+        "--queue-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="requests that may wait (256); more: 503",
+    )
+    add(
+        "--batch-wait-ms",
+        type=float,
+        default=3.0,
+        metavar="MS",
+        help="how long the model waits to gather requests into one batch (3)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("max_beam", "max_lines", "max_chars", "queue_size", "beam_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.beam_size is not None and args.beam_size > args.max_beam:
+        parser.error("--beam-size must not exceed --max-beam")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be in 0..65535")
+    if args.batch_wait_ms < 0:
+        parser.error("--batch-wait-ms must be >= 0")
+    return args
+
+
+def default_threads() -> int:
+    """Torch threads for the worker: every core but one, which the HTTP event loop needs.
+
+    Torch's OpenMP threads spin while they wait for work, so with one per core they
+    fight the event loop thread (which parses requests and sends answers while the
+    worker decodes) for the CPU instead of leaving it a core.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; an address in use or not valid here is a one-line error.
+
+    The socket is made with the protocol getaddrinfo names (IPPROTO_TCP): asyncio only
+    sets TCP_NODELAY on connections whose socket says so, and without it Nagle's
+    algorithm holds back the end of every response until the client's delayed ACK
+    (about 40 ms per request).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise MtkitError(f"--host {host} --port {port}: cannot listen ({reason})") from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from mtkit.serve.app import ServeSettings, create_app, load_model
+    except ImportError as error:
+        raise MtkitError(
+            f"needs FastAPI and uvicorn ({error.name} is missing): pip install -e '.[serve]'"
+        ) from None
+    import torch
+
+    from mtkit.runtime import tune_process
+
+    torch.set_num_threads(args.threads or default_threads())
+    tune_process()
+    served = load_model(args.checkpoints, args.weights, args.device, args.precision)
+    settings = ServeSettings(
+        beam_size=args.beam_size,
+        max_beam=args.max_beam,
+        max_lines=args.max_lines,
+        max_chars=args.max_chars,
+        queue_size=args.queue_size,
+        batch_wait_ms=args.batch_wait_ms,
+    )
+    app = create_app(served, settings)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    info = served.info
+    print(
+        f"{PROG}: {info['source_language']} -> {info['target_language']} "
+        f"({', '.join(info['checkpoints'])}) on http://{shown}:{port}/",
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    args = parse_args(argv)
+    raise SystemExit(run_cli(lambda: serve(args), PROG))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The HTTP service: a JSON API and a web page over one model (or ensemble), FastAPI app.
+
+Routes: ``POST /v1/translate``, ``GET /v1/model``, ``GET /healthz``, the page at ``/``
+with its files under ``/static/``, and the framework's ``/openapi.json`` and ``/docs``.
+Requests are checked here (types, limits, search settings) and decoded by a
+:class:`~mtkit.serve.batcher.Batcher`, so handlers never touch the model and a bad
+request costs nothing but its error response: the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request as StarletteRequest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import mtkit
+from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
+from mtkit.ensemble import Ensemble, load_ensemble
+from mtkit.search import Hypothesis
+from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
+from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
+from mtkit.translator import Translator
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass
+class ServeSettings:
+    """Limits and defaults of the service (the command line's options)."""
+
+    beam_size: int | None = None  # default for requests; None: the checkpoint's
+    max_beam: int = 16
+    max_lines: int = 100
+    max_chars: int = 20000  # characters over all texts of one request
+    queue_size: int = 256  # requests waiting for the worker
+    batch_wait_ms: float = 3.0
+
+
+@dataclass
+class ServedModel:
+    """A Translator and what ``GET /v1/model`` says about it."""
+
+    translator: Translator
+    info: dict[str, Any]
+
+
+def load_model(
+    paths: Sequence[str | Path],
+    weights: Sequence[float] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> ServedModel:
+    """One checkpoint as a plain model, several as an ensemble, with their description."""
+    if len(paths) == 1 and weights is None:
+        payload = load_checkpoint(paths[0])
+        model, codec = model_from_payload(payload, str(paths[0]))
+        data = [dict(payload["data"])]
+        translator = Translator(
+            model, codec, decode_config_from_payload(payload), device, precision,
+            data[0].get("max_len"),
+        )  # fmt: skip
+    else:
+        loaded = load_ensemble(paths, weights)
+        data, translator = loaded.data, loaded.translator(device, precision)
+    return ServedModel(translator, model_info(translator, [Path(p).name for p in paths], data))
+
+
+def model_info(
+    translator: Translator, names: list[str], data: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Languages, models, vocabulary, search defaults and training data of a Translator."""
+    model = translator.model
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    codec = translator.codec
+    return {
+        "mtkit_version": mtkit.__version__,
+        "source_language": data[0].get("src_lang"),
+        "target_language": data[0].get("tgt_lang"),
+        "checkpoints": names,
+        "ensemble_weights": list(model.weights) if isinstance(model, Ensemble) else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "models": [asdict(member.cfg) for member in members],
+        "vocabulary": {
+            "source": codec.src.vocab_size,
+            "target": codec.tgt.vocab_size,
+            "output": len(members[0].output_ids),
+            "joint": codec.joint,
+            "reverse_source": codec.reverse_source,
+        },
+        "decoding": asdict(translator.defaults),
+        "training_data": data,
+        "device": str(translator.device),
+        "precision": translator.precision,
+    }
+
+
+class BodyLimit:
+    """ASGI middleware: a declared body larger than ``max_bytes`` is a 413 before it is read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    detail = f"request body of {int(value)} bytes; the limit is {self.max_bytes}"
+                    response = JSONResponse({"detail": detail}, status_code=413)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def check_request(body: TranslateBody, settings: ServeSettings, default_beam: int) -> Request:
+    """The body as a batcher Request; limits and search settings out of range are errors."""
+    texts = [body.text] if isinstance(body.text, str) else body.text
+    if len(texts) > settings.max_lines:
+        raise HTTPException(
+            413, f"{len(texts)} texts; the limit is {settings.max_lines} (--max-lines)"
+        )
+    chars = sum(len(t) for t in texts)
+    if chars > settings.max_chars:
+        raise HTTPException(
+            413, f"{chars} characters; the limit is {settings.max_chars} (--max-chars)"
+        )
+    beam_size = default_beam if body.beam_size is None else body.beam_size
+    if not 1 <= beam_size <= settings.max_beam:
+        raise HTTPException(
+            422, f"beam_size={beam_size} is out of range; expected 1..{settings.max_beam}"
+        )
+    if not 1 <= body.nbest <= beam_size:
+        raise HTTPException(
+            422, f"nbest={body.nbest} is out of range; expected 1..beam_size ({beam_size})"
+        )
+    return Request(tuple(texts), beam_size, body.nbest, body.attention)
+
+
+def create_app(served: ServedModel, settings: ServeSettings | None = None) -> FastAPI:
+    """The service's ASGI app; its lifespan starts and stops the batcher's worker thread."""
+    settings = settings or ServeSettings()
+    translator = served.translator
+    default_beam = min(settings.beam_size or translator.defaults.beam_size, settings.max_beam)
+    batcher = Batcher(translator, settings.batch_wait_ms, settings.queue_size)
+    info = {
+        **served.info,
+        "server": {
+            **asdict(settings),
+            "beam_size": default_beam,
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(
+        title="mtkit translation service",
+        version=mtkit.__version__,
+        lifespan=lifespan,
+        description=f"{info['source_language']} → {info['target_language']} with "
+        f"{', '.join(info['checkpoints'])}",
+    )
+    app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=6 * settings.max_chars + 65536)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: StarletteRequest, error: Exception) -> JSONResponse:
+        # A bug, already logged by the worker: answer in JSON like every other error.
+        return JSONResponse({"detail": f"internal error ({type(error).__name__})"}, 500)
+
+    @app.post("/v1/translate", response_model=TranslateResponse)
+    async def translate(body: TranslateBody) -> JSONResponse:
+        """Translate a text or a list of texts; results come in input order."""
+        request = check_request(body, settings, default_beam)
+        results: list[list[Hypothesis]] = []
+        if request.texts:
+            try:
+                future = batcher.submit(request)
+            except QueueFull:
+                raise HTTPException(
+                    503, "the server is busy; retry shortly", headers={"Retry-After": "1"}
+                ) from None
+            except BatcherClosed:
+                raise HTTPException(503, "the server is shutting down") from None
+            results = await asyncio.wrap_future(future)
+        translations = [
+            translation_json(translator, text, hyps, request.attention)
+            for text, hyps in zip(request.texts, results, strict=True)
+        ]
+        return JSONResponse(
+            {"translations": translations, "beam_size": request.beam_size, "nbest": request.nbest}
+        )
+
+    @app.get("/v1/model")
+    async def model() -> dict[str, Any]:
+        """Languages, checkpoints, model settings, vocabulary, search defaults and limits."""
+        return info
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """``ok`` while the worker runs, with its queue length and counters."""
+        status = "ok" if batcher.alive else "stopped"
+        return JSONResponse(
+            {"status": status, "queued": batcher.queued, **asdict(batcher.stats)},
+            status_code=200 if batcher.alive else 503,
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app

@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Throughput and latency of ``python -m mtkit.serve`` under 1, 8 and 32 concurrent clients.
+
+Usage::
+
+    python scripts/bench_serve.py CHECKPOINT [--src ../shared/corpora/multi30k/test2016.de]
+        [--clients 1,8,32] [--beam-size 1] [--threads N] [--batch-wait-ms 3]
+
+First the batch path: ``Translator.translate`` over all sentences in this process (what
+``mtkit.translate`` does, loading excluded), the best of ``--repeats`` passes after a
+warm-up. Then the service runs in its own process on a free 127.0.0.1 port (so the
+clients here do not share its interpreter), and for each client count every client
+sends one sentence per request over a kept-alive connection until all sentences are
+done (or ``--max-seconds``). It prints one stable line per measurement: requests/s,
+p50/p95 latency, failed requests, answers that differ from the batch translation, and
+the share of the batch sentences/s (the issue's target: >= 60% with 32 clients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from mtkit.runtime import tune_process
+from mtkit.translator import Translator
+
+TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients
+
+
+def batch_rate(
+    checkpoint: str, sentences: list[str], beam: int, repeats: int
+) -> tuple[float, list[str]]:
+    """Best sentences/s of ``Translator.translate`` over all sentences, and its output."""
+    translator = Translator.from_checkpoint(checkpoint)
+    output = translator.translate(sentences, beam_size=beam)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        translator.translate(sentences, beam_size=beam)
+        best = min(best, time.perf_counter() - start)
+    return len(sentences) / best, output
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
+    command = [
+        sys.executable, "-m", "mtkit.serve", args.checkpoint, "--port", "0",
+        "--beam-size", str(args.beam_size), "--batch-wait-ms", str(args.batch_wait_ms),
+        "--queue-size", "1024",
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the banner names the address
+        if match := re.search(r"http://127\.0\.0\.1:(\d+)/", line):
+            # Keep reading what the server logs, so a full pipe never blocks it.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, int(match.group(1))
+    raise SystemExit(f"bench_serve: the server did not start (exit {process.wait()})")
+
+
+def run_clients(
+    port: int, sentences: list[str], expected: list[str], clients: int, max_seconds: float
+) -> dict[str, float]:
+    """Send every sentence once, spread over ``clients`` threads; latency per request."""
+    latencies: list[float] = []
+    failed = wrong = 0
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + max_seconds
+
+    def client(first: int) -> None:
+        nonlocal failed, wrong
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for index in range(first, len(sentences), clients):
+            if time.perf_counter() > stop_at:
+                break
+            body = json.dumps({"text": sentences[index]}).encode()
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/translate", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException, ValueError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                ok, answer = False, None
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                failed += not ok
+                wrong += ok and answer["translations"][0]["text"] != expected[index]
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "seconds": seconds,
+        "rate": len(ordered) / seconds,
+        "p50": 1000 * statistics.median(ordered),
+        "p95": 1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "failed": failed,
+        "wrong": wrong,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--src", default="../shared/corpora/multi30k/test2016.de")
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument(
+        "--beam-size", type=int, default=1, help="1 = greedy (the target's setting)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads, here and in the server")
+    parser.add_argument("--batch-wait-ms", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed batch passes (best kept)")
+    parser.add_argument("--limit", type=int, help="use only the first N sentences")
+    parser.add_argument("--max-seconds", type=float, default=600, help="cap per client count")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tune_process()
+    sentences = [s for s in Path(args.src).read_text(encoding="utf-8").splitlines() if s.strip()]
+    sentences = sentences[: args.limit] if args.limit else sentences
+    rate, expected = batch_rate(args.checkpoint, sentences, args.beam_size, args.repeats)
+    print(
+        f"threads={torch.get_num_threads()} torch={torch.__version__} sentences={len(sentences)} "
+        f"beam={args.beam_size} batch_wait_ms={args.batch_wait_ms}"
+    )
+    print(f"batch   Translator.translate           {rate:8.1f} sentences/s", flush=True)
+    process, port = start_server(args)
+    try:
+        for clients in (int(c) for c in args.clients.split(",")):
+            result = run_clients(port, sentences, expected, clients, args.max_seconds)
+            share = result["rate"] / rate
+            verdict = ""
+            if clients == 32:
+                verdict = (
+                    f"  target >= {TARGET_SHARE:.0%}: {'ok' if share >= TARGET_SHARE else 'MISS'}"
+                )
+            print(
+                f"serve   clients={clients:<3} {result['rate']:8.1f} requests/s  "
+                f"p50 {result['p50']:7.1f} ms  p95 {result['p95']:7.1f} ms  "
+                f"requests {result['requests']:.0f}  failed {result['failed']:.0f}  "
+                f"differ {result['wrong']:.0f}  {share:5.1%} of batch{verdict}",
+                flush=True,
+            )
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,498 @@
+"""The translation service end to end, over real HTTP on a free loopback port.
+
+Every request goes through uvicorn, the FastAPI app and the batcher's worker thread; the
+expected answers come from a separately loaded :class:`Translator`, so "the service
+answers what the library answers" is what is checked. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_pairs
+from helpers import ROOT
+from test_ensemble import trained_checkpoint
+
+pytest.importorskip(
+    "fastapi", reason="the service needs the serve extra: pip install -e '.[serve]'"
+)
+uvicorn = pytest.importorskip(
+    "uvicorn", reason="the service needs uvicorn: pip install -e '.[serve]'"
+)
+
+from mtkit.serve.__main__ import bind, main  # noqa: E402
+from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
+from mtkit.serve.batcher import Batcher, BatcherClosed, Request, estimated_tokens  # noqa: E402
+from mtkit.translator import Translator  # noqa: E402
+
+SENTENCES = ["red cat sleeps", "the big dog runs near the house", "a tree", "green dog"]
+SETTINGS = ServeSettings(max_beam=8, max_lines=20, max_chars=2000, queue_size=64)
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = bind("127.0.0.1", 0)  # the command line's own listening socket
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    connection: http.client.HTTPConnection | None = None,
+) -> tuple[int, http.client.HTTPResponse, Any]:
+    """One request: (status, response, parsed JSON body or text)."""
+    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, body=data, headers=headers)
+    response = conn.getresponse()
+    payload = response.read()
+    if connection is None:
+        conn.close()
+    kind = response.getheader("content-type", "")
+    parsed = json.loads(payload) if kind.startswith("application/json") else payload.decode()
+    return response.status, response, parsed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """The server, its clients and the reference Translator share this process: one torch
+    thread keeps them from oversubscribing a small (or busy) machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_checkpoint(tmp_path_factory, seed=1)
+
+
+@pytest.fixture(scope="module")
+def translator(checkpoint: Path) -> Translator:
+    return Translator.from_checkpoint(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def port(checkpoint: Path) -> Iterator[int]:
+    with ServerThread(create_app(load_model([checkpoint]), SETTINGS)) as server:
+        yield server.port
+
+
+def translate(port: int, body: Any) -> tuple[int, Any]:
+    status, _, parsed = call(port, "POST", "/v1/translate", body)
+    return status, parsed
+
+
+def _recording(translator: Translator) -> list[tuple[list[str], int]]:
+    """Make ``translator`` record each search call's texts and beam size."""
+    calls: list[tuple[list[str], int]] = []
+    original = translator.translate_nbest
+
+    def record(texts: list[str], **kwargs: Any) -> Any:
+        calls.append((list(texts), kwargs["beam_size"]))
+        return original(texts, **kwargs)
+
+    translator.translate_nbest = record  # type: ignore[method-assign]
+    return calls
+
+
+def test_the_batcher_groups_by_beam_size_and_answers_each_request_alone(checkpoint: Path):
+    translator = load_model([checkpoint]).translator
+    reference = Translator.from_checkpoint(checkpoint)
+    calls = _recording(translator)
+    batcher = Batcher(translator, wait_ms=20)
+    requests = [
+        Request(("red cat sleeps", "a tree"), beam_size=3),
+        Request(("green dog",), beam_size=1),
+        Request(("the big dog runs", ""), beam_size=3, nbest=2, attention=True),
+    ]
+    futures = [batcher.submit(request) for request in requests]  # all waiting at start
+    batcher.start()
+    results = [future.result(30) for future in futures]
+    batcher.close()
+    assert calls == [(["red cat sleeps", "a tree", "the big dog runs", ""], 3), (["green dog"], 1)]
+    for request, result in zip(requests, results, strict=True):
+        alone = reference.translate_nbest(
+            list(request.texts),
+            beam_size=request.beam_size,
+            nbest=request.nbest,
+            return_attention=request.attention,
+        )
+        assert [[h.text for h in hyps] for hyps in result] == [[h.text for h in a] for a in alone]
+        scores = [h.score for hyps in result for h in hyps]
+        assert scores == pytest.approx([h.score for a in alone for h in a], abs=1e-4)
+        with_attention = [h.attention is not None for hyps in result for h in hyps if h.tokens]
+        assert with_attention == [request.attention] * len(with_attention)
+    assert (batcher.stats.requests, batcher.stats.sentences, batcher.stats.batches) == (3, 5, 2)
+
+
+def test_the_batcher_keeps_a_group_within_the_token_budget(checkpoint: Path):
+    translator = load_model([checkpoint]).translator
+    calls = _recording(translator)
+    texts = ["red cat sleeps near the house", "a big dog", "green tree", "the cat", "blue dog"]
+    tokens = [estimated_tokens(t) for t in texts]
+    budget = tokens[0] + tokens[1]  # the first two fit together, not a third
+    batcher = Batcher(translator, wait_ms=20, batch_tokens=2 * budget)  # beam 2 halves it
+    futures = [batcher.submit(Request((text,), beam_size=2)) for text in texts]
+    batcher.start()
+    for future in futures:
+        future.result(30)
+    batcher.close()
+    assert calls[0][0] == texts[:2]
+    assert all(sum(estimated_tokens(t) for t in c[0]) <= budget for c in calls)
+    assert sorted(t for c in calls for t in c[0]) == sorted(texts)
+
+
+def test_closing_fails_waiting_requests_and_refuses_new_ones(checkpoint: Path):
+    batcher = Batcher(load_model([checkpoint]).translator)
+    waiting = batcher.submit(Request(("red cat",), beam_size=1))
+    batcher.close()  # never started: the request is still waiting
+    with pytest.raises(BatcherClosed):
+        waiting.result(5)
+    with pytest.raises(BatcherClosed):
+        batcher.submit(Request(("red cat",), beam_size=1))
+
+
+def test_the_listening_socket_lets_asyncio_disable_nagle():
+    # asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP; without it
+    # every response waits ~40 ms for the client's delayed ACK.
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_translations_equal_the_translator(port: int, translator: Translator):
+    status, single = translate(port, {"text": SENTENCES[0]})
+    assert status == 200
+    default_beam = translator.defaults.beam_size
+    assert single["beam_size"] == default_beam and single["nbest"] == 1
+    assert [t["text"] for t in single["translations"]] == translator.translate(SENTENCES[:1])
+
+    lines = [*SENTENCES, ""]
+    status, many = translate(port, {"text": lines, "beam_size": 1})
+    assert status == 200
+    assert [t["text"] for t in many["translations"]] == translator.translate(lines, beam_size=1)
+    assert many["translations"][-1] == {
+        "text": "",
+        "score": 0.0,
+        "nbest": [{"text": "", "score": 0.0}],
+    }
+
+
+def test_nbest_scores_and_attention(port: int, translator: Translator):
+    body = {"text": [*SENTENCES, ""], "beam_size": 4, "nbest": 3, "attention": True}
+    status, answer = translate(port, body)
+    assert status == 200 and answer["nbest"] == 3
+    expected = translator.translate_nbest(body["text"], beam_size=4, nbest=3, return_attention=True)
+    for source, got, hyps in zip(body["text"], answer["translations"], expected, strict=True):
+        assert [c["text"] for c in got["nbest"]] == [h.text for h in hyps]
+        assert [c["score"] for c in got["nbest"]] == pytest.approx(
+            [h.score for h in hyps], abs=1e-4
+        )
+        assert got["text"] == hyps[0].text and got["score"] == got["nbest"][0]["score"]
+        if not source:
+            assert got["attention"] is None
+            continue
+        attention = got["attention"]
+        pieces, _ = translator.source_axis(source, hyps[0].attention)
+        assert attention["source"] == pieces  # reading order, then </s>
+        target = [translator.codec.tgt.id_to_piece(t) for t in hyps[0].tokens] + ["</s>"]
+        assert attention["target"] == target
+        assert len(attention["weights"]) == len(target)
+        assert all(len(row) == len(pieces) for row in attention["weights"])
+        assert [sum(row) for row in attention["weights"]] == pytest.approx(
+            [1.0] * len(target), abs=2e-3
+        )
+
+    status, plain = translate(port, {"text": SENTENCES[:1], "beam_size": 4, "nbest": 2})
+    assert status == 200 and "attention" not in plain["translations"][0]
+    assert len(plain["translations"][0]["nbest"]) == 2
+
+
+def test_model_health_page_and_schema(port: int, translator: Translator, checkpoint: Path):
+    status, _, info = call(port, "GET", "/v1/model")
+    assert status == 200
+    assert (info["source_language"], info["target_language"]) == ("xx", "yy")
+    assert info["checkpoints"] == [checkpoint.name] and info["ensemble_weights"] is None
+    assert info["parameters"] == sum(p.numel() for p in translator.model.parameters())
+    assert info["models"][0]["decoder_hidden"] == translator.model.cfg.decoder_hidden
+    assert info["vocabulary"]["reverse_source"] is True
+    assert (
+        info["server"]["max_beam"] == 8
+        and info["server"]["beam_size"] == translator.defaults.beam_size
+    )
+    assert info["training_data"][0]["src_lang"] == "xx"
+
+    status, _, health = call(port, "GET", "/healthz")
+    assert status == 200 and health["status"] == "ok"
+
+    status, response, page = call(port, "GET", "/")
+    assert status == 200 and response.getheader("content-type").startswith("text/html")
+    assert 'id="translate"' in page and "/static/app.js" in page
+    for name in ("app.js", "style.css"):
+        assert call(port, "GET", f"/static/{name}")[0] == 200
+
+    status, _, schema = call(port, "GET", "/openapi.json")
+    assert status == 200 and "/v1/translate" in schema["paths"]
+
+
+def test_the_page_loads_nothing_from_other_hosts():
+    for path in STATIC_DIR.iterdir():
+        text = path.read_text(encoding="utf-8")
+        # The SVG namespace is a name, not a request; anything else absolute would be one.
+        urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"'`)]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (path.name, urls)
+
+
+BAD_BODIES = [
+    (b"{not json", 422),
+    (b"[1, 2]", 422),
+    (b"{}", 422),
+    (json.dumps({"text": 5}).encode(), 422),
+    (json.dumps({"text": ["a", 3]}).encode(), 422),
+    (json.dumps({"text": "a", "beam_size": "3"}).encode(), 422),
+    (json.dumps({"text": "a", "attention": "yes"}).encode(), 422),
+    (json.dumps({"text": "a", "beam": 3}).encode(), 422),
+    (json.dumps({"text": "a", "beam_size": 0}).encode(), 422),
+    (json.dumps({"text": "a", "beam_size": 9}).encode(), 422),
+    (json.dumps({"text": "a", "beam_size": 3, "nbest": 4}).encode(), 422),
+    (json.dumps({"text": "a", "nbest": 0}).encode(), 422),
+    (json.dumps({"text": ["a"] * 21}).encode(), 413),
+    (json.dumps({"text": ["a" * 1000, "b" * 1001]}).encode(), 413),
+    (b'{"text": "' + b"a" * 100_000 + b'"}', 413),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), BAD_BODIES, ids=lambda v: str(v)[:30])
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
+    port: int, translator: Translator, raw: bytes, expected: int
+):
+    status, _, answer = call(port, "POST", "/v1/translate", raw=raw)
+    assert status == expected
+    assert answer["detail"]
+    if isinstance(answer["detail"], str):
+        assert len(answer["detail"].splitlines()) == 1
+    status, good = translate(port, {"text": "red cat", "beam_size": 2})
+    assert (
+        status == 200
+        and good["translations"][0]["text"] == translator.translate(["red cat"], beam_size=2)[0]
+    )
+
+
+def test_error_messages_name_the_limit(port: int):
+    assert translate(port, {"text": "a", "beam_size": 9})[1]["detail"] == (
+        "beam_size=9 is out of range; expected 1..8"
+    )
+    assert (
+        translate(port, {"text": ["a"] * 21})[1]["detail"]
+        == "21 texts; the limit is 20 (--max-lines)"
+    )
+    assert translate(port, {"text": []}) == (200, {"translations": [], "beam_size": 3, "nbest": 1})
+
+
+def test_a_full_queue_answers_503_with_retry_after(checkpoint: Path, translator: Translator):
+    served = load_model([checkpoint])
+    entered, release = threading.Event(), threading.Event()
+    original = served.translator.translate_nbest
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(30)
+        return original(*args, **kwargs)
+
+    served.translator.translate_nbest = gated  # type: ignore[method-assign]
+    app = create_app(served, ServeSettings(queue_size=1, batch_wait_ms=0))
+    with ServerThread(app) as server:
+        answers: dict[str, tuple[int, Any]] = {}
+
+        def send(text: str) -> None:
+            answers[text] = translate(server.port, {"text": text})
+
+        first = threading.Thread(target=send, args=("red cat",))
+        first.start()
+        assert entered.wait(30)  # the worker holds "red cat"
+        second = threading.Thread(target=send, args=("a tree",))
+        second.start()
+        deadline = time.monotonic() + 30
+        while call(server.port, "GET", "/healthz")[2]["queued"] < 1:  # "a tree" waits
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        status, response, answer = call(server.port, "POST", "/v1/translate", {"text": "green dog"})
+        assert status == 503 and response.getheader("retry-after") == "1"
+        assert answer["detail"] == "the server is busy; retry shortly"
+        release.set()
+        first.join(30)
+        second.join(30)
+        for text in ("red cat", "a tree"):
+            status, answer = answers[text]
+            assert (
+                status == 200
+                and answer["translations"][0]["text"] == translator.translate([text])[0]
+            )
+        assert translate(server.port, {"text": "green dog"})[0] == 200
+
+
+def test_a_failing_translation_is_a_json_500_and_the_server_goes_on(checkpoint: Path):
+    served = load_model([checkpoint])
+    original = served.translator.translate_nbest
+    failures = iter([True])
+
+    def fail_once(*args: Any, **kwargs: Any) -> Any:
+        if next(failures, False):
+            raise RuntimeError("a bug")
+        return original(*args, **kwargs)
+
+    served.translator.translate_nbest = fail_once  # type: ignore[method-assign]
+    with ServerThread(create_app(served)) as server:
+        status, answer = translate(server.port, {"text": "red cat"})
+        assert (status, answer) == (500, {"detail": "internal error (RuntimeError)"})
+        assert translate(server.port, {"text": "red cat"})[0] == 200
+        assert call(server.port, "GET", "/healthz")[2]["status"] == "ok"
+
+
+def test_load_1000_requests_from_32_clients(port: int, translator: Translator):
+    """Bounded load on loopback: no failure, every answer equal to the batch translation."""
+    pool = tiny_pairs(50, seed=7)[0]
+    expected = {beam: translator.translate(pool, beam_size=beam) for beam in (1, 3)}
+    jobs = [(i % len(pool), 1 if i % 2 else 3) for i in range(1000)]
+    problems: list[str] = []
+    before = call(port, "GET", "/healthz")[2]
+
+    def client(first: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for j in range(first, len(jobs), 32):
+                index, beam = jobs[j]
+                status, _, answer = call(
+                    port,
+                    "POST",
+                    "/v1/translate",
+                    {"text": pool[index], "beam_size": beam},
+                    connection=conn,
+                )
+                if status != 200:
+                    problems.append(f"request {j}: HTTP {status} {answer}")
+                elif answer["translations"][0]["text"] != expected[beam][index]:
+                    problems.append(f"request {j}: {answer['translations'][0]['text']!r}")
+        except Exception as error:  # a failed request is a finding, not a crash of the test
+            problems.append(f"client {first}: {error!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert problems == []
+    after = call(port, "GET", "/healthz")[2]
+    requests = after["requests"] - before["requests"]
+    batches = after["batches"] - before["batches"]
+    assert requests == 1000
+    assert batches < requests / 4, f"{batches} batches for {requests} requests: no dynamic batching"
+
+
+def _in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as stop:
+        main(list(argv))
+    return int(stop.value.code or 0), capsys.readouterr().err.strip()
+
+
+def test_command_line_errors_are_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    status, err = _in_process(capsys, str(tmp_path / "missing.pt"))
+    assert (
+        status == 2
+        and err == f"mtkit-serve: error: {tmp_path / 'missing.pt'}: no such checkpoint file"
+    )
+    status, err = _in_process(capsys, str(checkpoint), str(checkpoint), "--weights", "1")
+    assert (
+        status == 2
+        and err == "mtkit-serve: error: --weights: expected 2 numbers (one per checkpoint), got 1"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        status, err = _in_process(capsys, str(checkpoint), "--port", str(port))
+    assert status == 2 and err.startswith(
+        f"mtkit-serve: error: --host 127.0.0.1 --port {port}: cannot listen"
+    )
+    status, err = _in_process(capsys, str(checkpoint), "--beam-size", "9", "--max-beam", "8")
+    assert status == 2 and "--beam-size must not exceed --max-beam" in err
+
+
+def test_python_m_mtkit_serve_runs_and_stops_cleanly(checkpoint: Path, translator: Translator):
+    command = [sys.executable, "-m", "mtkit.serve", str(checkpoint), str(checkpoint)]
+    command += ["--port", "0", "--threads", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+
+        def read_stderr() -> None:
+            for line in process.stderr:
+                lines.append(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("http://" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            time.sleep(0.05)
+        banner = next(line for line in lines if "http://" in line)
+        assert banner.startswith("mtkit-serve: xx -> yy (best.pt, best.pt) on http://127.0.0.1:")
+        port = int(re.search(r":(\d+)/", banner).group(1))
+        status, answer = translate(port, {"text": SENTENCES, "beam_size": 2})
+        assert status == 200
+        # an ensemble of a model with itself translates like the model
+        assert [t["text"] for t in answer["translations"]] == translator.translate(
+            SENTENCES, beam_size=2
+        )
+        assert call(port, "GET", "/v1/model")[2]["ensemble_weights"] == [0.5, 0.5]
+        process.terminate()  # uvicorn shuts down gracefully, then exits by the signal
+        assert process.wait(30) in (0, -signal.SIGTERM)
+        reader.join(10)
+        assert not any("Traceback" in line for line in lines), "".join(lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -1,0 +1,105 @@
+"""``python -m mtkit.experiment NAME [overrides...]``: run one experiment of conf/experiment/.
+
+Exit status: 0 when every run finished, 1 when a run crashed (the others still ran
+and are reported), 2 for a mistake in the experiment file or the command line (one
+line naming the file and key), 130/143 when SIGINT/SIGTERM stopped it (the current
+run saved its last.pt; the same command continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mtkit.errors import ConfigError, run_cli
+from mtkit.experiment.overrides import override_key
+from mtkit.experiment.runner import Options, SignalGuard, StopRequested
+from mtkit.experiment.spec import RESERVED_KEYS
+
+PROG = "mtkit-experiment"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run the training runs of one experiment (conf/experiment/NAME.yaml), "
+        "evaluate them and write results.csv, table.md and PNG plots. Interrupted "
+        "experiments continue where they stopped.",
+    )
+    parser.add_argument("name", metavar="NAME", help="an experiment name or a YAML file")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="training overrides for every run"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the ETA")
+    parser.add_argument("--budget", type=float, metavar="MINUTES", help="training minutes per run")
+    parser.add_argument("--seeds", type=int, metavar="N", help="seeds per condition")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default experiments/NAME)")
+    parser.add_argument("--corpora", metavar="DIR", help="what ${corpora} stands for")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: evaluate finished runs and rewrite the report",
+    )
+    args = parser.parse_intermixed_args(argv)
+    if args.budget is not None and not args.budget > 0:
+        parser.error("--budget must be a number of minutes > 0")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error("--seeds must be an integer >= 1")
+    return args
+
+
+def options_from(args: argparse.Namespace, name: str) -> Options:
+    """Options from the command line; ``hydra.run.dir=DIR`` is taken as ``--out DIR``."""
+    out = args.out
+    overrides = []
+    for override in args.overrides:
+        if "=" not in override:
+            raise ConfigError(f"command line: expected key=value, got {override!r}")
+        if override_key(override) == "hydra.run.dir":
+            out = override.split("=", 1)[1]
+        else:
+            overrides.append(override)
+    for override in overrides:
+        key = override_key(override)
+        if key in RESERVED_KEYS or key.startswith("hydra"):
+            hint = " (use --budget)" if key == "train.max_minutes" else ""
+            raise ConfigError(f"command line: '{key}' is set by the experiment runner{hint}")
+    return Options(
+        out=Path(out or Path("experiments") / name),
+        overrides=overrides,
+        budget=args.budget,
+        seeds=args.seeds,
+        dry_run=args.dry_run,
+        report_only=args.report_only,
+    )
+
+
+def run(args: argparse.Namespace, guard: SignalGuard) -> int:
+    from mtkit.experiment.load import load_spec
+    from mtkit.experiment.pipeline import run_experiment
+
+    spec = load_spec(args.name, args.corpora)
+    return run_experiment(spec, options_from(args, spec.name), guard)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    guard = SignalGuard()
+    try:
+        with guard.installed():
+            status = run_cli(lambda: run(args, guard), PROG)
+    except StopRequested as stop:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"{PROG}: stopped by {name}; run the same command again to continue",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + stop.signum) from None
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()

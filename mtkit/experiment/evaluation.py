@@ -1,0 +1,225 @@
+"""Scoring trained runs on the test split, cached per run so nothing is decoded twice.
+
+A training run is scored once with its ``best.pt``: greedy and beam-5 search (the
+checkpoint's length normalisation), BLEU and chrF from sacrebleu with signatures, the
+output/reference length ratio, the share of distinct outputs (a model that ignores its
+source says the same sentence for every input) and the parameter count. The results go
+to ``eval.json`` (written last, atomically: its presence means "evaluated") beside the
+hypotheses. Decoding-only conditions are cached the same way, one JSON per condition in
+``<model dir>/decode/``, and re-decoded only when their settings change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtkit.config import RunConfig
+from mtkit.errors import DataError
+from mtkit.metrics import all_scores, bleu
+
+EVAL_FILE = "eval.json"
+GREEDY = {"beam_size": 1}
+BEAM5 = {"beam_size": 5}
+
+
+@dataclass
+class TestSet:
+    """The test split as text: sources (in reading order) and references, aligned."""
+
+    sources: list[str]
+    references: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def load_test_set(run: RunConfig) -> TestSet:
+    """Read the test split of ``run.data`` exactly as training reads it (empty pairs dropped)."""
+    from mtkit.data import split_sources
+
+    sources = split_sources(run.data)
+    if "test" not in sources:
+        raise DataError("the experiment's data has no test split (data.test_split / data.test)")
+    dataset = sources["test"].read()
+    pairs = [(s, t) for s, t in zip(dataset["src"], dataset["tgt"], strict=True) if s and t]
+    if not pairs:
+        raise DataError(f"{sources['test'].description}: the test split has no sentence pairs")
+    return TestSet([s for s, _ in pairs], [t for _, t in pairs])
+
+
+@contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """Decode with the runs' own ``train.threads`` (PyTorch's default when unset).
+
+    On a busy machine, more threads than free cores make decoding many times slower.
+    """
+    if not count:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(value, stream, indent=2)
+    os.replace(temp, path)
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> None:
+    """One line per text; line breaks inside a text become spaces, so lines stay aligned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def translate(translator: Any, texts: Sequence[str], settings: dict[str, Any]) -> list[str]:
+    """Translate with search settings named like the ``decode`` keys (``beam_size``, ...).
+
+    ``Translator.translate`` takes them as keywords; an older Translator whose
+    ``translate`` lacks one of them gets the settings as a ``SearchOptions`` instead.
+    """
+    parameters = inspect.signature(translator.translate).parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    if takes_any or all(key in {p.name for p in parameters} for key in settings):
+        return list(translator.translate(list(texts), **settings))
+    options = dataclasses.replace(translator.options(), **settings)
+    return list(translator.translate(list(texts), options=options))
+
+
+def output_stats(hypotheses: Sequence[str], test: TestSet) -> dict[str, Any]:
+    """BLEU, chrF (with signatures), length ratio in words and the share of distinct outputs."""
+    scores = {s.name: s for s in all_scores(hypotheses, test.references)}
+    out_words = sum(len(h.split()) for h in hypotheses)
+    ref_words = sum(len(r.split()) for r in test.references)
+    return {
+        "bleu": round(scores["BLEU"].score, 2),
+        "bleu_signature": scores["BLEU"].signature,
+        "chrf": round(scores["chrF"].score, 2),
+        "chrf_signature": scores["chrF"].signature,
+        "len_ratio": round(out_words / max(ref_words, 1), 4),
+        "out_words": round(out_words / max(len(hypotheses), 1), 2),
+        "distinct_pct": round(100.0 * len(set(hypotheses)) / max(len(hypotheses), 1), 1),
+    }
+
+
+def evaluate_run(run_dir: Path, overrides: list[str], test: TestSet) -> dict[str, Any]:
+    """Score ``run_dir/best.pt`` greedy and with beam 5; cached in ``eval.json``.
+
+    ``overrides`` are the run's training overrides (for the padding of its batches).
+    """
+    cached = read_json(run_dir / EVAL_FILE)
+    if cached is not None and cached.get("test_sentences") == len(test):
+        return cached
+    from mtkit.experiment.overrides import compose
+    from mtkit.translator import Translator
+
+    start = time.perf_counter()
+    translator = Translator.from_checkpoint(run_dir / "best.pt", device="cpu", precision="fp32")
+    greedy = translate(translator, test.sources, GREEDY)
+    beam = translate(translator, test.sources, BEAM5)
+    write_lines(run_dir / "hyp.greedy.txt", greedy)
+    write_lines(run_dir / "hyp.beam5.txt", beam)
+    greedy_bleu = bleu(greedy, test.references)
+    result = {
+        "test_sentences": len(test),
+        "greedy": {"bleu": round(greedy_bleu.score, 2), "signature": greedy_bleu.signature},
+        "beam5": output_stats(beam, test),
+        "parameters": sum(p.numel() for p in translator.model.parameters()),
+        "padding_pct": padding_pct(compose(overrides)),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json(run_dir / EVAL_FILE, result)
+    return result
+
+
+def padding_pct(run: RunConfig) -> float:
+    """Padding of the first epoch's training batches, in % of real tokens (both sides)."""
+    from mtkit.batching import TokenBatchSampler, padding_overhead
+    from mtkit.data import load_corpus
+
+    split = load_corpus(run.data, run.tokenizer).splits["train"]
+    sampler = TokenBatchSampler(
+        split.src_lengths,
+        split.tgt_lengths,
+        run.data.batch_tokens,
+        run.train.seed,
+        run.data.pool_batches,
+        run.data.buckets,
+    )
+    overhead = padding_overhead(sampler.batches(0), sampler.src_lengths, sampler.tgt_lengths)
+    return round(100.0 * overhead, 2)
+
+
+def decode_cache(model_dir: Path, condition: str) -> Path:
+    return model_dir / "decode" / f"{condition}.json"
+
+
+def decoding_cached(model_dir: Path, conditions: dict[str, dict[str, Any]]) -> bool:
+    """Whether every condition of a decoding-only experiment is cached with its settings."""
+    for name, settings in conditions.items():
+        cached = read_json(decode_cache(model_dir, name))
+        if cached is None or cached.get("settings") != settings:
+            return False
+    return True
+
+
+def evaluate_decoding(
+    model_dir: Path, checkpoint: Path, conditions: dict[str, dict[str, Any]], test: TestSet
+) -> dict[str, dict[str, Any]]:
+    """Decode the test split once per condition (search settings) with one checkpoint."""
+    results: dict[str, dict[str, Any]] = {}
+    translator = None
+    for name, settings in conditions.items():
+        path = decode_cache(model_dir, name)
+        cached = read_json(path)
+        if (
+            cached
+            and cached.get("settings") == settings
+            and cached.get("test_sentences") == len(test)
+        ):
+            results[name] = cached
+            continue
+        if translator is None:
+            from mtkit.translator import Translator
+
+            translator = Translator.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+        start = time.perf_counter()
+        hypotheses = translate(translator, test.sources, settings)
+        seconds = time.perf_counter() - start
+        write_lines(path.with_suffix(".txt"), hypotheses)
+        results[name] = {
+            "settings": settings,
+            "test_sentences": len(test),
+            "decode_s": round(seconds, 2),
+            "parameters": sum(p.numel() for p in translator.model.parameters()),
+            **output_stats(hypotheses, test),
+        }
+        write_json(path, results[name])
+    return results

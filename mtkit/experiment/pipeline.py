@@ -1,0 +1,251 @@
+"""One experiment from start to finish: check, plan, train, evaluate, report.
+
+Every override of every run is composed before the first run starts; then each run is
+trained (or resumed, or kept), evaluated (or read from its cache) and reported with a
+progress line and an ETA. ``results.csv``, ``table.md`` and the figures are written at
+the end from whatever runs are complete, so they can be rebuilt at any time
+(``--report-only``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtkit.experiment import evaluation, figures, progress, report
+from mtkit.experiment.overrides import check_stages, compose, merge, override_values
+from mtkit.experiment.runner import (
+    NEW,
+    RESUME,
+    Options,
+    Run,
+    RunFailed,
+    SignalGuard,
+    budget_of,
+    elapsed_minutes,
+    plan_runs,
+    run_status,
+    train,
+)
+from mtkit.experiment.spec import ExperimentSpec, display
+
+
+@dataclass
+class Session:
+    """What every run of one invocation shares."""
+
+    spec: ExperimentSpec
+    options: Options
+    guard: SignalGuard
+    test: evaluation.TestSet
+    estimator: progress.Estimator
+
+
+def decode_conditions(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
+    """Decoding-only conditions as search settings: ``decode.beam_size=5`` -> beam_size 5."""
+    if not spec.decode_only:
+        return {}
+    return {
+        name: {key.removeprefix("decode."): v for key, v in override_values(overrides).items()}
+        for name, overrides in spec.conditions.items()
+    }
+
+
+def is_evaluated(spec: ExperimentSpec, run: Run) -> bool:
+    if spec.decode_only:
+        return evaluation.decoding_cached(run.run_dir, decode_conditions(spec))
+    return (run.run_dir / evaluation.EVAL_FILE).is_file()
+
+
+def print_plan(
+    spec: ExperimentSpec, options: Options, runs: list[Run], statuses: list[str]
+) -> None:
+    """--dry-run: the runs with their overrides and status, and the time it should take."""
+    budget = budget_of(spec, options)
+    estimator = _estimator(spec, budget)
+    print(f"experiment {spec.name} ({display(spec.path)}): {spec.citation}")
+    print(f"output: {display(options.out)}")
+    shared = merge(spec.data, spec.common, options.overrides)
+    print(f"shared overrides: {' '.join(spec.shown(o) for o in shared)}")
+    if spec.checkpoint is not None:
+        print(f"checkpoint: {display(spec.checkpoint)} (no training)")
+    for position, (run, status) in enumerate(zip(runs, statuses, strict=True), start=1):
+        own = spec.base if spec.decode_only else spec.conditions[run.condition]
+        shown = " ".join(spec.shown(o) for o in [*own, f"train.seed={run.seed}"])
+        print(f"  {progress.counter(position, len(runs))} {run.label:<28} {status:<8} {shown}")
+    if spec.decode_only:
+        models = max(len(runs), 1)
+        print(f"decoding: {len(spec.conditions)} conditions x {models} model(s)")
+    left = sum(
+        estimator.run_minutes(s, elapsed_minutes(r.run_dir))
+        for r, s in zip(runs, statuses, strict=True)
+    )
+    if spec.checkpoint is not None:
+        left += estimator.eval_minutes
+    to_train = sum(s in (NEW, RESUME) for s in statuses)
+    print(
+        f"estimated time: {progress.duration(left)} ({to_train} of {len(runs)} runs to train, "
+        f"{budget:g} min budget + about {estimator.start_minutes:g} min start-up each, "
+        f"evaluation about {estimator.eval_minutes:.1f} min per model); {progress.eta(left)}"
+    )
+
+
+def _estimator(spec: ExperimentSpec, budget: float) -> progress.Estimator:
+    per_model = progress.decode_minutes(spec) if spec.decode_only else progress.EVAL_MINUTES
+    return progress.Estimator(budget, per_model)
+
+
+def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -> int:
+    """Run (or continue) the experiment and write its report; 0, or 1 if a run failed."""
+    check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
+    runs = plan_runs(spec, options)
+    statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
+    if options.dry_run:
+        print_plan(spec, options, runs, statuses)
+        return 0
+    shared = compose(merge(spec.data, spec.common, options.overrides))
+    with evaluation.threads(shared.train.threads):
+        session = Session(
+            spec,
+            options,
+            guard,
+            evaluation.load_test_set(shared),
+            _estimator(spec, budget_of(spec, options)),
+        )
+        return _run_all(session, runs, statuses)
+
+
+def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
+    """Every run in turn, then the checkpoint's decodings (if any), then the report."""
+    spec, options = session.spec, session.options
+    results: list[report.RunResult] = []
+    curves: list[figures.Curve] = []
+    failures: list[str] = []
+    for position, run in enumerate(runs, start=1):
+        left = sum(
+            session.estimator.run_minutes(s, elapsed_minutes(r.run_dir))
+            for r, s in zip(runs[position - 1 :], statuses[position - 1 :], strict=True)
+        )
+        head = f"{progress.counter(position, len(runs))} {spec.name}/{run.label}"
+        try:
+            found = _one_run(session, run, statuses[position - 1], head, left)
+        except RunFailed as error:
+            failures.append(str(error))
+            print(f"{head}: FAILED: {error}", flush=True)
+            continue
+        results += found
+        if found:
+            curves.append((run.condition, run.index, _curve(run.run_dir)))
+    if spec.checkpoint is not None:
+        model_dir = options.out.absolute() / "checkpoint"
+        found_decode = evaluation.evaluate_decoding(
+            model_dir, spec.checkpoint, decode_conditions(spec), session.test
+        )
+        results += report.decode_results(spec, None, None, model_dir, found_decode)
+    write_report(spec, options, results, curves, session.test)
+    for failure in failures:
+        print(f"failed: {failure}", flush=True)
+    return 1 if failures else 0
+
+
+def _one_run(
+    session: Session, run: Run, status: str, head: str, minutes_left: float
+) -> list[report.RunResult]:
+    """Train (or resume) one run if needed and evaluate it, with its progress lines."""
+    spec, estimator = session.spec, session.estimator
+    elapsed = elapsed_minutes(run.run_dir)
+    doing = progress.action(status, estimator.budget, elapsed, spec.decode_only)
+    print(f"{head}: {doing} ... {progress.eta(minutes_left)}", flush=True)
+    if session.options.report_only and status in (NEW, RESUME):
+        print(f"{head}: not trained yet; left out of the report", flush=True)
+        return []
+    if status in (NEW, RESUME):
+        _train(run, status, session.guard, estimator)
+    found = _evaluate(spec, run, session.test, estimator)
+    print(f"{head}: {_summary(spec, found)}", flush=True)
+    return found
+
+
+def _train(run: Run, status: str, guard: SignalGuard, estimator: progress.Estimator) -> None:
+    before = elapsed_minutes(run.run_dir) if status == RESUME else 0.0
+    start = time.perf_counter()
+    train(run, status, guard)
+    trained = report.training_info(run.run_dir).get("minutes") or estimator.budget
+    estimator.observe_training((time.perf_counter() - start) / 60, float(trained) - before)
+
+
+def _evaluate(
+    spec: ExperimentSpec, run: Run, test: evaluation.TestSet, estimator: progress.Estimator
+) -> list[report.RunResult]:
+    """Evaluate a trained run (cached) and turn it into result rows."""
+    cached = is_evaluated(spec, run)
+    start = time.perf_counter()
+    if spec.decode_only:
+        found = evaluation.evaluate_decoding(
+            run.run_dir, run.run_dir / "best.pt", decode_conditions(spec), test
+        )
+        rows = report.decode_results(spec, run.seed, run.run_dir, run.run_dir, found)
+    else:
+        result = evaluation.evaluate_run(run.run_dir, run.overrides, test)
+        rows = [report.training_result(spec, run.condition, run.seed, run.run_dir, result)]
+    if not cached:
+        estimator.observe_evaluation((time.perf_counter() - start) / 60)
+    return rows
+
+
+def _curve(run_dir: Path) -> list[tuple[float, float]]:
+    return [(m["elapsed_min"], m["val_bleu"]) for m in report.read_metrics(run_dir)]
+
+
+def _summary(spec: ExperimentSpec, found: list[report.RunResult]) -> str:
+    row = found[0].row
+    trained = (
+        f"{row.get('steps')} steps in {row.get('minutes')} min, val BLEU {row.get('val_bleu')}"
+    )
+    if spec.decode_only:
+        scores = ", ".join(f"{r.condition} {r.row['test_bleu']}" for r in found)
+        return f"{trained}; test BLEU {scores}"
+    return (
+        f"{trained}; test BLEU {row['test_bleu_greedy']} greedy / {row['test_bleu_beam5']} beam 5"
+    )
+
+
+def notes(spec: ExperimentSpec, options: Options, test: evaluation.TestSet) -> list[str]:
+    """The lines under the table: budget, seeds, data, overrides, how runs were evaluated."""
+    seeds = options.seeds or spec.seeds
+    shared = " ".join(spec.shown(o) for o in merge(spec.data, spec.common, options.overrides))
+    seed_values = ", ".join(str(spec.seed + k) for k in range(seeds))
+    lines = [
+        f"Budget: {budget_of(spec, options):g} min of training per run (`train.max_minutes`), "
+        f"{seeds} seed{'s' if seeds > 1 else ''} per condition (`train.seed` {seed_values}).",
+        f"Data and shared settings: `{shared}`; test split: {len(test)} sentences.",
+    ]
+    if spec.checkpoint is not None:
+        lines[0] = f"Checkpoint: `{spec.checkpoint.name}` (not trained here)."
+    if spec.decode_only:
+        lines.append("Each condition decodes the test split with best.pt (CPU, fp32).")
+    else:
+        lines.append(
+            "Test scores: best.pt on the test split (CPU, fp32), greedy and beam 5 with the "
+            "checkpoint's length normalisation; train tok/s: mean over validations."
+        )
+    return lines
+
+
+def write_report(
+    spec: ExperimentSpec,
+    options: Options,
+    results: list[report.RunResult],
+    curves: list[figures.Curve],
+    test: evaluation.TestSet,
+) -> None:
+    """results.csv, table.md and the figures, from the runs complete so far."""
+    out = options.out.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_results(out / "results.csv", spec.columns, results)
+    report.write_table(out / "table.md", spec, results, notes(spec, options, test))
+    written = figures.write_figures(out, spec, results, curves, test.sources, test.references)
+    names = ", ".join(p.name for p in written)
+    print(f"wrote {display(out)}/: results.csv ({len(results)} rows), table.md, {names}")

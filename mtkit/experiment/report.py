@@ -1,0 +1,270 @@
+"""An experiment's results as plain files: ``results.csv`` (one row per run) and ``table.md``.
+
+``table.md`` shows conditions × metrics as mean ± sample standard deviation over
+seeds, the sacreBLEU signatures, the budget and the data, and compares conditions in
+the spirit of the papers' claims: a difference whose seed ranges overlap is "no
+measurable difference", never a win. It also flags conditions whose outputs barely
+depend on the input (the "generic output" regime of an undertrained model), where no
+comparison of source-side ideas means anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtkit.experiment.evaluation import read_json
+from mtkit.experiment.spec import ExperimentSpec
+
+# (header, column, decimals, scale) of table.md
+TRAIN_TABLE = [
+    ("steps", "steps", 0, 1.0),
+    ("val BLEU", "val_bleu", 1, 1.0),
+    ("test BLEU greedy", "test_bleu_greedy", 1, 1.0),
+    ("test BLEU beam 5", "test_bleu_beam5", 1, 1.0),
+    ("chrF beam 5", "chrf_beam5", 1, 1.0),
+    ("length ratio", "len_ratio", 2, 1.0),
+    ("distinct %", "distinct_pct", 0, 1.0),
+    ("train tok/s", "tokens_per_s", 0, 1.0),
+    ("params (M)", "parameters", 2, 1e-6),
+    ("padding %", "padding_pct", 1, 1.0),
+]
+DECODE_TABLE = [
+    ("test BLEU", "test_bleu", 1, 1.0),
+    ("chrF", "chrf", 1, 1.0),
+    ("length ratio", "len_ratio", 3, 1.0),
+    ("words / output", "out_words", 1, 1.0),
+    ("distinct %", "distinct_pct", 0, 1.0),
+    ("decode s", "decode_s", 1, 1.0),
+]
+GENERIC_DISTINCT_PCT = 50.0  # below this share of distinct outputs, a model ignores its input
+GENERIC_BLEU = 10.0
+
+
+@dataclass
+class RunResult:
+    """One row of results.csv plus what the plots need."""
+
+    condition: str
+    row: dict[str, Any]
+    hypotheses: list[str]
+    signatures: dict[str, str] = field(default_factory=dict)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """metrics.csv as floats ('nan' where a value is missing)."""
+    try:
+        with (run_dir / "metrics.csv").open(newline="") as handle:
+            return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    except OSError:
+        return []
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if not math.isnan(v)]
+
+
+def training_info(run_dir: Path) -> dict[str, Any]:
+    """steps, minutes, stop reason, best val BLEU and mean train tok/s of a finished run."""
+    summary = read_json(run_dir / "summary.json") or {}
+    metrics = read_metrics(run_dir)
+    bleus = _finite([m.get("val_bleu", math.nan) for m in metrics])
+    speeds = _finite([m.get("tokens_per_s", math.nan) for m in metrics])
+    return {
+        "steps": summary.get("steps"),
+        "minutes": summary.get("minutes"),
+        "stop_reason": summary.get("stop_reason"),
+        "val_bleu": max(bleus) if bleus else None,
+        "tokens_per_s": round(sum(speeds) / len(speeds)) if speeds else None,
+    }
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
+def write_results(path: Path, columns: Sequence[str], results: Sequence[RunResult]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for result in results:
+            writer.writerow(
+                {c: "" if result.row.get(c) is None else result.row[c] for c in columns}
+            )
+
+
+def by_condition(spec: ExperimentSpec, results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    """Results grouped by condition in the file's order; conditions without runs left out."""
+    groups: dict[str, list[RunResult]] = {name: [] for name in spec.conditions}
+    for result in results:
+        groups.setdefault(result.condition, []).append(result)
+    return {name: group for name, group in groups.items() if group}
+
+
+def values(group: Sequence[RunResult], column: str) -> list[float]:
+    found = [r.row.get(column) for r in group]
+    return _finite([float(v) for v in found if isinstance(v, (int, float))])
+
+
+def mean_std(numbers: Sequence[float], decimals: int, scale: float = 1.0) -> str:
+    """``30.2 ± 0.4`` (sample std over seeds), ``30.2`` for one value, ``–`` for none."""
+    if not numbers:
+        return "–"
+    scaled = [n * scale for n in numbers]
+    mean = statistics.fmean(scaled)
+    if len(scaled) < 2:
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ± {statistics.stdev(scaled):.{decimals}f}"
+
+
+def table_rows(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]:
+    """The markdown table: one row per condition, one column per metric."""
+    layout = DECODE_TABLE if spec.decode_only else TRAIN_TABLE
+    header = ["condition", "runs", *(h for h, _, _, _ in layout)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, group in by_condition(spec, results).items():
+        cells = [f"`{name}`", str(len(group))]
+        cells += [mean_std(values(group, c), d, s) for _, c, d, s in layout]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def key_metric(spec: ExperimentSpec) -> tuple[str, str]:
+    return (
+        ("test_bleu", "test BLEU")
+        if spec.decode_only
+        else ("test_bleu_beam5", "test BLEU (beam 5)")
+    )
+
+
+def comparisons(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]:
+    """Each compared pair: the difference of means, and whether it exceeds the seed spread."""
+    groups = by_condition(spec, results)
+    names = list(groups)
+    pairs = spec.compare or [(name, names[0]) for name in names[1:]]
+    column, label = key_metric(spec)
+    lines = []
+    for name, baseline in pairs:
+        a, b = values(groups.get(name, []), column), values(groups.get(baseline, []), column)
+        if not a or not b:
+            continue
+        diff = statistics.fmean(a) - statistics.fmean(b)
+        if len(a) < 2 or len(b) < 2:
+            verdict = "one run on a side: the seed spread is unknown"
+        elif max(a) < min(b) or max(b) < min(a):
+            verdict = "beyond the seed spread (the seed ranges do not overlap)"
+        else:
+            verdict = "no measurable difference (the seed ranges overlap)"
+        lines.append(f"- `{name}` vs. `{baseline}`: {diff:+.2f} {label}: {verdict}.")
+    return lines
+
+
+def regime_warnings(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]:
+    """Conditions still in the generic-output regime (outputs that ignore the input)."""
+    column = key_metric(spec)[0]
+    lines = []
+    for name, group in by_condition(spec, results).items():
+        distinct, score = values(group, "distinct_pct"), values(group, column)
+        if not distinct or not score:
+            continue
+        if (
+            statistics.fmean(distinct) < GENERIC_DISTINCT_PCT
+            or statistics.fmean(score) < GENERIC_BLEU
+        ):
+            lines.append(
+                f"- `{name}`: {statistics.fmean(distinct):.0f}% distinct outputs, BLEU "
+                f"{statistics.fmean(score):.1f}: its outputs barely depend on the input; "
+                "comparisons with it say little (train longer or use a smaller model)."
+            )
+    return lines
+
+
+def write_table(
+    path: Path, spec: ExperimentSpec, results: Sequence[RunResult], notes: Sequence[str]
+) -> None:
+    """table.md: title, claim, table, signatures, budget and data, comparisons, warnings."""
+    signatures = results[0].signatures if results else {}
+    lines = [f"# Experiment `{spec.name}`", "", f"{spec.citation}", "", f"Paper: {spec.claim}", ""]
+    lines += table_rows(spec, results)
+    lines += ["", "Mean ± sample standard deviation over seeds (one row of results.csv per run)."]
+    for name, signature in signatures.items():
+        lines.append(f"{name} signature: `{signature}`")
+    lines += ["", *notes]
+    compared = comparisons(spec, results)
+    if compared:
+        lines += ["", "Differences:", "", *compared]
+    warnings = regime_warnings(spec, results)
+    if warnings:
+        lines += ["", "Generic-output regime:", "", *warnings]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def training_result(
+    spec: ExperimentSpec, condition: str, seed: int, run_dir: Path, evaluation: dict[str, Any]
+) -> RunResult:
+    """The results.csv row of a trained and evaluated run."""
+    beam = evaluation["beam5"]
+    row = {
+        "experiment": spec.name,
+        "condition": condition,
+        "seed": seed,
+        **training_info(run_dir),
+        "test_bleu_greedy": evaluation["greedy"]["bleu"],
+        "test_bleu_beam5": beam["bleu"],
+        "chrf_beam5": beam["chrf"],
+        "len_ratio": beam["len_ratio"],
+        "distinct_pct": beam["distinct_pct"],
+        "parameters": evaluation["parameters"],
+        "padding_pct": evaluation["padding_pct"],
+        "overrides": " ".join(spec.shown(o) for o in spec.conditions[condition]),
+    }
+    signatures = {"BLEU": beam["bleu_signature"], "chrF": beam["chrf_signature"]}
+    return RunResult(condition, row, read_lines(run_dir / "hyp.beam5.txt"), signatures)
+
+
+def decode_results(
+    spec: ExperimentSpec,
+    seed: int | None,
+    run_dir: Path | None,
+    model_dir: Path,
+    evaluations: dict[str, dict[str, Any]],
+) -> list[RunResult]:
+    """The results.csv rows of one model decoded under every condition."""
+    base = training_info(run_dir) if run_dir is not None else {}
+    results = []
+    for name, found in evaluations.items():
+        row = {
+            "experiment": spec.name,
+            "condition": name,
+            "seed": seed,
+            "steps": base.get("steps"),
+            "minutes": base.get("minutes"),
+            "val_bleu": base.get("val_bleu"),
+            "parameters": found.get("parameters"),
+            "test_bleu": found["bleu"],
+            "chrf": found["chrf"],
+            "len_ratio": found["len_ratio"],
+            "out_words": found["out_words"],
+            "distinct_pct": found["distinct_pct"],
+            "decode_s": found["decode_s"],
+            "overrides": " ".join(spec.conditions[name]),
+        }
+        signatures = {"BLEU": found["bleu_signature"], "chrF": found["chrf_signature"]}
+        hypotheses = read_lines(model_dir / "decode" / f"{name}.txt")
+        results.append(RunResult(name, row, hypotheses, signatures))
+    return results

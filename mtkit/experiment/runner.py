@@ -1,0 +1,238 @@
+"""Planning, running and resuming the training runs of one experiment.
+
+Each run is ``python -m mtkit.train OVERRIDES hydra.run.dir=OUT/runs/<condition>-seed<k>``
+in a child process, so a crash or a signal never takes the runner down with it. What a
+run directory holds decides what happens to it:
+
+* ``summary.json`` and ``eval.json``: done, kept as it is;
+* ``summary.json`` only: trained, still to be evaluated;
+* ``last.pt`` without ``summary.json``: interrupted, resumed with ``train.resume``
+  (the trainer keeps its elapsed time in ``last.pt``, so the budget still holds);
+* nothing: a new run.
+
+Runs go seed by seed (every condition's first seed, then every second seed), so an
+experiment stopped half way already has one run of each condition.
+"""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import FrameType
+
+from mtkit.errors import MtkitError
+from mtkit.experiment.overrides import hydra_value, merge, runner_overrides
+from mtkit.experiment.spec import ExperimentSpec
+
+DONE, EVALUATE, RESUME, NEW = "done", "evaluate", "resume", "new"
+PID_FILE = "train.pid"  # the training child's process id, while it runs
+
+
+class StopRequested(BaseException):
+    """SIGINT/SIGTERM reached the runner; it stops after the current run has saved."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalGuard:
+    """Forwards SIGINT/SIGTERM to the training child exactly once per signal received.
+
+    The child runs in its own session, so a Ctrl-C in the terminal reaches only the
+    runner, which passes it on: the child then finishes its step, saves ``last.pt`` and
+    exits, and a second signal makes it abort at once (mtkit.train's own convention).
+    Outside training (evaluation, reports) the first signal stops the runner directly.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self.training = False
+
+    @contextmanager
+    def installed(self) -> Iterator[SignalGuard]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._handle) for s in signals}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if self.training:
+            name = signal.Signals(signum).name
+            if self.child is not None and self.child.poll() is None:
+                self.child.send_signal(signum)
+            note = "saving last.pt" if first else "aborting the run without saving"
+            print(f"\nmtkit-experiment: {name} received; {note}", file=sys.stderr, flush=True)
+            return
+        if first:
+            raise StopRequested(signum)
+
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        """Track the child; a signal that came while it was starting is passed on now."""
+        self.child = child
+        if self.signum is not None:
+            child.send_signal(self.signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise StopRequested(self.signum)
+
+
+@dataclass
+class Options:
+    """The command line's choices."""
+
+    out: Path
+    overrides: list[str] = field(default_factory=list)
+    budget: float | None = None
+    seeds: int | None = None
+    dry_run: bool = False
+    report_only: bool = False
+
+
+@dataclass
+class Run:
+    """One training run: a condition (``base`` in decoding-only experiments) and a seed."""
+
+    condition: str
+    index: int  # k in <condition>-seed<k>, from 1
+    seed: int  # train.seed
+    overrides: list[str]
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.condition} seed {self.index}"
+
+
+def budget_of(spec: ExperimentSpec, options: Options) -> float:
+    return options.budget if options.budget is not None else spec.budget_minutes
+
+
+def plan_runs(spec: ExperimentSpec, options: Options) -> list[Run]:
+    """Every training run, seed-major; none when a decoding-only experiment reuses a file."""
+    if spec.checkpoint is not None:
+        return []
+    conditions = {"base": spec.base} if spec.decode_only else spec.conditions
+    budget = budget_of(spec, options)
+    runs = []
+    for index in range(1, (options.seeds or spec.seeds) + 1):
+        seed = spec.seed + index - 1
+        for name, overrides in conditions.items():
+            merged = merge(
+                runner_defaults(),
+                spec.data,
+                spec.common,
+                overrides,
+                options.overrides,
+                runner_overrides(budget, seed),
+            )
+            run_dir = (options.out / "runs" / f"{name}-seed{index}").absolute()
+            runs.append(Run(name, index, seed, merged, run_dir))
+    return runs
+
+
+def run_status(run: Run, evaluated: bool) -> str:
+    """done / evaluate / resume / new, from the files in the run directory."""
+    if (run.run_dir / "summary.json").is_file():
+        return DONE if evaluated else EVALUATE
+    if (run.run_dir / "last.pt").is_file():
+        return RESUME
+    return NEW
+
+
+def elapsed_minutes(run_dir: Path) -> float:
+    """Minutes trained so far, from the last row of metrics.csv (0 if none)."""
+    try:
+        with (run_dir / "metrics.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return float(rows[-1]["elapsed_min"]) if rows else 0.0
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def _train_keys() -> set[str]:
+    from mtkit.config import TrainConfig
+
+    return {f.name for f in fields(TrainConfig)}
+
+
+def runner_defaults() -> list[str]:
+    """Defaults an experiment may override: keep no step-N.pt files beside best/last.pt."""
+    return ["train.keep_checkpoints=0"] if "keep_checkpoints" in _train_keys() else []
+
+
+def training_command(run: Run, status: str) -> list[str]:
+    """The child's command line; resume from last.pt, or start afresh (overwriting strays)."""
+    command = [sys.executable, "-m", "mtkit.train", *run.overrides]
+    command.append(f"hydra.run.dir={hydra_value(run.run_dir)}")
+    if status == RESUME:
+        command.append(f"train.resume={hydra_value(run.run_dir / 'last.pt')}")
+    elif any(run.run_dir.glob("*.pt")) and "overwrite" in _train_keys():
+        command.append("train.overwrite=true")  # a start killed before its first last.pt
+    return command
+
+
+class RunFailed(MtkitError):
+    """A training child exited with an error that is not the user's (a crash)."""
+
+
+def train(run: Run, status: str, guard: SignalGuard) -> None:
+    """Run one training child to its end; its output goes to ``console.log`` in the run dir."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_if_still_training(run)
+    command = training_command(run, status)
+    log_path, pid_path = run.run_dir / "console.log", run.run_dir / PID_FILE
+    with log_path.open("ab") as log:
+        log.write(f"$ {shlex.join(command)}\n".encode())
+        log.flush()
+        guard.training = True
+        try:
+            child = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            pid_path.write_text(f"{child.pid}\n")
+            guard.attach(child)
+            code = child.wait()
+        finally:
+            guard.training, guard.child = False, None
+            pid_path.unlink(missing_ok=True)
+    guard.check()
+    if code == 2:
+        raise MtkitError(f"{run.label}: {_last_error(log_path)}")
+    if code != 0 or not (run.run_dir / "summary.json").is_file():
+        raise RunFailed(f"{run.label}: training exited with status {code}; see {log_path}")
+
+
+def _refuse_if_still_training(run: Run) -> None:
+    """A runner killed outright (SIGKILL) leaves its training child running: never race it."""
+    try:
+        pid = int((run.run_dir / PID_FILE).read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return  # no pid file, or that process is gone (or /proc is not there to ask)
+    if b"mtkit.train" in command:
+        raise MtkitError(
+            f"{run.label}: an earlier training process (pid {pid}) is still writing "
+            f"{run.run_dir}; wait for it or stop it (kill {pid}), then run again"
+        )
+
+
+def _last_error(log_path: Path) -> str:
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line for line in lines if "error:" in line]
+    line = errors[-1] if errors else (lines[-1] if lines else "training failed")
+    return line.split("error:", 1)[-1].strip()

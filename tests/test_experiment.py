@@ -1,0 +1,365 @@
+"""The experiment runner: results, table and plots; continuing; signals; one-line errors.
+
+One tiny experiment (2 conditions x 2 seeds, 3 training steps each on the embedded
+corpus) is run once per module; the other tests work on copies of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, run_module
+
+from mtkit.experiment import __main__ as cli
+from mtkit.experiment.figures import length_buckets
+from mtkit.experiment.load import load_spec
+from mtkit.experiment.overrides import hydra_value, merge
+from mtkit.experiment.report import RunResult, comparisons, mean_std
+from mtkit.experiment.spec import DECODE_COLUMNS, TRAIN_COLUMNS
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = """\
+description: Two cells on the embedded corpus, a few steps each.
+paper:
+  citation: "Nobody (2024). A test."
+  claim: "Nothing to reproduce."
+data: [data=synth]
+budget_minutes: 5
+seeds: 2
+common: [model=small, train.max_steps={steps}, train.valid_every=2, train.log_every=1,
+         train.device=cpu, train.precision=fp32, train.threads=1, train.test_at_end=true,
+         decode.max_len_a=0.5, decode.max_len_b=3]
+conditions:
+  gru: [model.cell=gru]
+  lstm: [model.cell=lstm]
+length_buckets: [5, 10]
+plots:
+  - {{name: speed_vs_bleu, kind: scatter, x: tokens_per_s, y: test_bleu_beam5}}
+"""
+
+
+def write_spec(folder: Path, text: str, name: str = "tiny.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_main(*argv: str) -> int:
+    """``python -m mtkit.experiment ARGV`` in this process; returns the exit status."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(argv))
+    return int(exit_info.value.code or 0)
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The session's test corpus cache, also for the training children."""
+    cache = str(tmp_path_factory.getbasetemp() / "mtkit-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTKIT_CACHE_DIR", cache)
+        yield {**os.environ, "MTKIT_CACHE_DIR": cache}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory, cache_env: dict[str, str]) -> Path:
+    """The finished tiny experiment's output folder."""
+    root = tmp_path_factory.mktemp("experiment")
+    spec = write_spec(root, TINY.format(steps=2))
+    assert run_main(str(spec), "--out", str(root / "out")) == 0
+    return root / "out"
+
+
+def plan_statuses(printed: str) -> dict[tuple[str, str], str]:
+    """(condition, seed index) -> status, from the lines of a --dry-run plan."""
+    statuses = {}
+    for line in printed.splitlines():
+        if line.startswith("  ["):
+            _, condition, _, index, status, *_ = line.split()
+            statuses[(condition, index)] = status
+    return statuses
+
+
+def read_results(out: Path) -> list[dict[str, str]]:
+    with (out / "results.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_results_table_and_plots(experiment: Path):
+    rows = read_results(experiment)
+    assert list(rows[0]) == list(TRAIN_COLUMNS)
+    assert sorted((r["condition"], r["seed"]) for r in rows) == [
+        ("gru", "1234"),
+        ("gru", "1235"),
+        ("lstm", "1234"),
+        ("lstm", "1235"),
+    ]
+    for row in rows:
+        assert row["experiment"] == "tiny" and row["steps"] == "2"
+        assert row["stop_reason"] == "max_steps"
+        for column in ("test_bleu_greedy", "test_bleu_beam5", "chrf_beam5", "padding_pct"):
+            assert 0.0 <= float(row[column]) <= 100.0, column
+        assert float(row["tokens_per_s"]) > 0 and int(row["parameters"]) > 1000
+    lstm = {int(r["parameters"]) for r in rows if r["condition"] == "lstm"}
+    gru = {int(r["parameters"]) for r in rows if r["condition"] == "gru"}
+    assert len(lstm) == len(gru) == 1 and lstm.pop() > gru.pop()  # an LSTM has 4 gates, not 3
+
+    table = (experiment / "table.md").read_text()
+    for name in ("gru", "lstm"):
+        line = next(x for x in table.splitlines() if x.startswith(f"| `{name}` | 2 |"))
+        assert " ± " in line
+    assert "BLEU signature: `nrefs:1|" in table and "chrF signature: `nrefs:1|" in table
+    assert "Budget: 5 min of training per run" in table and "data=synth" in table
+    assert "`lstm` vs. `gru`:" in table
+
+    for name in ("bleu_by_length", "curves", "speed_vs_bleu"):
+        data = (experiment / f"{name}.png").read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+    run_dir = experiment / "runs" / "gru-seed1"
+    for name in ("summary.json", "eval.json", "best.pt", "last.pt", "metrics.csv"):
+        assert (run_dir / name).is_file(), name
+    assert len((run_dir / "hyp.beam5.txt").read_text().splitlines()) == 500
+
+
+def test_an_interrupted_experiment_continues(experiment: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(experiment, out)
+    unfinished = out / "runs" / "lstm-seed2"
+    (unfinished / "summary.json").unlink()
+    (unfinished / "eval.json").unlink()
+    kept = {
+        path: path.stat().st_mtime_ns
+        for run in ("gru-seed1", "lstm-seed1", "gru-seed2")
+        for path in (out / "runs" / run / "best.pt", out / "runs" / run / "eval.json")
+    }
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+
+    assert run_main(str(spec), "--out", str(out), "--dry-run") == 0
+    assert plan_statuses(capsys.readouterr().out) == {
+        ("gru", "1"): "done",
+        ("lstm", "1"): "done",
+        ("gru", "2"): "done",
+        ("lstm", "2"): "resume",
+    }
+    assert not (unfinished / "summary.json").exists()  # a dry run trains nothing
+
+    assert run_main(str(spec), "--out", str(out)) == 0
+    assert (unfinished / "summary.json").is_file() and (unfinished / "eval.json").is_file()
+    assert "train.resume=" in (unfinished / "console.log").read_text()
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept
+    assert len(read_results(out)) == 4
+
+
+def test_dry_run_prints_the_plan_and_an_eta(tmp_path: Path, capsys, cache_env):
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+    out = tmp_path / "out"
+    assert run_main(str(spec), "--out", str(out), "--budget", "7", "--dry-run") == 0
+    printed = capsys.readouterr().out
+    assert set(plan_statuses(printed).values()) == {"new"} and len(plan_statuses(printed)) == 4
+    assert "model.cell=lstm train.seed=1235" in printed
+    estimate = next(line for line in printed.splitlines() if line.startswith("estimated time:"))
+    assert "4 of 4 runs to train, 7 min budget" in estimate and "ETA " in estimate
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_decode_only_experiment_reuses_a_checkpoint(experiment: Path, tmp_path: Path):
+    checkpoint = experiment / "runs" / "gru-seed1" / "best.pt"
+    spec = write_spec(
+        tmp_path,
+        f"""\
+description: Beam sizes on one checkpoint.
+paper: {{citation: "Nobody (2024).", claim: "None."}}
+data: [data=synth]
+common: [train.threads=1]
+decode_only: true
+checkpoint: {checkpoint}
+conditions:
+  beam1: [decode.beam_size=1, decode.length_norm=none]
+  beam2_none: [decode.beam_size=2, decode.length_norm=none]
+  beam2_gnmt: [decode.beam_size=2, decode.length_norm=gnmt]
+plots:
+  - {{name: beam, kind: sweep, x: decode.beam_size, series: decode.length_norm,
+      y: [test_bleu, len_ratio], log_x: true}}
+""",
+    )
+    out = tmp_path / "out"
+    assert run_main(str(spec), "--out", str(out)) == 0
+    rows = read_results(out)
+    assert list(rows[0]) == list(DECODE_COLUMNS)
+    assert [r["condition"] for r in rows] == ["beam1", "beam2_none", "beam2_gnmt"]
+    assert all(0.0 <= float(r["test_bleu"]) <= 100.0 and float(r["len_ratio"]) > 0 for r in rows)
+    assert not (out / "runs").exists()  # nothing was trained
+    assert (out / "beam.png").read_bytes().startswith(PNG)
+    cached = out / "checkpoint" / "decode" / "beam2_gnmt.json"
+    before = cached.stat().st_mtime_ns
+    assert run_main(str(spec), "--out", str(out)) == 0
+    assert cached.stat().st_mtime_ns == before  # decoded once, then read from the cache
+
+
+def test_sigterm_stops_the_run_cleanly(tmp_path: Path, cache_env: dict[str, str], capsys):
+    """SIGTERM: the training child saves last.pt, the runner exits 143; a rerun resumes."""
+    spec = write_spec(tmp_path, TINY.format(steps=100000))
+    out = tmp_path / "out"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mtkit.experiment", str(spec), "--out", str(out), "--seeds", "1"],
+        cwd=ROOT,
+        env=cache_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = out / "runs" / "gru-seed1" / "last.pt"
+    deadline = time.monotonic() + 90
+    while not last.exists() and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGTERM)
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 143, stderr
+    assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr
+    assert "[1/2] tiny/gru seed 1: training (budget 5 min)" in stdout
+    assert last.is_file() and not (last.parent / "summary.json").exists()
+    assert run_main(str(spec), "--out", str(out), "--seeds", "1", "--dry-run") == 0
+    assert plan_statuses(capsys.readouterr().out)[("gru", "1")] == "resume"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("description: x\nconditions: [a, b\n", ["line 3", "invalid YAML"]),
+        (
+            TINY.format(steps=2).replace("[model.cell=lstm]", "[model.cel=lstm]"),
+            ["conditions.lstm", "unknown config key 'model.cel'"],
+        ),
+    ],
+    ids=["malformed-yaml", "unknown-override"],
+)
+def test_bad_experiment_files_are_one_line_errors(tmp_path: Path, text: str, expected, cache_env):
+    spec = write_spec(tmp_path, text, "broken.yaml")
+    result = run_module("mtkit.experiment", str(spec), "--dry-run", cwd=tmp_path, env=cache_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtkit-experiment: error: broken.yaml:")
+    for fragment in expected:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("budget_minutes: 5", "budjet_minutes: 5"), "tiny.yaml: budjet_minutes: unknown key"),
+        (("seeds: 2", "seeds: 1"), "tiny.yaml: seeds: expected an integer >= 2"),
+        (("paper:", "papers:"), "tiny.yaml: papers: unknown key"),
+        (("[model.cell=gru]", "[train.seed=3]"), "conditions.gru: 'train.seed' is set by"),
+        (("[model.cell=gru]", "[data.dir=x]"), "conditions.gru: 'data.dir' would change the test"),
+        (("y: test_bleu_beam5", "y: bleu"), "plots[0].y: unknown column 'bleu'"),
+    ],
+)
+def test_mistakes_name_the_file_and_key(tmp_path: Path, capsys, change, expected):
+    spec = write_spec(tmp_path, TINY.format(steps=2).replace(*change))
+    assert run_main(str(spec), "--dry-run") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and expected in error, error
+
+
+def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys):
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+    assert run_main(str(spec), "train.lrr=1", "--dry-run") == 2
+    assert "command line: unknown config key 'train.lrr'" in capsys.readouterr().err
+    assert run_main(str(spec), "train.max_minutes=3", "--dry-run") == 2
+    assert "'train.max_minutes' is set by the experiment runner (use --budget)" in (
+        capsys.readouterr().err
+    )
+    assert run_main("no_such_experiment", "--dry-run") == 2
+    assert "unknown experiment 'no_such_experiment'; available: attention" in (
+        capsys.readouterr().err
+    )
+
+
+def test_every_shipped_experiment_file_is_valid(tmp_path: Path, capsys):
+    """The experiment YAMLs of conf/experiment/ load and compose (with a stand-in corpus)."""
+    corpora = tmp_path / "corpora"
+    names = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert names == [
+        "attention",
+        "batching",
+        "beam",
+        "cells",
+        "input_feeding",
+        "reversal",
+        "sampled_softmax",
+        "scheduled_sampling",
+    ]
+    corpora.mkdir()
+    for name in names:
+        spec = load_spec(name, str(corpora))
+        assert spec.seeds >= 2 and spec.conditions and spec.claim
+        code = run_main(name, "--corpora", str(corpora), "--out", str(tmp_path / name), "--dry-run")
+        assert code == 0, capsys.readouterr().err
+        assert "estimated time:" in capsys.readouterr().out
+
+
+def test_length_buckets_merge_small_ones():
+    lengths = [3] * 4 + [7] * 40 + [12] * 30 + [25] * 2
+    buckets = length_buckets(lengths, [5, 10, 20])
+    assert [label for label, _ in buckets] == ["1-10\n(n=44)", "11+\n(n=32)"]
+    assert sorted(i for _, idx in buckets for i in idx) == list(range(len(lengths)))
+
+
+def test_differences_inside_the_seed_spread_are_not_wins(tmp_path: Path, capsys):
+    spec = load_spec(str(write_spec(tmp_path, TINY.format(steps=2))))
+
+    def result(condition: str, score: float) -> RunResult:
+        return RunResult(condition, {"test_bleu_beam5": score}, [])
+
+    overlapping = [
+        result("gru", 20.0),
+        result("gru", 22.0),
+        result("lstm", 21.5),
+        result("lstm", 23.0),
+    ]
+    assert "no measurable difference" in comparisons(spec, overlapping)[0]
+    apart = [result("gru", 20.0), result("gru", 21.0), result("lstm", 24.0), result("lstm", 25.0)]
+    assert comparisons(spec, apart) == [
+        "- `lstm` vs. `gru`: +4.00 test BLEU (beam 5): beyond the seed spread "
+        "(the seed ranges do not overlap)."
+    ]
+    assert mean_std([20.0, 22.0], 1) == "21.0 ± 1.4" and mean_std([3.0], 2) == "3.00"
+
+
+def test_overrides_merge_and_quote():
+    assert merge(["a=1", "model=small"], ["a=2"], ["b=3"]) == ["model=small", "a=2", "b=3"]
+    assert hydra_value("/tmp/run-1") == "/tmp/run-1"
+    assert hydra_value("/tmp/my runs/x") == "'/tmp/my runs/x'"
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_a_run_still_trained_by_an_orphan_is_refused(tmp_path: Path):
+    """A runner killed with SIGKILL leaves its child training: a new runner must not race it."""
+    from mtkit.errors import MtkitError
+    from mtkit.experiment.runner import PID_FILE, Run, SignalGuard, train
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mtkit.train"])
+    try:
+        command_line = Path(f"/proc/{orphan.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"mtkit.train" not in command_line.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the child has exec'd
+        overrides = ["data=synth", "model=small", "train.max_steps=1", "train.threads=1"]
+        run = Run("gru", 1, 1234, overrides, tmp_path / "gru-seed1")
+        run.run_dir.mkdir()
+        (run.run_dir / PID_FILE).write_text(f"{orphan.pid}\n")
+        with pytest.raises(MtkitError, match=f"pid {orphan.pid}"):
+            train(run, "new", SignalGuard())
+    finally:
+        orphan.kill()
+        orphan.wait()

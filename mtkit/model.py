@@ -210,9 +210,12 @@ def load_pretrained(embedding: nn.Embedding, path: str, vocab: SubwordModel, key
             if index <= 3 and vocab.id_to_piece(index) != fields[0]:
                 continue  # not in the vocabulary (mapped to unk)
             try:
-                embedding.weight[index] = torch.tensor([float(x) for x in fields[1:]])
+                vector = torch.tensor([float(x) for x in fields[1:]])
             except ValueError:
                 raise ConfigError(f"{file}:{number}: expected numbers after the piece") from None
+            if not bool(torch.isfinite(vector).all()):
+                raise ConfigError(f"{file}:{number}: the vector holds NaN or inf ({key})")
+            embedding.weight[index] = vector
             covered += 1
     log.info(
         "%s: %d of %d pieces covered (%.1f%%)",

@@ -14,6 +14,7 @@ Everything runs on tiny corpora and models in subprocesses, as a user would run 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -93,13 +94,22 @@ def contains(path: Path, text: str) -> Callable[[], bool]:
     return lambda: path.is_file() and text in path.read_text(errors="replace")
 
 
+def _owner_recorded(folder: Path) -> bool:
+    try:
+        return bool(json.loads((folder / "owner.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 def building(cache: Path, files: int = 0) -> Callable[[], bool]:
     """True once a corpus cache build has started (its ``building-*`` folder exists) and
     has written at least ``files`` files."""
 
     def ready() -> bool:
         folders = list(cache.glob("building-*"))
-        return bool(folders) and sum(1 for p in folders[0].rglob("*") if p.is_file()) >= files
+        if not folders or not _owner_recorded(folders[0]):
+            return False  # a folder killed before its owner record is removed after a minute
+        return sum(1 for p in folders[0].rglob("*") if p.is_file()) >= files
 
     return ready
 
@@ -137,31 +147,48 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- kill -9 --------------------------------------------------------------------------------
 
-# The training command, with torch.save slowed down inside the checkpoint write chosen by
-# FAULT_SAVE ("N:half" or "N:whole"): the N-th write stops after half (or all) of its
-# bytes are in the temp file, before the rename, and says so in FAULT_MARKER.
+# The training command, with the N-th checkpoint write (FAULT_SAVE "N:half" or "N:whole")
+# stopped before its rename: the temp file then holds half (or all) of the checkpoint's
+# bytes, the moment is announced in FAULT_MARKER, and the process waits to be killed.
 TRAIN_WITH_SLOW_SAVE = """
-import io, os, time
-import torch
+import os, time
+from pathlib import Path
 
 count, (chosen, stage) = [0], os.environ["FAULT_SAVE"].split(":")
-real_save = torch.save
+real_replace = os.replace
 
-def save(obj, stream, *args, **kwargs):
-    count[0] += 1
-    if count[0] != int(chosen):
-        return real_save(obj, stream, *args, **kwargs)
-    buffer = io.BytesIO()
-    real_save(obj, buffer, *args, **kwargs)
-    data = buffer.getvalue()
-    cut = len(data) // 2 if stage == "half" else len(data)
-    stream.write(data[:cut])
-    stream.flush()
-    open(os.environ["FAULT_MARKER"], "w").close()
-    time.sleep(300)  # killed here
-    stream.write(data[cut:])
+def replace(src, dst, *args, **kwargs):
+    name = Path(src).name
+    if name.startswith(".") and ".pt." in name and name.endswith(".tmp"):
+        count[0] += 1
+        if count[0] == int(chosen):
+            if stage == "half":
+                os.truncate(src, os.path.getsize(src) // 2)
+            open(os.environ["FAULT_MARKER"], "w").close()
+            time.sleep(300)  # killed here
+    return real_replace(src, dst, *args, **kwargs)
 
-torch.save = save
+os.replace = replace
+from mtkit.train import main
+main()
+"""
+
+
+# The training command with every file opened for writing inside a corpus build folder
+# held back a little, so that a build of the tiny corpus (well under a second) lasts long
+# enough for the test to kill it after a chosen number of files.
+TRAIN_WITH_SLOW_BUILD = """
+import pathlib, time
+
+real_open = pathlib.Path.open
+
+def slow_open(self, mode="r", *args, **kwargs):
+    handle = real_open(self, mode, *args, **kwargs)
+    if "w" in mode and any(part.startswith("building-") for part in self.parts):
+        time.sleep(0.3)
+    return handle
+
+pathlib.Path.open = slow_open
 from mtkit.train import main
 main()
 """
@@ -210,7 +237,8 @@ def test_kill_9_leaves_loadable_checkpoints_and_a_clean_next_run(
         command = start(["-c", TRAIN_WITH_SLOW_SAVE, *args], tmp_path, env)
         command.wait_for(lambda: (tmp_path / "in-save").exists(), f"checkpoint write {moment}")
     else:
-        command = start(["-m", "mtkit.train", *args], tmp_path, env)
+        program = ["-c", TRAIN_WITH_SLOW_BUILD] if moment.kind == "cache" else ["-m", "mtkit.train"]
+        command = start([*program, *args], tmp_path, env)
         if moment.kind == "cache":
             command.wait_for(building(cache, moment.files), f"a cache build at {moment}")
         time.sleep(moment.seconds)

@@ -13,7 +13,8 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mtkit.errors import MtkitError, run_cli
 
@@ -27,7 +28,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "GET /v1/model, GET /healthz) and a web page at /. Several checkpoints form an "
         "ensemble.",
     )
-    add = parser.add_argument
+    _model_options(parser.add_argument)
+    _limit_options(parser.add_argument)
+    args = parser.parse_args(argv)
+    _check_values(parser, args)
+    return args
+
+
+def _model_options(add: Callable[..., Any]) -> None:
+    """What is served and where: checkpoints, address, device, threads, beam size."""
     add("checkpoints", nargs="+", metavar="CKPT", help="best.pt / last.pt / averaged checkpoints")
     add(
         "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
@@ -59,6 +68,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="K",
         help="beam size of requests that name none (default: the checkpoint's)",
     )
+
+
+def _limit_options(add: Callable[..., Any]) -> None:
+    """What one request may ask for, and how requests are batched."""
     add(
         "--max-beam",
         type=int,
@@ -88,7 +101,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="MS",
         help="how long the model waits to gather requests into one batch (3)",
     )
-    args = parser.parse_args(argv)
+
+
+def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("max_beam", "max_lines", "max_chars", "queue_size", "beam_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -99,7 +114,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--port must be in 0..65535")
     if args.batch_wait_ms < 0:
         parser.error("--batch-wait-ms must be >= 0")
-    return args
 
 
 def default_threads() -> int:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from fastapi import FastAPI, HTTPException
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import mtkit
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.ensemble import Ensemble, load_ensemble
+from mtkit.model import Seq2Seq
 from mtkit.search import Hypothesis
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
@@ -80,7 +81,10 @@ def model_info(
 ) -> dict[str, Any]:
     """Languages, models, vocabulary, search defaults and training data of a Translator."""
     model = translator.model
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    members = [
+        cast(Seq2Seq, member)
+        for member in (model.members if isinstance(model, Ensemble) else [model])
+    ]
     codec = translator.codec
     return {
         "mtkit_version": mtkit.__version__,
@@ -177,6 +181,19 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=6 * settings.max_chars + 65536)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_translate_route(app, translator, batcher, settings, default_beam)
+    _add_status_routes(app, batcher, info)
+    return app
+
+
+def _add_translate_route(
+    app: FastAPI,
+    translator: Translator,
+    batcher: Batcher,
+    settings: ServeSettings,
+    default_beam: int,
+) -> None:
+    """POST /v1/translate, and JSON answers for unexpected errors."""
 
     @app.exception_handler(Exception)
     async def internal_error(_: StarletteRequest, error: Exception) -> JSONResponse:
@@ -206,6 +223,10 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
             {"translations": translations, "beam_size": request.beam_size, "nbest": request.nbest}
         )
 
+
+def _add_status_routes(app: FastAPI, batcher: Batcher, info: dict[str, Any]) -> None:
+    """GET /v1/model, /healthz and the web page at /."""
+
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
         """Languages, checkpoints, model settings, vocabulary, search defaults and limits."""
@@ -223,5 +244,3 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
-
-    return app

@@ -267,6 +267,7 @@ def test_tied_embeddings_share_storage():
 
 
 def test_pretrained_embeddings_cover_known_pieces(tmp_path):
+    from mtkit import errors
     from mtkit.config import TokenizerConfig
     from mtkit.model import load_pretrained
     from mtkit.tokenizer import SubwordModel, train_subword_model
@@ -279,6 +280,9 @@ def test_pretrained_embeddings_cover_known_pieces(tmp_path):
     embedding = torch.nn.Embedding(vocab.vocab_size, 4)
     assert load_pretrained(embedding, str(vectors), vocab, "model.pretrained_src_embeddings") == 1
     assert embedding.weight[10].tolist() == [1.0, 2.0, 3.0, 4.0]
+    vectors.write_text(f"{piece} 1 nan 3 4\n", encoding="utf-8")
+    with pytest.raises(errors.ConfigError, match=r"vec\.txt:1: the vector holds NaN or inf"):
+        load_pretrained(embedding, str(vectors), vocab, "model.pretrained_src_embeddings")
 
 
 def test_output_vocabulary_covers_observed_targets_only():

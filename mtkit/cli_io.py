@@ -22,6 +22,7 @@ from types import FrameType, TracebackType
 from typing import TextIO
 
 from mtkit.errors import DataError
+from mtkit.signals import Aborted
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -149,14 +150,6 @@ def prepare_folder(folder: str, flag: str) -> Path:
     return path
 
 
-class _Stop(BaseException):
-    """Raised by the signal handler; a BaseException so that no ``except Exception`` eats it."""
-
-    def __init__(self, number: int) -> None:
-        super().__init__(number)
-        self.number = number
-
-
 @contextlib.contextmanager
 def exit_on_signals(prog: str) -> Iterator[None]:
     """SIGINT/SIGTERM inside the block: clean up (``finally`` blocks run), say so, exit 128+N.
@@ -171,12 +164,12 @@ def exit_on_signals(prog: str) -> Iterator[None]:
     def stop(number: int, _frame: FrameType | None) -> None:
         for each in _SIGNALS:
             signal.signal(each, signal.SIG_IGN)
-        raise _Stop(number)
+        raise Aborted(number)
 
     previous = {each: signal.signal(each, stop) for each in _SIGNALS}
     try:
         yield
-    except _Stop as stopped:
+    except Aborted as stopped:
         if sys.stderr is not None:
             print(f"{prog}: stopped by {signal.Signals(stopped.number).name}", file=sys.stderr)
             sys.stderr.flush()

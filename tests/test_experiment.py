@@ -159,6 +159,31 @@ def test_an_interrupted_experiment_continues(experiment: Path, tmp_path: Path, c
     assert len(read_results(out)) == 4
 
 
+def test_runners_with_disjoint_runs_share_one_folder(experiment: Path, tmp_path: Path, capsys):
+    """--runs trains only the named runs; the others are reported once finished."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment, out)
+    for name in ("lstm-seed2", "gru-seed2"):
+        shutil.rmtree(out / "runs" / name)
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+
+    assert run_main(str(spec), "--out", str(out), "--runs", "lstm-seed2") == 0
+    printed = capsys.readouterr().out
+    assert "gru seed 2: not in --runs and not finished" in printed
+    assert (out / "runs" / "lstm-seed2" / "eval.json").is_file()
+    assert not (out / "runs" / "gru-seed2").exists()
+    assert sorted((r["condition"], r["seed"]) for r in read_results(out)) == [
+        ("gru", "1234"),
+        ("lstm", "1234"),
+        ("lstm", "1235"),
+    ]
+
+    assert run_main(str(spec), "--out", str(out), "--runs", "gru-seed3", "--dry-run") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "--runs: " in error and "plans no run named 'gru-seed3'" in error
+
+
 def test_dry_run_prints_the_plan_and_an_eta(tmp_path: Path, capsys, cache_env):
     spec = write_spec(tmp_path, TINY.format(steps=2))
     out = tmp_path / "out"

@@ -39,6 +39,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", metavar="DIR", help="output folder (default experiments/NAME)")
     parser.add_argument("--corpora", metavar="DIR", help="what ${corpora} stands for")
     parser.add_argument(
+        "--runs",
+        metavar="NAMES",
+        help="comma-separated run names to train and evaluate (e.g. full-seed1,k128-seed2); "
+        "default: every run. Runners started with disjoint --runs can share one folder",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: evaluate finished runs and rewrite the report",
@@ -74,6 +80,7 @@ def options_from(args: argparse.Namespace, name: str) -> Options:
         seeds=args.seeds,
         dry_run=args.dry_run,
         report_only=args.report_only,
+        only=[n.strip() for n in args.runs.split(",") if n.strip()] if args.runs else None,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from mtkit.experiment import evaluation, figures, progress, report
 from mtkit.experiment.overrides import check_stages, compose, merge, override_values
 from mtkit.experiment.runner import (
+    DONE,
     NEW,
     RESUME,
     Options,
@@ -24,9 +25,11 @@ from mtkit.experiment.runner import (
     RunFailed,
     SignalGuard,
     budget_of,
+    check_selection,
     elapsed_minutes,
     plan_runs,
     run_status,
+    selected,
     train,
 )
 from mtkit.experiment.spec import ExperimentSpec, display
@@ -101,6 +104,7 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     """Run (or continue) the experiment and write its report; 0, or 1 if a run failed."""
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
     runs = plan_runs(spec, options)
+    check_selection(runs, options.only, display(spec.path))
     statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
     if options.dry_run:
         print_plan(spec, options, runs, statuses)
@@ -127,6 +131,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
         left = sum(
             session.estimator.run_minutes(s, elapsed_minutes(r.run_dir))
             for r, s in zip(runs[position - 1 :], statuses[position - 1 :], strict=True)
+            if selected(r, options.only)
         )
         head = f"{progress.counter(position, len(runs))} {spec.name}/{run.label}"
         try:
@@ -155,6 +160,9 @@ def _one_run(
 ) -> list[report.RunResult]:
     """Train (or resume) one run if needed and evaluate it, with its progress lines."""
     spec, estimator = session.spec, session.estimator
+    if not selected(run, session.options.only) and status != DONE:
+        print(f"{head}: not in --runs and not finished; left out of the report", flush=True)
+        return []
     elapsed = elapsed_minutes(run.run_dir)
     doing = progress.action(status, estimator.budget, elapsed, spec.decode_only)
     print(f"{head}: {doing} ... {progress.eta(minutes_left)}", flush=True)

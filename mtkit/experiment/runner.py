@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
 
-from mtkit.errors import MtkitError
+from mtkit.errors import ConfigError, MtkitError
 from mtkit.experiment.overrides import hydra_value, merge, runner_overrides
 from mtkit.experiment.spec import ExperimentSpec
 
@@ -101,6 +101,7 @@ class Options:
     seeds: int | None = None
     dry_run: bool = False
     report_only: bool = False
+    only: list[str] | None = None  # run names (``<condition>-seed<k>``) to run, or all
 
 
 @dataclass
@@ -143,6 +144,25 @@ def plan_runs(spec: ExperimentSpec, options: Options) -> list[Run]:
             run_dir = (options.out / "runs" / f"{name}-seed{index}").absolute()
             runs.append(Run(name, index, seed, merged, run_dir))
     return runs
+
+
+def check_selection(runs: list[Run], only: list[str] | None, where: str) -> None:
+    """``--runs`` names planned runs (directory names such as ``full-seed2``), or one line.
+
+    Several runners with disjoint ``--runs`` can share one experiment folder, each training
+    its own runs on its own cores; each reports every run finished so far, and a last
+    ``--report-only`` reports them all.
+    """
+    names = [run.run_dir.name for run in runs]
+    for name in only or []:
+        if name not in names:
+            raise ConfigError(
+                f"--runs: {where} plans no run named {name!r} (planned: {', '.join(names)})"
+            )
+
+
+def selected(run: Run, only: list[str] | None) -> bool:
+    return only is None or run.run_dir.name in only
 
 
 def run_status(run: Run, evaluated: bool) -> str:

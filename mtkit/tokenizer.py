@@ -22,6 +22,10 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # The largest sentencepiece training sample, in characters (see sample_size): its trainer
 # needs about 22 bytes per character, so about 350 MB.
 SAMPLE_CHARACTERS = 16_000_000
+# Sentencepiece's EM sums its statistics per thread, so the model depends on the thread
+# count: a fixed count makes the same corpus give the same model (and cache) on every
+# machine, whatever its number of cores.
+TRAINER_THREADS = 2
 
 
 class SubwordModel:
@@ -102,7 +106,7 @@ def train_subword_model(
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             max_sentence_length=65536,
-            num_threads=max(1, os.cpu_count() or 1),
+            num_threads=TRAINER_THREADS,
             minloglevel=2,
         )
     except RuntimeError as error:

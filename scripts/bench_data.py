@@ -10,7 +10,8 @@ Measures, each in a fresh Python process so imports and caches are honest:
 - The padding overhead of the default sampler (``batch_tokens=4000``, default pool) on
   Multi30k train, averaged over a few epochs.
 - Tatoeba en-fr: load + tokenize (cold cache) + build every batch of one epoch (index
-  batches, then padded tensors), with the peak resident memory of that process.
+  batches, then padded tensors), with the peak resident memory of that process and its
+  child processes (sentencepiece training, encoding workers), summed, sampled every 50 ms.
 
 With ``--scale N`` it measures a large corpus instead: N pairs generated from Tatoeba
 en-fr train (repeated, each repetition lightly varied, written to a scratch folder), with
@@ -475,13 +476,15 @@ def run_all(args: argparse.Namespace) -> None:
     )
     report("tatoeba_en_fr.load_and_epoch", total, "s")
     report("tatoeba_en_fr.process", epoch["process_s"], "s")
+    peak = max(epoch["tree_peak_mb"], epoch["peak_rss_mb"])
     report(
         "tatoeba_en_fr.peak_rss",
-        epoch["peak_rss_mb"],
+        peak,
         "MB",
         f"< {TARGET_RSS_MB:g} MB",
-        epoch["peak_rss_mb"] < TARGET_RSS_MB,
-        "(ru_maxrss of the load + epoch process)",
+        peak < TARGET_RSS_MB,
+        f"(the load + epoch process and its sentencepiece/encoding children, summed; "
+        f"the process alone {epoch['peak_rss_mb']:.0f} MB)",
     )
 
 

@@ -157,14 +157,11 @@ class WorkerProcess:
     """One ``python -m mtkit.corpus.worker`` process and its request/reply pipes."""
 
     def __init__(self, src_model: Path, tgt_model: Path | None, reverse: bool) -> None:
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mtkit/
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "mtkit.corpus.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=child_environment(),
         )
         self._send_message(("start", str(src_model), tgt_model and str(tgt_model), reverse))
 
@@ -199,6 +196,14 @@ class WorkerProcess:
             self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment, with this copy of mtkit first on a child's import path."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mtkit/
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
 
 
 def write_message(stream: IO[bytes], message: object) -> None:

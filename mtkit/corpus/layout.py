@@ -136,6 +136,10 @@ class TextReader:
         batch = self._reader.get_batch(index)
         return batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
+    def record_batch(self, index: int) -> pa.RecordBatch:
+        """Batch ``index`` as Arrow columns, for reading only some of its rows."""
+        return self._reader.get_batch(index)
+
     def close(self) -> None:
         self._source.close()
 

@@ -3,10 +3,11 @@
 1. **read**: each split's pairs are read and validated by the readers (an error names
    its file and line), pairs with an empty side are dropped (counted), and the rest
    are written to the split's ``text.arrow`` in chunks of :data:`CHUNK_PAIRS`.
-2. **sentencepiece**: trained on the training text, streamed from ``text.arrow`` in
-   the order earlier versions used (blocks of 10,000 pairs: sources, then targets), so
-   the same corpus gives the same model; sentencepiece keeps only a bounded random
-   sample (:func:`mtkit.tokenizer.sample_size`).
+2. **sentencepiece**: trained in a child process (:mod:`mtkit.corpus.subwords`) on the
+   training text, read from ``text.arrow``: all of it in the order earlier versions used
+   (blocks of 10,000 pairs: sources, then targets) when it fits the bounded sample
+   (:func:`mtkit.tokenizer.sample_size`), so the same corpus gives the same model; else
+   a uniform random sample of that many sentences.
 3. **encode**: every chunk is encoded (in worker processes when there are many), over-long
    training pairs are dropped (counted), and the ids are appended to the split's arrays
    (:mod:`mtkit.corpus.layout`) in chunk order. The training text is then deleted.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,16 @@ import numpy as np
 
 from mtkit.config import DataConfig, TokenizerConfig
 from mtkit.corpus.encode import ChunkEncoder
-from mtkit.corpus.layout import TEXT_FILE, SplitWriter, TextReader, TextWriter, lengths_dtype
+from mtkit.corpus.layout import TEXT_FILE, SplitWriter, TextWriter, lengths_dtype
 from mtkit.corpus.progress import StageProgress, run_with_heartbeat
 from mtkit.corpus.sources import SplitSource
+from mtkit.corpus.subwords import SubwordJob, SubwordTrainers
 from mtkit.errors import ConfigError, DataError
-from mtkit.tokenizer import SubwordModel, TextCodec, sample_size, train_subword_model
+from mtkit.tokenizer import SAMPLE_CHARACTERS, SubwordModel, TextCodec, sample_size
 
 log = logging.getLogger("mtkit.corpus")
 
 CHUNK_PAIRS = 10_000  # pairs per text chunk: the unit of reading, encoding and writing
-SP_BLOCK = 10_000  # sentencepiece reads this many pairs' sources, then their targets
 # Fewer chunks than this (200,000 pairs) are encoded in this process: starting a worker
 # costs about half a second, as long as encoding 60,000 pairs.
 MIN_POOL_CHUNKS = 20
@@ -65,11 +65,14 @@ def prepare(
         laps.append(time.monotonic())
         return round(laps[-1] - laps[-2], 3)
 
-    texts = {role: read_split(source, work / role / TEXT_FILE) for role, source in sources.items()}
-    for role, text in texts.items():
-        stats[f"{role}_empty_dropped"] = text.empty  # logged once per run, by the trainer
-    seconds = {"read": lap()}
-    codec = train_codec(work / "train" / TEXT_FILE, texts["train"], cfg, tok_cfg)
+    with SubwordTrainers(1 if tok_cfg.joint else 2) as trainers:  # they start while we read
+        texts = {
+            role: read_split(source, work / role / TEXT_FILE) for role, source in sources.items()
+        }
+        for role, text in texts.items():
+            stats[f"{role}_empty_dropped"] = text.empty  # logged once per run, by the trainer
+        seconds = {"read": lap()}
+        codec = train_codec(work / "train" / TEXT_FILE, texts["train"], cfg, tok_cfg, trainers)
     (work / "src.model").write_bytes(codec.src.model_bytes)
     if not codec.joint:
         (work / "tgt.model").write_bytes(codec.tgt.model_bytes)
@@ -174,15 +177,35 @@ class _TextChunks:
 
 
 def train_codec(
-    text: Path, stats: SplitText, cfg: DataConfig, tok_cfg: TokenizerConfig
+    text: Path,
+    stats: SplitText,
+    cfg: DataConfig,
+    tok_cfg: TokenizerConfig,
+    trainers: SubwordTrainers,
 ) -> TextCodec:
-    """Train the subword model(s) on the training text, streamed from disk."""
+    """Train the subword model(s) on the training text, in ``trainers``' processes."""
     if tok_cfg.joint:
         chars = stats.src_chars + stats.tgt_chars
-        src = tgt = SubwordModel(_train(text, ("src", "tgt"), 2 * stats.pairs, chars, tok_cfg))
+        jobs = [_job(text, ("src", "tgt"), 2 * stats.pairs, chars, tok_cfg)]
     else:
-        src = SubwordModel(_train(text, ("src",), stats.pairs, stats.src_chars, tok_cfg))
-        tgt = SubwordModel(_train(text, ("tgt",), stats.pairs, stats.tgt_chars, tok_cfg))
+        jobs = [
+            _job(text, ("src",), stats.pairs, stats.src_chars, tok_cfg),
+            _job(text, ("tgt",), stats.pairs, stats.tgt_chars, tok_cfg),
+        ]
+    # two trainers at once only while their samples together fit the memory budget
+    together = len(jobs) > 1 and sum(job.fed_characters for job in jobs) <= SAMPLE_CHARACTERS
+    total = sum(job.fed for job in jobs)
+    stage = f"sentencepiece ({', '.join('+'.join(job.columns) for job in jobs)})"
+
+    def status() -> str:
+        fed = trainers.fed()
+        if fed < total:
+            return f"read {100 * fed / max(total, 1):.0f}% of {total} sentences"
+        return "training"
+
+    models = run_with_heartbeat(stage, status, lambda: trainers.train(jobs, together))
+    src = SubwordModel(models[0])
+    tgt = src if tok_cfg.joint else SubwordModel(models[1])
     log.info(
         "sentencepiece %s: source vocabulary %d, target vocabulary %d%s",
         tok_cfg.type,
@@ -193,9 +216,9 @@ def train_codec(
     return TextCodec(src, tgt, cfg.reverse_source)
 
 
-def _train(
+def _job(
     text: Path, columns: tuple[str, ...], sentences: int, chars: int, tok_cfg: TokenizerConfig
-) -> bytes:
+) -> SubwordJob:
     sample = sample_size(tok_cfg, sentences, chars)
     if sample < min(sentences, tok_cfg.max_sentences):
         log.info(
@@ -203,42 +226,7 @@ def _train(
             "(tokenizer.max_sentences=%d, capped to bound its memory)",
             sample, sentences, tok_cfg.max_sentences,
         )  # fmt: skip
-    fed = [0]
-    stage = f"sentencepiece ({'+'.join(columns)})"
-
-    def status() -> str:
-        if fed[0] < sentences:
-            return f"read {100 * fed[0] / max(sentences, 1):.0f}% of {sentences} sentences"
-        return "training"
-
-    return run_with_heartbeat(
-        stage, status, lambda: train_subword_model(_sentences(text, columns, fed), tok_cfg, sample)
-    )
-
-
-def _sentences(text: Path, columns: tuple[str, ...], fed: list[int]) -> Iterator[str]:
-    """The training sentences in blocks of :data:`SP_BLOCK` pairs, column after column."""
-    reader = TextReader(text)
-    try:
-        pending: dict[str, list[str]] = {column: [] for column in columns}
-        for index in range(reader.batches):
-            chunk = dict(zip(("src", "tgt"), reader.batch(index), strict=True))
-            for column in columns:
-                pending[column].extend(chunk[column])
-            while len(pending[columns[0]]) >= SP_BLOCK:
-                yield from _block(pending, columns, SP_BLOCK, fed)
-        yield from _block(pending, columns, len(pending[columns[0]]), fed)
-    finally:
-        reader.close()
-
-
-def _block(
-    pending: dict[str, list[str]], columns: tuple[str, ...], size: int, fed: list[int]
-) -> Iterator[str]:
-    for column in columns:
-        yield from pending[column][:size]
-        del pending[column][:size]
-        fed[0] += size
+    return SubwordJob(str(text), columns, sentences, chars, sample, tok_cfg)
 
 
 # -- stage 3: encode ---------------------------------------------------------------------------

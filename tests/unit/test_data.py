@@ -15,7 +15,7 @@ from conftest import tiny_pairs, write_lines
 
 import mtkit.corpus.cache
 from mtkit.batching import collate
-from mtkit.config import DataConfig, TokenizerConfig
+from mtkit.config import DATA_DIR, DataConfig, TokenizerConfig
 from mtkit.data import Corpus, load_corpus
 from mtkit.errors import ConfigError, DataError
 from mtkit.tokenizer import (
@@ -801,6 +801,22 @@ def test_train_subword_model_is_deterministic() -> None:
     assert SubwordModel(first).vocab_size > 16
 
 
+def test_subword_model_is_the_same_whatever_the_number_of_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sentencepiece's statistics depend on its thread count, never on the machine's cores."""
+    lines = [
+        line
+        for name in ("train.en", "train.zd")
+        for line in (DATA_DIR / "synth" / name).read_text(encoding="utf-8").splitlines()
+    ]
+    models = []
+    for cores in (1, 2, 8):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        models.append(train_subword_model(lines, TokenizerConfig()))
+    assert models[0] == models[1] == models[2]
+
+
 # --------------------------------------------------------------------------------------
 # streaming preparation: same content as an in-memory build, in any number of processes
 
@@ -941,7 +957,7 @@ def test_sentencepiece_reads_blocks_of_pairs_in_the_earlier_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks of 7 pairs re-cut into blocks of 10: 10 sources, their 10 targets, ..."""
-    import mtkit.corpus.prepare as prepare
+    import mtkit.corpus.subwords as subwords
     from mtkit.corpus.layout import TextWriter
 
     src = [f"s{i}" for i in range(23)]
@@ -950,12 +966,66 @@ def test_sentencepiece_reads_blocks_of_pairs_in_the_earlier_order(
     for start in range(0, 23, 7):
         writer.write(src[start : start + 7], tgt[start : start + 7])
     writer.close()
-    monkeypatch.setattr(prepare, "SP_BLOCK", 10)
-    fed = [0]
-    order = list(prepare._sentences(tmp_path / "text.arrow", ("src", "tgt"), fed))
+    monkeypatch.setattr(subwords, "SP_BLOCK", 10)
+    job = subwords.SubwordJob(str(tmp_path / "text.arrow"), ("src", "tgt"), 46, 100, 50, TOK)
+    fed: list[int] = []
+    order = list(subwords.job_sentences(job, fed.append))
     assert order == src[:10] + tgt[:10] + src[10:20] + tgt[10:20] + src[20:] + tgt[20:]
-    assert fed == [46]
-    assert list(prepare._sentences(tmp_path / "text.arrow", ("tgt",), [0])) == tgt
+    assert fed == [10, 20, 30, 40, 46]
+    assert list(subwords.block_sentences(tmp_path / "text.arrow", ("tgt",))) == tgt
+
+
+def test_a_corpus_over_the_sample_feeds_a_uniform_sample_of_exactly_that_size(
+    tmp_path: Path,
+) -> None:
+    from mtkit.corpus.layout import TextWriter
+    from mtkit.corpus.subwords import SubwordJob, UniformSample, job_sentences
+
+    draw = UniformSample(100, 30, seed=4)
+    parts = [draw.take(size) for size in (7, 40, 0, 53)]
+    assert sum(len(p) for p in parts) == 30 and draw.items_left == draw.sample_left == 0
+    for part, size in zip(parts, (7, 40, 0, 53), strict=True):
+        assert list(part) == sorted(set(part)) and (part < size).all()
+    # every item is as likely to be drawn: 2000 draws of 10 of 40, about 500 each
+    hits = np.zeros(40)
+    for seed in range(2000):
+        draw = UniformSample(40, 10, seed)
+        hits[np.concatenate([draw.take(15), 15 + draw.take(25)])] += 1
+    assert hits.sum() == 20_000 and hits.min() > 400 and hits.max() < 600
+
+    src, tgt = [f"s{i}" for i in range(50)], [f"t{i}" for i in range(50)]
+    writer = TextWriter(tmp_path / "text.arrow")
+    for start in range(0, 50, 16):
+        writer.write(src[start : start + 16], tgt[start : start + 16])
+    writer.close()
+    job = SubwordJob(str(tmp_path / "text.arrow"), ("src", "tgt"), 100, 300, 12, TOK)
+    fed: list[int] = []
+    sample = list(job_sentences(job, fed.append))
+    assert len(set(sample)) == 12 and set(sample) <= set(src + tgt) and fed == [12]
+    assert list(job_sentences(job, fed.append)) == sample  # the seed is fixed
+    keys = [(int(s[1:]) // 16, s[0] == "t", int(s[1:])) for s in sample]
+    assert keys == sorted(keys)  # chunk by chunk, sources before targets
+
+
+def test_a_failed_sentencepiece_training_is_one_line_from_its_process(tmp_path: Path) -> None:
+    from mtkit.corpus.layout import TextWriter
+    from mtkit.corpus.subwords import SubwordJob, SubwordTrainers
+
+    writer = TextWriter(tmp_path / "text.arrow")
+    writer.write(["red cat", "a dog"], ["CAT RED", "DOG A"])
+    writer.close()
+    text = str(tmp_path / "text.arrow")
+    with SubwordTrainers(1) as trainers:
+        with pytest.raises(DataError, match=r"^sentencepiece training failed: .*input_sentence"):
+            trainers.train([SubwordJob(text, ("src",), 2, 12, 50, TOK)], together=False)
+        missing = SubwordJob(str(tmp_path / "gone.arrow"), ("src",), 2, 12, 1000, TOK)
+        with pytest.raises(DataError, match=r"^FileNotFoundError: .*gone\.arrow"):
+            trainers.train([missing], together=False)
+        job = SubwordJob(text, ("src", "tgt"), 4, 24, 1000, TOK)
+        assert trainers.train([job], together=False) == [
+            train_subword_model(["red cat", "a dog", "CAT RED", "DOG A"], TOK, 1000)
+        ]  # the process serves the next job after a failure
+        assert trainers.fed() == 4
 
 
 def test_a_bad_line_deep_in_a_big_file_names_file_and_line(
@@ -1037,6 +1107,16 @@ def test_sentencepiece_sample_is_bounded(
     corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
     assert any("random sample of" in r.getMessage() for r in caplog.records)
     assert corpus.codec.src.vocab_size > 16
+    # the model is sentencepiece's on exactly the sampled sentences (one chunk here)
+    from mtkit.corpus.subwords import SAMPLE_SEED, UniformSample
+
+    src, tgt = (read_lines(tiny_corpus_dir / f"train.{lang}") for lang in ("xx", "yy"))
+    sentences = len(src) + len(tgt)
+    sample = sample_size(TOK, sentences, sum(map(len, src + tgt)))
+    assert sample < sentences
+    draw = UniformSample(sentences, sample, SAMPLE_SEED)
+    fed = [src[i] for i in draw.take(len(src))] + [tgt[i] for i in draw.take(len(tgt))]
+    assert corpus.codec.src.model_bytes == train_subword_model(fed, TOK, sample)
 
 
 # --------------------------------------------------------------------------------------
@@ -1216,7 +1296,7 @@ def test_a_build_killed_with_sigkill_is_cleaned_up_by_the_next_run(
 import os, signal
 from pathlib import Path
 import mtkit.corpus.prepare as prepare
-from mtkit.config import DataConfig, TokenizerConfig
+from mtkit.config import DATA_DIR, DataConfig, TokenizerConfig
 from mtkit.data import load_corpus
 
 def killed(*args):

@@ -10,9 +10,11 @@ candidates.
   cache; a backward pass then only scales them.
 - Sampled softmax (Jean et al., 2015; TensorFlow's ``sampled_softmax_loss``): the softmax
   runs over the batch's target ids plus K ids shared by the whole batch and drawn from a
-  proposal Q, with every candidate's logit corrected by ``-log Q``. A sampled id equal to
-  a row's target *is* that target (candidates are a set), so accidental hits never count
-  as negatives. With a uniform Q and every id a candidate it equals the full softmax.
+  proposal Q, with every candidate's logit corrected by ``-log P(c in C)``
+  (:func:`inclusion_probability`: 1 for the batch's targets, ``1 - (1 - Q)^K`` for drawn
+  ids). A sampled id equal to a row's target *is* that target (candidates are a set), so
+  accidental hits never count as negatives. With every id a candidate it equals the full
+  softmax, whatever Q.
   Validation and decoding always use the full softmax.
 """
 
@@ -146,7 +148,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 def proposal_distribution(kind: str, vocab_size: int, counts: np.ndarray | None) -> torch.Tensor:
     """Q over the output columns: log-uniform over frequency ranks (Zipf), unigram, or uniform.
 
-    Every column keeps some mass, so no candidate's ``-log Q`` correction is infinite.
+    Every column keeps some mass, so no drawn candidate's correction is infinite.
     Without counts, the column order stands in for the frequency rank (sentencepiece
     orders pieces roughly by frequency).
     """
@@ -219,5 +221,25 @@ class Criterion:
         candidates = torch.unique(torch.cat([targets, samples]))  # (C,) sorted
         columns = torch.searchsorted(candidates, targets)  # each row's target column
         logits = F.linear(features, output.weight[candidates], output.bias[candidates]).float()
-        logits = logits - proposal[candidates].log()
+        inclusion = inclusion_probability(
+            proposal[candidates], self.cfg.num_samples, torch.isin(candidates, targets)
+        )
+        logits = logits - inclusion.log()
         return smoothed_cross_entropy(logits, columns, self.cfg.label_smoothing)
+
+
+def inclusion_probability(q: torch.Tensor, samples: int, in_batch: torch.Tensor) -> torch.Tensor:
+    """P(c in C) for each candidate: 1 for the batch's targets, else 1 - (1 - Q(c))^K.
+
+    The importance correction of sampled softmax is ``z'_c = z_c - log P(c in C)``: a
+    column that is in the candidate set only by chance stands for the columns left out,
+    in proportion to how rarely it gets in. The batch's targets are in ``C`` whatever
+    was drawn, so they get no correction; a drawn column is in ``C`` if any of the ``K``
+    draws (with replacement) hit it. For rare columns ``1 - (1 - Q)^K ~ K Q``, the
+    textbook ``- log Q`` up to a constant; for frequent ones it saturates at 1, so with
+    every column a candidate the loss is exactly the full softmax, whatever ``Q``.
+
+    Shapes: ``q`` and ``in_batch`` (C,); returns (C,).
+    """
+    drawn = -torch.expm1(samples * torch.log1p(-q.clamp(max=1.0 - 1e-7)))
+    return torch.where(in_batch, torch.ones_like(q), drawn)

@@ -11,6 +11,7 @@ from mtkit.config import LossConfig
 from mtkit.loss import (
     Criterion,
     FusedLinearCrossEntropy,
+    inclusion_probability,
     linear_cross_entropy_reference,
     proposal_distribution,
     smoothed_cross_entropy,
@@ -89,9 +90,10 @@ def test_fused_cross_entropy_chunks_large_batches():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("proposal", ["uniform", "log_uniform", "unigram"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_sampled_softmax_with_every_word_equals_full_softmax(smoothing):
-    """Uniform proposal and every id a candidate: value and gradient equal full CE."""
+def test_sampled_softmax_with_every_word_equals_full_softmax(smoothing, proposal):
+    """Every id a candidate: value and gradient equal full CE, whatever the proposal."""
     features, weight, bias, targets = leaves(2)
     output = torch.nn.Linear(H, V)
     output.weight, output.bias = (
@@ -100,9 +102,10 @@ def test_sampled_softmax_with_every_word_equals_full_softmax(smoothing):
     )
     criterion = Criterion(
         LossConfig(
-            sampled_softmax=True, num_samples=20 * V, proposal="uniform", label_smoothing=smoothing
+            sampled_softmax=True, num_samples=200 * V, proposal=proposal, label_smoothing=smoothing
         ),
         V,
+        np.arange(V)[::-1].copy(),
     )
     torch.manual_seed(0)
     mask = torch.ones(1, N, dtype=torch.bool)
@@ -144,6 +147,16 @@ def test_sampled_softmax_uses_few_candidates_and_corrects_by_log_q():
         F.linear = saved  # type: ignore[assignment]
     assert seen["rows"].shape[0] <= len(set(targets.tolist())) + 10
     assert torch.isfinite(result.loss)
+
+
+def test_inclusion_probability_corrects_only_what_was_drawn():
+    """The batch's targets are certain candidates; a drawn column is in with 1-(1-Q)^K."""
+    q = torch.tensor([0.5, 0.01, 1e-6, 0.2])
+    in_batch = torch.tensor([False, False, False, True])
+    got = inclusion_probability(q, 10, in_batch)
+    want = torch.tensor([1 - 0.5**10, 1 - 0.99**10, 1 - (1 - 1e-6) ** 10, 1.0])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
+    assert abs(float(got[2]) / (10 * 1e-6) - 1) < 1e-4  # rare columns: K Q, i.e. -log Q + const
 
 
 def test_proposals_are_distributions_with_mass_everywhere():

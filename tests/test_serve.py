@@ -181,6 +181,39 @@ def test_the_batcher_keeps_a_group_within_the_token_budget(checkpoint: Path):
     assert sorted(t for c in calls for t in c[0]) == sorted(texts)
 
 
+def test_a_group_gathers_while_answers_go_out_but_not_past_its_cap(checkpoint: Path):
+    """Under load the next requests arrive while the last answers are being sent: the
+    worker waits for them (quiet time and cap grow with the last search's duration)."""
+    translator = load_model([checkpoint]).translator
+    original = translator.translate_nbest
+    started: list[tuple[list[str], float]] = []
+
+    def slow_first(texts: list[str], **kwargs: Any) -> Any:
+        started.append((list(texts), time.monotonic()))
+        if len(started) == 1:
+            time.sleep(1.0)  # the "previous batch": quiet time 50 ms, gathering 250 ms
+        return original(texts, **kwargs)
+
+    translator.translate_nbest = slow_first  # type: ignore[method-assign]
+    batcher = Batcher(translator, wait_ms=10, max_wait_ms=1000)
+    batcher.start()
+    batcher.submit(Request(("green dog",), beam_size=1)).result(30)
+    submitted = time.monotonic()
+    first = batcher.submit(Request(("red cat",), beam_size=1))
+    second = None
+    for ping in range(60):  # answers going out every 10 ms for 600 ms, past the cap
+        batcher.answered()
+        if ping == 12:
+            second = batcher.submit(Request(("a tree",), beam_size=1))
+        time.sleep(0.01)
+    assert second is not None
+    first.result(30)
+    second.result(30)
+    batcher.close()
+    assert [texts for texts, _ in started] == [["green dog"], ["red cat", "a tree"]]
+    assert started[1][1] - submitted < 0.5  # the cap (250 ms), not the last answer
+
+
 def test_closing_fails_waiting_requests_and_refuses_new_ones(checkpoint: Path):
     batcher = Batcher(load_model([checkpoint]).translator)
     waiting = batcher.submit(Request(("red cat",), beam_size=1))

@@ -99,7 +99,8 @@ def _limit_options(add: Callable[..., Any]) -> None:
         type=float,
         default=3.0,
         metavar="MS",
-        help="how long the model waits to gather requests into one batch (3)",
+        help="quiet time that closes a batch: the model starts once no request has come and "
+        "no answer has gone out for this long (3; longer after long searches)",
     )
 
 

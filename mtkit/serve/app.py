@@ -215,6 +215,7 @@ def _add_translate_route(
             except BatcherClosed:
                 raise HTTPException(503, "the server is shutting down") from None
             results = await asyncio.wrap_future(future)
+            batcher.answered()
         translations = [
             translation_json(translator, text, hyps, request.attention)
             for text, hyps in zip(request.texts, results, strict=True)

@@ -5,9 +5,22 @@ matrix products get wider, the number of steps stays), so a service that decodes
 request alone wastes most of the machine under load. Here HTTP handlers only *submit*
 requests; a single worker thread owns the model and, whenever it is free, takes the
 oldest waiting request together with every waiting request that uses the same beam
-size, waits a few milliseconds (``wait_ms``) for more, and decodes them all in one
-:meth:`~mtkit.translator.Translator.translate_nbest` call, up to one search batch
-(``batch_tokens / beam_size`` source tokens, estimated).
+size, and decodes them all in one :meth:`~mtkit.translator.Translator.translate_nbest`
+call, up to one search batch (``batch_tokens / beam_size`` source tokens, estimated).
+
+Before it decodes, the worker waits until the service has been quiet for a moment:
+no request has arrived and no answer has been handed to a client (:meth:`Batcher.answered`,
+called by the HTTP handler) for ``wait_ms`` or more. The answers matter under load:
+the clients of the batch just decoded send their next requests as the event loop
+answers them, one after another (some 20 ms for 32 answers on two cores).
+Deciding a fixed ``wait_ms`` after the first arrival decodes the first few of them
+alone while the rest queue behind that batch, and the service settles into alternating
+small and large batches that each cost nearly a whole search (the steps follow the
+longest sentence, not the batch size). On a busy machine the event loop stalls for
+longer, so the quiet time and the longest gathering grow with the last search's
+duration (``QUIET_SHARE`` and ``GATHER_SHARE`` of it, between ``wait_ms`` and
+``max_wait_ms``): waiting costs throughput in proportion to the search it saves. A
+single client still waits about ``wait_ms`` (its searches are short).
 
 Results equal translating each request alone: the Translator's batches give the same
 hypotheses as one sentence at a time, ``nbest`` only cuts a finished n-best list, and
@@ -28,6 +41,9 @@ from mtkit.search import Hypothesis
 from mtkit.translator import Translator
 
 log = logging.getLogger(__name__)
+
+QUIET_SHARE = 0.05  # quiet time that closes a group, as a share of the last search's time
+GATHER_SHARE = 0.25  # longest gathering, as a share of the last search's time
 
 
 class QueueFull(Exception):
@@ -62,6 +78,7 @@ class Request:
 class _Job:
     request: Request
     tokens: int  # estimated source tokens (with EOS) of all texts, for the batch budget
+    arrived: float = field(default_factory=time.monotonic)
     future: Future[list[list[Hypothesis]]] = field(default_factory=Future)
 
 
@@ -75,7 +92,13 @@ class BatcherStats:
 
 
 class Batcher:
-    """Queues requests and decodes them in groups on its own worker thread."""
+    """Queues requests and decodes them in groups on its own worker thread.
+
+    ``wait_ms``: the quiet time (no new request, no answer) that closes a group, at least;
+    ``max_wait_ms``: the longest a group gathers, from when the worker takes its first
+    request (the quiet time and the gathering grow with the last search's duration, up
+    to this).
+    """
 
     def __init__(
         self,
@@ -83,9 +106,13 @@ class Batcher:
         wait_ms: float = 3.0,
         queue_size: int = 256,
         batch_tokens: int | None = None,
+        max_wait_ms: float = 100.0,
     ) -> None:
         self.translator = translator
         self.wait_s = max(0.0, wait_ms) / 1000.0
+        self.max_wait_s = max(self.wait_s, max_wait_ms / 1000.0)
+        self._answered_at = float("-inf")  # when a caller last got its answer (any thread)
+        self._last_search_s = 0.0  # how long the worker's last Translator call took
         self.queue_size = queue_size
         self.batch_tokens = batch_tokens or translator.defaults.batch_tokens
         self.stats = BatcherStats()
@@ -120,6 +147,13 @@ class Batcher:
             self._cond.notify()
         return job.future
 
+    def answered(self) -> None:
+        """Note that a caller has just received its result (from the thread that answers it).
+
+        Its client may send the next request in a moment, so the worker keeps gathering.
+        """
+        self._answered_at = time.monotonic()
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking requests, finish the group in progress, fail those still waiting."""
         with self._cond:
@@ -140,7 +174,10 @@ class Batcher:
             group = self._next_group()
             if group is None:
                 return
+            start = time.monotonic()
             self._decode(group)
+            self._last_search_s = time.monotonic() - start
+            self.answered()  # the group's answers are on their way to the callers
 
     def _next_group(self) -> list[_Job] | None:
         """The oldest waiting job and those that can share its search batch, or None at close."""
@@ -152,14 +189,25 @@ class Batcher:
             first = self._jobs.popleft()
             group, tokens = [first], first.tokens
             budget = max(1, self.batch_tokens // first.request.beam_size)
-            deadline = time.monotonic() + self.wait_s
+            quiet, gather = self._waits()
+            cap = time.monotonic() + gather
             while True:
                 tokens = self._take_matching(group, tokens, budget)
-                remaining = deadline - time.monotonic()
-                if tokens >= budget or remaining <= 0 or self._closed:
+                if tokens >= budget or self._closed:
+                    break
+                # Quiet since the last arrival and the last answer, or the cap.
+                busy_until = max(self._answered_at, max(job.arrived for job in group))
+                remaining = min(busy_until + quiet, cap) - time.monotonic()
+                if remaining <= 0:
                     break
                 self._cond.wait(remaining)
         return [job for job in group if job.future.set_running_or_notify_cancel()]
+
+    def _waits(self) -> tuple[float, float]:
+        """(quiet time that closes a group, longest gathering) in seconds, for the next group."""
+        scale = self._last_search_s
+        quiet = min(max(self.wait_s, QUIET_SHARE * scale), self.max_wait_s)
+        return quiet, min(max(self.wait_s, GATHER_SHARE * scale), self.max_wait_s)
 
     def _take_matching(self, group: list[_Job], tokens: int, budget: int) -> int:
         """Move waiting jobs with the group's beam size into it while they fit the budget."""

@@ -219,15 +219,18 @@ class RuntimeConfig:
     seed: int = 1234  # initialisation, dropout and batch order
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16
-    threads: int | None = None  # CPU threads (None: PyTorch's default)
+    # CPU intra-op threads: an integer >= 1, auto (one per available core, passive OpenMP
+    # waiting; mtkit.runtime.resolve_threads) or None (PyTorch's default). Typed Any
+    # because OmegaConf 2.3 has no int-or-str fields; __post_init__ checks the value.
+    threads: Any = None
 
     def __post_init__(self) -> None:
         s = "train"
         ok = self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)
         _check(bool(ok), s, "device", self.device, "one of: auto, cpu, cuda, cuda:N")
         _choice(s, "precision", self.precision, ("auto", "fp32", "bf16"))
-        if self.threads is not None:
-            _check(self.threads >= 1, s, "threads", self.threads, "an integer >= 1 or null")
+        good = self.threads in (None, "auto") or (_is_int(self.threads) and self.threads >= 1)
+        _check(good, s, "threads", self.threads, "an integer >= 1, auto or null")
 
 
 @dataclass

@@ -34,6 +34,9 @@ def main() -> None:
     multi-node run that do not share a filesystem with the node that prepares it.
     """
     from mtkit.errors import run_cli
+    from mtkit.runtime import prefer_passive_wait
+
+    prefer_passive_wait()  # sentencepiece and the encoding workers inherit it
 
     print(run_cli(_prepare, "mtkit-data"))
 

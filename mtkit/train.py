@@ -128,6 +128,9 @@ def main() -> None:
     line and exit status 128 + N; during training the trainer's own handling takes over
     (finish the step, save last.pt, stop).
     """
+    from mtkit.runtime import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     from mtkit.cli_io import exit_on_signals
 
     with exit_on_signals("mtkit-train"):

@@ -23,27 +23,54 @@ ratios the project tracks, then what bounds the speed: the matrix-product work p
 target token of each configuration (counted by ``torch.utils.flop_counter`` on the first
 warm-up batch, forward and backward) and the rate this machine multiplies matrices of
 the model's shapes at. The format is stable for comparing runs.
+
+``--threads`` is the intra-op thread count (``auto``, the default, as ``train.threads``;
+an integer; or ``torch`` for PyTorch's own default). Like the mtkit commands, the script
+sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads unless the environment already says
+how OpenMP threads wait; ``OMP_WAIT_POLICY=ACTIVE`` measures PyTorch's spinning default.
+
+**A busy machine.** ``--contend train`` measures each selected configuration quiet, then
+again beside a competitor this script starts itself: another copy of it training the same
+configuration without end, with the same ``--threads`` and environment (two trainings
+side by side); ``--contend busy`` uses a single-threaded busy loop instead. Per
+configuration it prints one more line, after the quiet one::
+
+    contend  train  ref-8k       fp32  quiet   8454 beside   4100 tgt_tok/s share  48.5%
+
+``share`` is beside / quiet; on a 2-core machine the fair share beside another training
+is 50%, and the target is >= 45% for both competitors. The matrix-product rate is not
+measured in this mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import itertools
 import logging
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from mtkit.runtime import prefer_passive_wait
 
-from mtkit.batching import TokenBatchSampler, collate
-from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig
-from mtkit.data import CorpusSplit, load_corpus
-from mtkit.loss import Criterion
-from mtkit.model import Seq2Seq, build_model
-from mtkit.runtime import autocast_context, resolve_device, tune_process
-from mtkit.tokenizer import TextCodec
-from mtkit.trainer import train_step
+prefer_passive_wait()  # before torch loads: OpenMP reads its wait policy only then
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from mtkit.batching import TokenBatchSampler, collate  # noqa: E402
+from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig  # noqa: E402
+from mtkit.data import CorpusSplit, load_corpus  # noqa: E402
+from mtkit.errors import ConfigError  # noqa: E402
+from mtkit.loss import Criterion  # noqa: E402
+from mtkit.model import Seq2Seq, build_model  # noqa: E402
+from mtkit.runtime import autocast_context, resolve_device, set_threads, tune_process  # noqa: E402
+from mtkit.tokenizer import TextCodec  # noqa: E402
+from mtkit.trainer import train_step  # noqa: E402
 
 REFERENCE = ModelConfig(
     cell="gru",
@@ -120,6 +147,52 @@ def measure(
     return tokens / elapsed, 1000 * elapsed / steps, len(model.output_ids), flop_per_token
 
 
+def compete(
+    setup: Setup, codec: TextCodec, split: CorpusSplit, precision: str, batch_tokens: int
+) -> None:
+    """Train ``setup`` on CPU without end (the ``--contend train`` competitor); prints
+    ``ready`` after its first step, then runs until it is terminated."""
+    torch.manual_seed(2)
+    model = make_model(setup, codec, split).train()
+    counts = model.column_counts(split.tgt_values, len(split))
+    criterion = Criterion(setup.loss, len(model.output_ids), counts)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, batch_tokens, seed=2)
+    device = torch.device("cpu")
+    for step, indices in enumerate(
+        itertools.chain.from_iterable(map(sampler.batches, itertools.count()))
+    ):
+        batch = collate([split.source(j) for j in indices], [split.target(j) for j in indices])
+        with autocast_context(device, precision):
+            train_step(model, criterion, optimizer, batch, clip_norm=5.0)
+        if step == 0:
+            print("ready", flush=True)
+
+
+@contextlib.contextmanager
+def competitor(kind: str, setup: Setup, precision: str, args: argparse.Namespace) -> Iterator[None]:
+    """Run a competing process while the block runs: ``train`` (this script's
+    :func:`compete`, same threads and environment) or ``busy`` (one spinning thread)."""
+    if kind == "busy":
+        command = [sys.executable, "-c", "while True: pass"]
+    else:
+        command = [sys.executable, __file__, "--compete", "--only", setup.name]
+        command += ["--precisions", precision, "--corpus", args.corpus]
+        command += ["--batch-tokens", str(args.batch_tokens), "--threads", args.threads]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        if (
+            kind == "train"
+            and process.stdout is not None
+            and process.stdout.readline() != "ready\n"
+        ):
+            raise SystemExit(f"bench_train.py: the competitor stopped (exit {process.wait()})")
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def matmul_rate(dtype: torch.dtype, device: torch.device) -> float:
     """Best GFLOP/s over matrix products of the reference model's shapes (~4000 target
     tokens: decoder gates per step, the feature layer, the output layer)."""
@@ -141,7 +214,7 @@ def matmul_rate(dtype: torch.dtype, device: torch.device) -> float:
     return best
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--corpus", default="../shared/corpora/multi30k", help="directory with train.de / train.en"
@@ -152,7 +225,25 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--only", default="", help="comma-separated subset of setup names")
+    parser.add_argument(
+        "--threads", default="auto", help="intra-op threads: auto (default), N, or torch"
+    )
+    parser.add_argument(
+        "--contend",
+        choices=("train", "busy"),
+        help="also measure beside a competitor: another training, or a busy loop",
+    )
+    parser.add_argument("--compete", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        set_threads(None if args.threads == "torch" else args.threads)
+    except ConfigError as error:
+        parser.error(f"--{error}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
     tune_process()
@@ -167,34 +258,48 @@ def main() -> None:
     )
     corpus = load_corpus(data, TokenizerConfig(vocab_size=8000))
     split = corpus.splits["train"]
+    wanted = set(filter(None, args.only.split(",")))
+    setups = [setup for setup in SETUPS if not wanted or setup.name in wanted]
+    if args.compete:
+        compete(setups[0], corpus.codec, split, args.precisions.split(",")[0], args.batch_tokens)
+        return
     print(
         f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"batch_tokens={args.batch_tokens} steps={args.steps} vocab={corpus.codec.tgt.vocab_size}"
     )
-    wanted = set(filter(None, args.only.split(",")))
     results: dict[tuple[str, str], float] = {}
     work: dict[str, float] = {}
-    for setup in SETUPS:
-        if wanted and setup.name not in wanted:
-            continue
-        for precision in args.precisions.split(","):
-            rate, ms, rows, flop_per_token = measure(
-                setup,
-                corpus.codec,
-                split,
-                precision,
-                device,
-                args.steps,
-                args.warmup,
-                args.batch_tokens,
-            )
-            results[(setup.name, precision)] = rate
-            work.setdefault(setup.name, flop_per_token)
+    for setup, precision in itertools.product(setups, args.precisions.split(",")):
+        run = functools.partial(
+            measure, setup, corpus.codec, split, precision, device, args.steps, args.warmup
+        )
+        rate, ms, rows, flop_per_token = run(args.batch_tokens)
+        results[(setup.name, precision)] = rate
+        work.setdefault(setup.name, flop_per_token)
+        print(
+            f"{setup.name:<12} {precision:<5} {rate:9.0f} tgt_tok/s {ms:8.1f} ms/step "
+            f"{rows:6d} output rows",
+            flush=True,
+        )
+        if args.contend:
+            with competitor(args.contend, setup, precision, args):
+                beside = run(args.batch_tokens)[0]
             print(
-                f"{setup.name:<12} {precision:<5} {rate:9.0f} tgt_tok/s {ms:8.1f} ms/step "
-                f"{rows:6d} output rows",
+                f"contend  {args.contend:<6} {setup.name:<12} {precision:<5} quiet {rate:6.0f} "
+                f"beside {beside:6.0f} tgt_tok/s share {100 * beside / rate:5.1f}%",
                 flush=True,
             )
+    summarise(results, work, args, device)
+
+
+def summarise(
+    results: dict[tuple[str, str], float],
+    work: dict[str, float],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> None:
+    """The ratios the project tracks, the work per token and (quiet runs only) the
+    matrix-product rate."""
 
     def ratio(a: tuple[str, str], b: tuple[str, str], label: str) -> None:
         if a in results and b in results:
@@ -209,6 +314,8 @@ def main() -> None:
         )
     for name, flop in work.items():
         print(f"{'work (' + name + ')':<36} {flop / 1e6:.1f} MFLOP/tgt_tok")
+    if args.contend:
+        return
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for precision in args.precisions.split(","):
         gflops = matmul_rate(dtypes[precision], device)

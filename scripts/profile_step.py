@@ -29,17 +29,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from torch.profiler import ProfilerActivity, profile
+from mtkit.runtime import prefer_passive_wait
 
-from mtkit.batching import TokenBatchSampler, collate
-from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig
-from mtkit.data import load_corpus
-from mtkit.loss import Criterion
-from mtkit.model import build_model
-from mtkit.runtime import autocast_context, tune_process
-from mtkit.trainer import train_step
-from mtkit.translator import Translator
+prefer_passive_wait()  # before torch loads, as the mtkit commands do
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from mtkit.batching import TokenBatchSampler, collate  # noqa: E402
+from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig  # noqa: E402
+from mtkit.data import load_corpus  # noqa: E402
+from mtkit.loss import Criterion  # noqa: E402
+from mtkit.model import build_model  # noqa: E402
+from mtkit.runtime import autocast_context, tune_process  # noqa: E402
+from mtkit.trainer import train_step  # noqa: E402
+from mtkit.translator import Translator  # noqa: E402
 
 REFERENCE = ModelConfig(
     cell="gru",

@@ -18,6 +18,7 @@ from mtkit.errors import ConfigError, run_cli
 from mtkit.experiment.overrides import override_key
 from mtkit.experiment.runner import Options, SignalGuard, StopRequested
 from mtkit.experiment.spec import RESERVED_KEYS
+from mtkit.runtime import prefer_passive_wait
 
 PROG = "mtkit-experiment"
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace, guard: SignalGuard) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    prefer_passive_wait()  # before torch loads; the training children inherit it
     args = parse_args(argv)
     guard = SignalGuard()
     try:

@@ -26,6 +26,7 @@ from typing import Any
 from mtkit.config import RunConfig
 from mtkit.errors import DataError
 from mtkit.metrics import all_scores, bleu
+from mtkit.runtime import resolve_threads
 
 EVAL_FILE = "eval.json"
 GREEDY = {"beam_size": 1}
@@ -58,11 +59,12 @@ def load_test_set(run: RunConfig) -> TestSet:
 
 
 @contextmanager
-def threads(count: int | None) -> Iterator[None]:
+def threads(requested: int | str | None) -> Iterator[None]:
     """Decode with the runs' own ``train.threads`` (PyTorch's default when unset).
 
     On a busy machine, more threads than free cores make decoding many times slower.
     """
+    count = resolve_threads(requested)
     if not count:
         yield
         return

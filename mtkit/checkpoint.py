@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mtkit.cli_io import new_file_mode
 from mtkit.config import DecodeConfig, ModelConfig, RunConfig, from_dict
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.model import Seq2Seq
@@ -77,7 +78,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
             stream.write(buffer.getbuffer())
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())
+        os.chmod(temp_name, new_file_mode())
         os.replace(temp_name, path)
     except OSError as error:
         kept = "; the previous file is kept" if path.exists() else ""
@@ -85,12 +86,6 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     finally:
         if temp_name:
             Path(temp_name).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def step_file_name(step: int) -> str:

@@ -88,7 +88,7 @@ class Output:
         if self.temp is None or self.target is None:
             return
         try:
-            mode = self.target.stat().st_mode & 0o7777 if self.target.exists() else _new_mode()
+            mode = self.target.stat().st_mode & 0o7777 if self.target.exists() else new_file_mode()
             self.stream.close()
             os.chmod(self.temp, mode)
             os.replace(self.temp, self.target)
@@ -121,7 +121,9 @@ class Output:
             self.temp = None
 
 
-def _new_mode() -> int:
+def new_file_mode() -> int:
+    """The mode a new file gets under the process's umask (0o666 & ~umask), for files
+    written through a temporary file and renamed into place (mkstemp creates 0o600)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtkit.cli_io import new_file_mode
 from mtkit.errors import DataError, MtkitError
 from mtkit.search import Hypothesis
 from mtkit.translator import Translator
@@ -67,7 +68,7 @@ def _save(figure: Any, path: Path) -> None:
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "wb") as stream:
             figure.savefig(stream, format="png", dpi=100)
-        os.chmod(temp, 0o666 & ~_umask())
+        os.chmod(temp, new_file_mode())
         os.replace(temp, path)
         temp = None
     except OSError as error:
@@ -75,9 +76,3 @@ def _save(figure: Any, path: Path) -> None:
     finally:
         if temp is not None:
             Path(temp).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -55,6 +55,18 @@ class DecoderState:
             feed=None if self.feed is None else self.feed.index_select(0, index),
         )
 
+    def cat(self, other: DecoderState) -> DecoderState:
+        """These rows, then ``other``'s: the counterpart of :meth:`select` for joining batches."""
+        return DecoderState(
+            hidden=torch.cat([self.hidden, other.hidden], 1),
+            cell=None
+            if self.cell is None or other.cell is None
+            else torch.cat([self.cell, other.cell], 1),
+            feed=None
+            if self.feed is None or other.feed is None
+            else torch.cat([self.feed, other.feed]),
+        )
+
 
 class Bridge(nn.Module):
     """Initial decoder state from the encoder's final states (or zeros).

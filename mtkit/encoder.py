@@ -38,6 +38,38 @@ class EncoderOutput:
             keys=None if self.keys is None else self.keys.index_select(0, index),
         )
 
+    def cat(self, other: EncoderOutput) -> EncoderOutput:
+        """These rows, then ``other``'s (B1 + B2 rows), both padded to a common length.
+
+        The common length is that of the longest real source among the rows, so columns
+        that are padding in every row (left by long sentences that were selected away)
+        are dropped. Padding is masked, so attention gives it weight 0: a row attends
+        alike in either batch. Greedy search in the service appends new sentences to
+        the running batch this way.
+        """
+        length = int(torch.cat([self.mask.sum(1), other.mask.sum(1)]).max())
+        return EncoderOutput(
+            states=_pad_cat(self.states, other.states, length),
+            mask=_pad_cat(self.mask, other.mask, length),
+            final_hidden=torch.cat([self.final_hidden, other.final_hidden], 1),
+            final_cell=None
+            if self.final_cell is None or other.final_cell is None
+            else torch.cat([self.final_cell, other.final_cell], 1),
+            keys=None
+            if self.keys is None or other.keys is None
+            else _pad_cat(self.keys, other.keys, length),
+        )
+
+
+def _pad_cat(first: torch.Tensor, second: torch.Tensor, length: int) -> torch.Tensor:
+    """(B1, S1, ...) and (B2, S2, ...) -> (B1 + B2, length, ...), zero (False) padded."""
+    shape = (first.size(0) + second.size(0), length, *first.shape[2:])
+    out = first.new_zeros(shape)
+    kept, joined = first[:, :length], second[:, :length]
+    out[: first.size(0), : kept.size(1)] = kept
+    out[first.size(0) :, : joined.size(1)] = joined
+    return out
+
 
 class Encoder(nn.Module):
     def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:

@@ -44,6 +44,11 @@ class EnsembleEncoding:
     def select(self, index: torch.Tensor) -> EnsembleEncoding:
         return EnsembleEncoding(tuple(enc.select(index) for enc in self.members))
 
+    def cat(self, other: EnsembleEncoding) -> EnsembleEncoding:
+        """These rows, then ``other``'s, member by member (see ``EncoderOutput.cat``)."""
+        pairs = zip(self.members, other.members, strict=True)
+        return EnsembleEncoding(tuple(mine.cat(theirs) for mine, theirs in pairs))
+
 
 @dataclass
 class EnsembleState:
@@ -53,6 +58,11 @@ class EnsembleState:
 
     def select(self, index: torch.Tensor) -> EnsembleState:
         return EnsembleState(tuple(state.select(index) for state in self.members))
+
+    def cat(self, other: EnsembleState) -> EnsembleState:
+        """These rows, then ``other``'s, member by member."""
+        pairs = zip(self.members, other.members, strict=True)
+        return EnsembleState(tuple(mine.cat(theirs) for mine, theirs in pairs))
 
 
 def normalized_weights(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:

@@ -1,6 +1,6 @@
 """``python -m mtkit.evaluate``: BLEU, chrF and TER (sacrebleu, detokenized) with signatures.
 
-python -m mtkit.evaluate CHECKPOINT --src FILE --ref FILE [--beam-size K] [--json]
+python -m mtkit.evaluate CHECKPOINT --src FILE --ref FILE [--beam-size K] [--shortlist] [--json]
 python -m mtkit.evaluate --hyp FILE --ref FILE [--json]
 
 Empty or misaligned files are a one-line error; a byte order mark opening a file is
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mtkit.cli_io import Output, exit_on_signals
-from mtkit.errors import DataError, run_cli
+from mtkit.errors import ConfigError, DataError, run_cli
 from mtkit.readers import read_lines
+from mtkit.runtime import prefer_passive_wait, resolve_threads
 
 PROG = "mtkit-evaluate"
 
@@ -44,12 +45,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-tokens", type=int, help="source tokens x beams per batch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads: auto (one per core this process may use; the default) or N",
+    )
+    parser.add_argument(
+        "--shortlist", action="store_true", help="decode through the checkpoint's shortlist"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.hyp is not None and (args.checkpoints or args.src):
         parser.error("give either CHECKPOINT --src, or --hyp, not both")
+    if args.hyp is not None and args.shortlist:
+        parser.error("--shortlist applies to CHECKPOINT --src, not to --hyp")
     if args.hyp is None and not (args.checkpoints and args.src):
         parser.error("give CHECKPOINT --src FILE --ref FILE, or --hyp FILE --ref FILE")
+    try:
+        resolve_threads(args.threads)
+    except ConfigError:
+        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
     for name in ("beam_size", "batch_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -92,7 +107,9 @@ def translate_sources(args: argparse.Namespace, n_references: int) -> list[str]:
         raise DataError(f"{args.ref} is empty: there is nothing to score")
     from mtkit.translate import load_translator
 
-    translator = load_translator(args.checkpoints, args.weights, args.device, args.precision)
+    translator = load_translator(
+        args.checkpoints, args.weights, args.device, args.precision, args.shortlist, args.threads
+    )
     return translator.translate(sources, beam_size=args.beam_size, batch_tokens=args.batch_tokens)
 
 
@@ -104,6 +121,7 @@ def report_lines(report: dict[str, object], as_json: bool) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     with exit_on_signals(PROG):
         logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
         args = parse_args(argv)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mtkit.cli_io import Output, exit_on_signals, prepare_folder
 from mtkit.errors import ConfigError, MtkitError, run_cli
 from mtkit.readers import read_lines, require_readable, require_stdin
+from mtkit.runtime import prefer_passive_wait, resolve_threads
 
 if TYPE_CHECKING:  # torch loads only once the options are known good
     from mtkit.search import Hypothesis
@@ -77,6 +78,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads: auto (one per core this process may use; the default) or N",
+    )
+    parser.add_argument(
+        "--shortlist",
+        action="store_true",
+        help="score only the target pieces the checkpoint's lexical shortlist allows "
+        "(faster; add one with mtkit-shortlist)",
+    )
+    parser.add_argument(
         "--attention-plots",
         metavar="DIR",
         help="write one attention heatmap PNG per input line (needs matplotlib)",
@@ -88,6 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="invalid UTF-8 in the input: stop with an error, or replace it",
     )
     args = parser.parse_args(argv)
+    try:
+        resolve_threads(args.threads)
+    except ConfigError:
+        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
     for name in ("beam_size", "nbest", "batch_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -174,19 +190,30 @@ def translate_lines(
 
 
 def load_translator(
-    checkpoints: Sequence[str], weights: Sequence[float] | None, device: str, precision: str
+    checkpoints: Sequence[str],
+    weights: Sequence[float] | None,
+    device: str,
+    precision: str,
+    shortlist: bool = False,
+    threads: int | str | None = "auto",
 ) -> Translator:
-    """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint).
+    """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint);
+    ``shortlist`` decodes one checkpoint through its lexical shortlist.
 
-    Also tunes the process for tensor work (the allocator): only commands do that.
+    Also tunes the process for tensor work (the allocator, ``threads``): only commands do that.
     """
-    from mtkit.runtime import tune_process
+    from mtkit.runtime import set_threads, tune_process
     from mtkit.translator import Translator
 
+    if shortlist and (len(checkpoints) > 1 or weights is not None):
+        raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
     tune_process()
+    set_threads(threads)
 
     if len(checkpoints) == 1 and weights is None:
-        return Translator.from_checkpoint(checkpoints[0], device=device, precision=precision)
+        return Translator.from_checkpoint(
+            checkpoints[0], device=device, precision=precision, shortlist=shortlist
+        )
     return Translator.from_checkpoints(checkpoints, weights, device, precision)
 
 
@@ -198,7 +225,14 @@ def run(args: argparse.Namespace) -> int:
         require_readable(args.input, INPUT)
     plots = check_plots(args.attention_plots)
     with Output(args.output, "-o/--output") as output:
-        translator = load_translator(args.checkpoints, args.weights, args.device, args.precision)
+        translator = load_translator(
+            args.checkpoints,
+            args.weights,
+            args.device,
+            args.precision,
+            args.shortlist,
+            args.threads,
+        )
         lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
         results = translate_lines(translator, lines, args, changes)
         output.write(format_results(results, args.nbest, args.scores))
@@ -212,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     with exit_on_signals(PROG):
         logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
         args = parse_args(argv)

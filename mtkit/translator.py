@@ -80,10 +80,21 @@ class Translator:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", precision: str = "fp32"
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        shortlist: bool = False,
     ) -> Translator:
+        """The checkpoint's model; ``shortlist=True`` decodes through its lexical shortlist
+        (:mod:`mtkit.shortlist`; a one-line CheckpointError if it holds none)."""
         payload = load_checkpoint(path)
+        model: torch.nn.Module
         model, codec = model_from_payload(payload, str(path))
+        if shortlist:
+            from mtkit.shortlist import with_shortlist  # loads the corpus code: only when asked
+
+            model = with_shortlist(model, payload, str(path))
         return cls(
             model,
             codec,
@@ -109,6 +120,11 @@ class Translator:
         from mtkit.ensemble import ensemble_translator  # ensemble.py builds on this module
 
         return ensemble_translator(paths, weights, device, precision)
+
+    def inference(self) -> contextlib.AbstractContextManager[None]:
+        """The context every search of this Translator runs in (inference mode; see
+        :func:`_inference`), for callers that drive the step API themselves."""
+        return _inference(self.dtype)
 
     def options(self, **changes: Any) -> SearchOptions:
         """The checkpoint's search defaults with ``changes`` applied, checked.

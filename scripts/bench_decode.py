@@ -11,6 +11,11 @@ For every (precision, beam) it translates the whole file once to warm up, then t
 ``precision beam  sent/s (load excluded)  sent/s (load included)  BLEU  signature``.
 "Load included" adds the time of ``Translator.from_checkpoint`` (measured separately
 in this process, after imports) to one pass.
+
+``--shortlist`` also decodes through the checkpoint's lexical shortlist (mtkit-shortlist):
+a line with its settings, then for every (precision, beam) a second line whose first
+field is ``PRECISION+sl``; the two are timed in alternating passes, so their ratio holds
+on a machine shared with other work.
 """
 
 from __future__ import annotations
@@ -20,16 +25,49 @@ import logging
 import statistics
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
+from mtkit.errors import run_cli
 from mtkit.metrics import bleu
 from mtkit.runtime import tune_process
+from mtkit.shortlist import Shortlisted
 from mtkit.translator import Translator
 
 
 def read(path: str) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def shortlist_settings(args: argparse.Namespace) -> str:
+    """One line describing the checkpoint's shortlist (a one-line error if it has none)."""
+    translator = run_cli(
+        lambda: Translator.from_checkpoint(args.checkpoint, device=args.device, shortlist=True),
+        "bench_decode",
+    )
+    table = cast(Shortlisted, translator.model).shortlist
+    return (
+        f"shortlist: k={table.candidates.size(1)} frequent={len(table.frequent)} "
+        f"source_pieces={table.candidates.size(0)} counted_pairs={table.pairs}"
+    )
+
+
+def time_passes(
+    translators: list[Translator], sources: list[str], beam: int, args: argparse.Namespace
+) -> list[float]:
+    """Median seconds of ``--repeats`` full passes of each translator, passes alternating."""
+    times: list[list[float]] = [[] for _ in translators]
+    for _ in range(args.repeats):
+        for number, translator in enumerate(translators):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            translator.translate(sources, beam_size=beam, batch_tokens=args.batch_tokens)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[number].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -42,6 +80,9 @@ def main() -> None:
     parser.add_argument("--beams", default="1,5", help="comma-separated beam sizes")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
+    parser.add_argument(
+        "--shortlist", action="store_true", help="also decode through the checkpoint's shortlist"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tune_process()
@@ -54,31 +95,30 @@ def main() -> None:
         f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"sentences={len(sources)} load={load_seconds:.2f}s"
     )
+    if args.shortlist:
+        print(shortlist_settings(args))
     for precision in args.precision.split(","):
-        translator = Translator.from_checkpoint(
-            args.checkpoint, device=args.device, precision=precision
-        )
+        labels = [precision] + ([f"{precision}+sl"] if args.shortlist else [])
+        translators = [
+            Translator.from_checkpoint(
+                args.checkpoint, device=args.device, precision=precision, shortlist=shortlisted
+            )
+            for shortlisted in (False, True)[: len(labels)]
+        ]
         for beam in (int(b) for b in args.beams.split(",")):
-            hypotheses = translator.translate(
-                sources, beam_size=beam, batch_tokens=args.batch_tokens
-            )
-            times = []
-            for _ in range(args.repeats):
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                translator.translate(sources, beam_size=beam, batch_tokens=args.batch_tokens)
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            score = bleu(hypotheses, references)
-            print(
-                f"{precision:<5} beam={beam:<2} {len(sources) / seconds:8.1f} sent/s "
-                f"{len(sources) / (seconds + load_seconds):8.1f} sent/s(incl. load) "
-                f"BLEU {score.score:5.2f}  {score.signature}",
-                flush=True,
-            )
+            outputs = [
+                t.translate(sources, beam_size=beam, batch_tokens=args.batch_tokens)
+                for t in translators
+            ]
+            seconds = time_passes(translators, sources, beam, args)
+            for label, hypotheses, took in zip(labels, outputs, seconds, strict=True):
+                score = bleu(hypotheses, references)
+                print(
+                    f"{label:<5} beam={beam:<2} {len(sources) / took:8.1f} sent/s "
+                    f"{len(sources) / (took + load_seconds):8.1f} sent/s(incl. load) "
+                    f"BLEU {score.score:5.2f}  {score.signature}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

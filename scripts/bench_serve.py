@@ -13,8 +13,9 @@ clients here do not share its interpreter), and for each client count every clie
 sends one sentence per request over a kept-alive connection until all sentences are
 done (or ``--max-seconds``), after an untimed warm-up of the service. It prints one
 stable line per measurement: requests/s, p50/p95 latency, failed requests, answers that
-differ from the batch translation, the mean number of requests the service decoded
-together (from ``/healthz``), and the share of the batch sentences/s (the issue's
+differ from the batch translation, the mean number of requests per search batch (from
+``/healthz``: a beam group, or a group of greedy requests joining the running greedy
+search), the greedy search's steps, and the share of the batch sentences/s (the issue's
 target: >= 60% with 32 clients).
 """
 
@@ -171,6 +172,7 @@ def main() -> None:
             batch = (after["requests"] - before["requests"]) / max(
                 1, after["batches"] - before["batches"]
             )
+            steps = after.get("steps", 0) - before.get("steps", 0)
             share = result["rate"] / rate
             verdict = ""
             if clients == 32:
@@ -181,7 +183,7 @@ def main() -> None:
                 f"serve   clients={clients:<3} {result['rate']:8.1f} requests/s  "
                 f"p50 {result['p50']:7.1f} ms  p95 {result['p95']:7.1f} ms  "
                 f"requests {result['requests']:.0f}  failed {result['failed']:.0f}  "
-                f"differ {result['wrong']:.0f}  mean batch {batch:4.1f}  "
+                f"differ {result['wrong']:.0f}  mean batch {batch:4.1f}  steps {steps}  "
                 f"{share:5.1%} of batch{verdict}",
                 flush=True,
             )

@@ -36,6 +36,7 @@ uvicorn = pytest.importorskip(
 from mtkit.serve.__main__ import bind, main  # noqa: E402
 from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
 from mtkit.serve.batcher import Batcher, BatcherClosed, Request, estimated_tokens  # noqa: E402
+from mtkit.serve.stream import GreedyStream  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
 
 SENTENCES = ["red cat sleeps", "the big dog runs near the house", "a tree", "green dog"]
@@ -148,7 +149,8 @@ def test_the_batcher_groups_by_beam_size_and_answers_each_request_alone(checkpoi
     batcher.start()
     results = [future.result(30) for future in futures]
     batcher.close()
-    assert calls == [(["red cat sleeps", "a tree", "the big dog runs", ""], 3), (["green dog"], 1)]
+    # the greedy request goes through the stream, not translate_nbest
+    assert calls == [(["red cat sleeps", "a tree", "the big dog runs", ""], 3)]
     for request, result in zip(requests, results, strict=True):
         alone = reference.translate_nbest(
             list(request.texts),
@@ -197,14 +199,14 @@ def test_a_group_gathers_while_answers_go_out_but_not_past_its_cap(checkpoint: P
     translator.translate_nbest = slow_first  # type: ignore[method-assign]
     batcher = Batcher(translator, wait_ms=10, max_wait_ms=1000)
     batcher.start()
-    batcher.submit(Request(("green dog",), beam_size=1)).result(30)
+    batcher.submit(Request(("green dog",), beam_size=2)).result(30)
     submitted = time.monotonic()
-    first = batcher.submit(Request(("red cat",), beam_size=1))
+    first = batcher.submit(Request(("red cat",), beam_size=2))
     second = None
     for ping in range(60):  # answers going out every 10 ms for 600 ms, past the cap
         batcher.answered()
         if ping == 12:
-            second = batcher.submit(Request(("a tree",), beam_size=1))
+            second = batcher.submit(Request(("a tree",), beam_size=2))
         time.sleep(0.01)
     assert second is not None
     first.result(30)
@@ -212,6 +214,79 @@ def test_a_group_gathers_while_answers_go_out_but_not_past_its_cap(checkpoint: P
     batcher.close()
     assert [texts for texts, _ in started] == [["green dog"], ["red cat", "a tree"]]
     assert started[1][1] - submitted < 0.5  # the cap (250 ms), not the last answer
+
+
+def test_greedy_requests_stream_and_each_gets_what_it_would_alone(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Greedy requests join one running search at different steps (some while others are
+    half decoded) and leave when done; answers equal the Translator's, one request at a time."""
+    widths: list[int] = []
+    original_step = GreedyStream.step
+
+    def recording_step(stream: GreedyStream) -> Any:
+        widths.append(len(stream))
+        return original_step(stream)
+
+    monkeypatch.setattr(GreedyStream, "step", recording_step)
+    translator = load_model([checkpoint]).translator
+    reference = Translator.from_checkpoint(checkpoint)
+    calls = _recording(translator)
+    batcher = Batcher(translator, max_rows=4)
+    pool = tiny_pairs(12, seed=5)[0]
+    requests = [
+        Request((pool[0], "", pool[1]), beam_size=1, attention=True),
+        Request(("",), beam_size=1),
+        *[Request((text,), beam_size=1, attention=i % 3 == 0) for i, text in enumerate(pool[2:])],
+    ]
+    futures = [batcher.submit(request) for request in requests[:3]]
+    batcher.start()
+    for request in requests[3:]:  # joining a stream that is already running
+        futures.append(batcher.submit(request))
+        time.sleep(0.002)
+    results = [future.result(30) for future in futures]
+    batcher.close()
+    assert calls == []
+    for request, result in zip(requests, results, strict=True):
+        alone = reference.translate_nbest(
+            list(request.texts), beam_size=1, return_attention=request.attention
+        )
+        assert [[h.text for h in hyps] for hyps in result] == [[h.text for h in a] for a in alone]
+        assert [h.tokens for hyps in result for h in hyps] == [h.tokens for a in alone for h in a]
+        scores = [h.score for hyps in result for h in hyps]
+        assert scores == pytest.approx([h.score for a in alone for h in a], abs=1e-5)
+        for got, want in zip(result, alone, strict=True):
+            assert (got[0].attention is None) == (want[0].attention is None)
+            if want[0].attention is not None:
+                torch.testing.assert_close(got[0].attention, want[0].attention, atol=1e-5, rtol=0)
+    stats = batcher.stats
+    assert (stats.requests, stats.sentences) == (len(requests), len(pool) + 2)
+    output_steps = sum(len(h.tokens) + 1 for result in results for hyps in result for h in hyps)
+    assert stats.steps < output_steps / 2  # the sentences were decoded together
+    assert max(widths) == 4  # never more than max_rows
+
+
+def test_a_failing_stream_fails_its_requests_and_the_next_ones_succeed(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+):
+    original = GreedyStream.step
+    failures = iter([True])
+
+    def fail_once(stream: GreedyStream) -> Any:
+        if next(failures, False):
+            raise RuntimeError("a bug")
+        return original(stream)
+
+    monkeypatch.setattr(GreedyStream, "step", fail_once)
+    batcher = Batcher(load_model([checkpoint]).translator)
+    failing = batcher.submit(Request(("red cat", "a tree"), beam_size=1))
+    batcher.start()
+    with pytest.raises(RuntimeError, match="a bug"):
+        failing.result(30)
+    [[hyp]] = batcher.submit(Request(("red cat",), beam_size=1)).result(30)
+    batcher.close()
+    assert hyp.text == Translator.from_checkpoint(checkpoint).translate(["red cat"], beam_size=1)[0]
+    assert batcher.stats.requests == 1
 
 
 def test_closing_fails_waiting_requests_and_refuses_new_ones(checkpoint: Path):
@@ -460,7 +535,12 @@ def test_load_1000_requests_from_32_clients(port: int, translator: Translator):
     requests = after["requests"] - before["requests"]
     batches = after["batches"] - before["batches"]
     assert requests == 1000
+    # batches: beam groups, and groups of greedy requests that joined the running search
     assert batches < requests / 4, f"{batches} batches for {requests} requests: no dynamic batching"
+    lengths = [len(hyps[0].tokens) + 1 for hyps in translator.translate_nbest(pool, beam_size=1)]
+    greedy_tokens = sum(lengths[index] for index, beam in jobs if beam == 1)
+    steps = after["steps"] - before["steps"]
+    assert steps < greedy_tokens / 4, f"{steps} steps for {greedy_tokens} greedy tokens"
 
 
 def _in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

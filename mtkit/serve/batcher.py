@@ -3,29 +3,40 @@
 A search batch of many sentences costs little more than one sentence on a CPU (the
 matrix products get wider, the number of steps stays), so a service that decodes each
 request alone wastes most of the machine under load. Here HTTP handlers only *submit*
-requests; a single worker thread owns the model and, whenever it is free, takes the
-oldest waiting request together with every waiting request that uses the same beam
-size, and decodes them all in one :meth:`~mtkit.translator.Translator.translate_nbest`
+requests; a single worker thread owns the model and decodes them in one of two ways.
+
+Greedy requests (beam size 1, no coverage penalty) join one running greedy search, a
+:class:`~mtkit.serve.stream.GreedyStream` (continuous batching): between two steps the
+worker encodes the greedy requests that have arrived and appends their sentences to the
+active ones, as long as the stream holds at most ``max_rows`` sentences and
+``batch_tokens`` source tokens (a request always joins an empty stream whole), and a
+sentence leaves as soon as it emits EOS; a request is answered when its last sentence
+has. A batch of fixed sentences runs as many steps as its longest sentence, the last ones
+with a few rows left; the stream keeps its rows filled instead, so under load its steps
+follow the total output length over the stream's width. New sentences join in groups
+(``JOIN_SHARE``, ``JOIN_STEPS``), since the encoder costs nearly as much for one
+sentence as for several.
+
+Beam requests are decoded in groups: the oldest waiting beam request with every waiting
+request of the same beam size, in one :meth:`~mtkit.translator.Translator.translate_nbest`
 call, up to one search batch (``batch_tokens / beam_size`` source tokens, estimated).
-
-Before it decodes, the worker waits until the service has been quiet for a moment:
-no request has arrived and no answer has been handed to a client (:meth:`Batcher.answered`,
-called by the HTTP handler) for ``wait_ms`` or more. The answers matter under load:
-the clients of the batch just decoded send their next requests as the event loop
-answers them, one after another (some 20 ms for 32 answers on two cores).
-Deciding a fixed ``wait_ms`` after the first arrival decodes the first few of them
-alone while the rest queue behind that batch, and the service settles into alternating
-small and large batches that each cost nearly a whole search (the steps follow the
-longest sentence, not the batch size). On a busy machine the event loop stalls for
-longer, so the quiet time and the longest gathering grow with the last search's
+While the greedy stream is idle, the worker first waits until the service has been quiet
+for a moment: no request has arrived and no answer has been handed to a client
+(:meth:`Batcher.answered`, called by the HTTP handler) for ``wait_ms`` or more. The
+clients of the batch just decoded send their next requests as the event loop answers
+them, one after another, so a fixed wait after the first arrival would decode the first
+few alone while the rest queue behind them. On a busy machine the event loop stalls for
+longer, so the quiet time and the longest gathering grow with the last beam search's
 duration (``QUIET_SHARE`` and ``GATHER_SHARE`` of it, between ``wait_ms`` and
-``max_wait_ms``): waiting costs throughput in proportion to the search it saves. A
-single client still waits about ``wait_ms`` (its searches are short).
+``max_wait_ms``). While the stream runs, a beam group starts between two of its steps
+once its oldest request has waited that longest gathering.
 
-Results equal translating each request alone: the Translator's batches give the same
-hypotheses as one sentence at a time, ``nbest`` only cuts a finished n-best list, and
-keeping attention does not change the search, so requests that differ only in ``nbest``
-or ``attention`` share a batch and each gets exactly what it asked for.
+Results equal translating each request alone: a streamed sentence gets what
+:func:`~mtkit.search.greedy_search` gives it alone (see :mod:`mtkit.serve.stream`), the
+Translator's batches give the same hypotheses as one sentence at a time, ``nbest`` only
+cuts a finished n-best list, and keeping attention does not change the search, so
+requests that differ only in ``nbest`` or ``attention`` share a batch and each gets
+exactly what it asked for.
 """
 
 from __future__ import annotations
@@ -35,69 +46,39 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from mtkit.search import Hypothesis
+from mtkit.serve.greedy import GreedyJobs
+from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
 from mtkit.translator import Translator
+
+__all__ = [
+    "Batcher",
+    "BatcherClosed",
+    "BatcherStats",
+    "QueueFull",
+    "Request",
+    "estimated_tokens",
+]
 
 log = logging.getLogger(__name__)
 
 QUIET_SHARE = 0.05  # quiet time that closes a group, as a share of the last search's time
 GATHER_SHARE = 0.25  # longest gathering, as a share of the last search's time
-
-
-class QueueFull(Exception):
-    """The waiting queue holds ``queue_size`` requests: the caller should retry later."""
-
-
-class BatcherClosed(Exception):
-    """The service is shutting down."""
-
-
-def estimated_tokens(text: str) -> int:
-    """Source pieces of a text (with EOS), estimated from its UTF-8 length.
-
-    About 4 bytes a piece in European languages and 3 (one character) in Chinese or
-    Japanese: close enough to fill a search batch, without running the tokenizer in the
-    HTTP handler (the Translator tokenizes the whole batch once, exactly).
-    """
-    return len(text.strip().encode("utf-8")) // 4 + 2
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request: texts and the search settings they are translated with."""
-
-    texts: tuple[str, ...]
-    beam_size: int
-    nbest: int = 1
-    attention: bool = False
-
-
-@dataclass
-class _Job:
-    request: Request
-    tokens: int  # estimated source tokens (with EOS) of all texts, for the batch budget
-    arrived: float = field(default_factory=time.monotonic)
-    future: Future[list[list[Hypothesis]]] = field(default_factory=Future)
-
-
-@dataclass
-class BatcherStats:
-    """Counters since start: requests answered, sentences translated, search calls."""
-
-    requests: int = 0
-    sentences: int = 0
-    batches: int = 0
+MAX_ROWS = 64  # sentences the greedy stream decodes at once, at most
+JOIN_SHARE = 0.5  # greedy sentences join once this many wait, as a share of the active ones
+JOIN_STEPS = 8  # ... or once the oldest of them has waited this many stream steps
 
 
 class Batcher:
-    """Queues requests and decodes them in groups on its own worker thread.
+    """Queues requests and decodes them together on its own worker thread.
 
-    ``wait_ms``: the quiet time (no new request, no answer) that closes a group, at least;
-    ``max_wait_ms``: the longest a group gathers, from when the worker takes its first
-    request (the quiet time and the gathering grow with the last search's duration, up
-    to this).
+    ``wait_ms``: the quiet time (no new request, no answer) that closes a beam group, at
+    least; ``max_wait_ms``: the longest a beam group gathers (the quiet time and the
+    gathering grow with the last beam search's duration, up to this); ``batch_tokens``:
+    source tokens of a search batch (default: the checkpoint's); ``max_rows``: sentences
+    in the greedy stream at once.
     """
 
     def __init__(
@@ -107,18 +88,23 @@ class Batcher:
         queue_size: int = 256,
         batch_tokens: int | None = None,
         max_wait_ms: float = 100.0,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.translator = translator
         self.wait_s = max(0.0, wait_ms) / 1000.0
         self.max_wait_s = max(self.wait_s, max_wait_ms / 1000.0)
         self._answered_at = float("-inf")  # when a caller last got its answer (any thread)
-        self._last_search_s = 0.0  # how long the worker's last Translator call took
+        self._last_search_s = 0.0  # how long the worker's last beam search took
         self.queue_size = queue_size
         self.batch_tokens = batch_tokens or translator.defaults.batch_tokens
+        self.max_rows = max(1, max_rows)
         self.stats = BatcherStats()
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._greedy = (
+            GreedyJobs(translator, self.stats) if GreedyJobs.available(translator) else None
+        )
         self._thread = threading.Thread(target=self._run, name="mtkit-serve-worker", daemon=True)
 
     # -- the callers' side (any thread) ------------------------------------------------------
@@ -132,12 +118,13 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Requests waiting for the worker (not counting the group being decoded)."""
+        """Requests waiting for the worker (not counting those being decoded)."""
         return len(self._jobs)
 
     def submit(self, request: Request) -> Future[list[list[Hypothesis]]]:
         """Queue a request; its future gets one n-best list per text, in input order."""
-        job = _Job(request, sum(estimated_tokens(text) for text in request.texts))
+        job = Job(request, sum(estimated_tokens(text) for text in request.texts))
+        job.step = self.stats.steps
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
@@ -155,7 +142,7 @@ class Batcher:
         self._answered_at = time.monotonic()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking requests, finish the group in progress, fail those still waiting."""
+        """Stop taking requests, finish those being decoded, fail those still waiting."""
         with self._cond:
             self._closed = True
             waiting = list(self._jobs)
@@ -167,41 +154,106 @@ class Batcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    # -- the worker thread -------------------------------------------------------------------
+    # -- the worker thread: what to do next --------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            group = self._next_group()
-            if group is None:
+            work = self._next_work()
+            if work is None:
                 return
-            start = time.monotonic()
-            self._decode(group)
-            self._last_search_s = time.monotonic() - start
-            self.answered()  # the group's answers are on their way to the callers
+            group, joining = work
+            if group:
+                start = time.monotonic()
+                self._decode(group)
+                self._last_search_s = time.monotonic() - start
+                self.answered()  # the group's answers are on their way to the callers
+            else:
+                assert self._greedy is not None
+                self._greedy.advance(joining)
 
-    def _next_group(self) -> list[_Job] | None:
-        """The oldest waiting job and those that can share its search batch, or None at close."""
+    def _next_work(self) -> tuple[list[Job], list[Job]] | None:
+        """(a beam group, []) or ([], greedy jobs joining before the next stream step);
+        None once closed with nothing left to decode."""
         with self._cond:
-            while not self._jobs and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            first = self._jobs.popleft()
-            group, tokens = [first], first.tokens
-            budget = max(1, self.batch_tokens // first.request.beam_size)
-            quiet, gather = self._waits()
-            cap = time.monotonic() + gather
             while True:
-                tokens = self._take_matching(group, tokens, budget)
-                if tokens >= budget or self._closed:
-                    break
-                # Quiet since the last arrival and the last answer, or the cap.
-                busy_until = max(self._answered_at, max(job.arrived for job in group))
-                remaining = min(busy_until + quiet, cap) - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+                streaming = self._greedy is not None and len(self._greedy) > 0
+                if self._closed:
+                    return ([], []) if streaming else None
+                if streaming:
+                    due = self._due_beam_job()
+                    if due is not None:
+                        return self._group_now(due), []
+                    return [], self._take_streamed()
+                if not self._jobs:
+                    self._cond.wait()
+                elif self._streamed(self._jobs[0].request):
+                    return [], self._take_streamed()
+                else:
+                    return self._gather(self._jobs.popleft()), []
+
+    def _streamed(self, request: Request) -> bool:
+        return request.beam_size == 1 and self._greedy is not None
+
+    def _due_beam_job(self) -> Job | None:
+        """The oldest beam job, once it has waited the longest gathering; else None."""
+        beam = next((job for job in self._jobs if not self._streamed(job.request)), None)
+        if beam is None or time.monotonic() - beam.arrived < self._waits()[1]:
+            return None
+        self._jobs.remove(beam)
+        return beam
+
+    def _take_streamed(self) -> list[Job]:
+        """Waiting greedy jobs (oldest first) that fit the stream's rows and token budget.
+
+        Encoding sentences together is much cheaper than one at a time (the encoder runs
+        a step per source position whatever the batch), so while the stream is busy they
+        join in groups: once their sentences are ``JOIN_SHARE`` of the active ones, or
+        the oldest has waited ``JOIN_STEPS`` steps.
+        """
+        assert self._greedy is not None
+        rows, tokens = len(self._greedy), self._greedy.source_tokens
+        waiting = [job for job in self._jobs if self._streamed(job.request)]
+        sentences = sum(len(job.request.texts) for job in waiting)
+        recent = bool(waiting) and self.stats.steps - waiting[0].step < JOIN_STEPS
+        if rows and recent and sentences < JOIN_SHARE * rows:
+            return []  # wait for more, and for the oldest to wait a little longer
+        taken: list[Job] = []
+        for job in waiting:
+            more = len(job.request.texts)
+            fits = rows + more <= self.max_rows and tokens + job.tokens <= self.batch_tokens
+            if not fits and (rows or taken):
+                break
+            taken.append(job)
+            self._jobs.remove(job)
+            rows, tokens = rows + more, tokens + job.tokens
+        return [job for job in taken if job.future.set_running_or_notify_cancel()]
+
+    def _group_now(self, first: Job) -> list[Job]:
+        """``first`` and the waiting jobs that can share its search batch, without waiting."""
+        group = [first]
+        self._take_matching(group, first.tokens, self._budget(first))
         return [job for job in group if job.future.set_running_or_notify_cancel()]
+
+    def _gather(self, first: Job) -> list[Job]:
+        """``first`` and the jobs that can share its search batch, gathered until quiet."""
+        group, tokens = [first], first.tokens
+        budget = self._budget(first)
+        quiet, gather = self._waits()
+        cap = time.monotonic() + gather
+        while True:
+            tokens = self._take_matching(group, tokens, budget)
+            if tokens >= budget or self._closed:
+                break
+            # Quiet since the last arrival and the last answer, or the cap.
+            busy_until = max(self._answered_at, max(job.arrived for job in group))
+            remaining = min(busy_until + quiet, cap) - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return [job for job in group if job.future.set_running_or_notify_cancel()]
+
+    def _budget(self, first: Job) -> int:
+        return max(1, self.batch_tokens // first.request.beam_size)
 
     def _waits(self) -> tuple[float, float]:
         """(quiet time that closes a group, longest gathering) in seconds, for the next group."""
@@ -209,10 +261,10 @@ class Batcher:
         quiet = min(max(self.wait_s, QUIET_SHARE * scale), self.max_wait_s)
         return quiet, min(max(self.wait_s, GATHER_SHARE * scale), self.max_wait_s)
 
-    def _take_matching(self, group: list[_Job], tokens: int, budget: int) -> int:
+    def _take_matching(self, group: list[Job], tokens: int, budget: int) -> int:
         """Move waiting jobs with the group's beam size into it while they fit the budget."""
         beam_size = group[0].request.beam_size
-        kept: collections.deque[_Job] = collections.deque()
+        kept: collections.deque[Job] = collections.deque()
         while self._jobs:
             job = self._jobs.popleft()
             if job.request.beam_size == beam_size and tokens + job.tokens <= budget:
@@ -223,8 +275,10 @@ class Batcher:
         self._jobs = kept
         return tokens
 
-    def _decode(self, group: list[_Job]) -> None:
-        """One Translator call for the whole group; each job gets its own slice."""
+    # -- the worker thread: decoding ---------------------------------------------------------
+
+    def _decode(self, group: list[Job]) -> None:
+        """One Translator call for a beam group; each job gets its own slice."""
         if not group:
             return
         texts = [text for job in group for text in job.request.texts]

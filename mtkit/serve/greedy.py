@@ -1,0 +1,112 @@
+"""The greedy requests' side of the service's worker: jobs in, answers out, via a stream.
+
+:class:`GreedyJobs` feeds the sentences of greedy requests into one
+:class:`~mtkit.serve.stream.GreedyStream`, detokenizes the hypotheses that finish after
+each step, and answers a request once its last sentence has finished (empty texts are
+answered at once, as the Translator does). The stream runs on the Translator's model,
+device and dtype, in inference mode as the Translator searches. A failing step is a bug:
+the requests in the stream fail, and a fresh stream serves the next ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mtkit.search import Hypothesis
+from mtkit.serve.jobs import BatcherStats, Job
+from mtkit.serve.stream import GreedyStream
+from mtkit.translator import Translator
+
+log = logging.getLogger(__name__)
+
+
+class GreedyJobs:
+    """Greedy requests decoded through one running stream (the worker thread's only)."""
+
+    def __init__(self, translator: Translator, stats: BatcherStats) -> None:
+        self.translator = translator
+        self.stats = stats
+        self._stream = self._new_stream()
+        self._owners: dict[int, tuple[Job, int]] = {}  # stream ticket -> (job, text index)
+
+    @staticmethod
+    def available(translator: Translator) -> bool:
+        """Whether beam 1 means greedy search (not beam search, as a coverage penalty needs)."""
+        return translator.options(beam_size=1).coverage_penalty == 0.0
+
+    def _new_stream(self) -> GreedyStream:
+        options = self.translator.options(beam_size=1)
+        return GreedyStream(self.translator.stepper, options, self.translator.device)
+
+    def __len__(self) -> int:
+        """Sentences being decoded."""
+        return len(self._stream)
+
+    @property
+    def source_tokens(self) -> int:
+        return self._stream.source_tokens
+
+    def advance(self, joining: list[Job]) -> None:
+        """Append ``joining`` to the greedy stream, take one step, answer finished requests."""
+        with self.translator.inference():
+            try:
+                self._add(joining)
+            except Exception as error:  # a bug: fail the joining requests, keep the rest
+                log.exception("translation failed for %d request(s)", len(joining))
+                self._fail(joining, error)
+            if not len(self._stream):
+                return
+            try:
+                finished = self._stream.step()
+            except Exception as error:  # a bug: fail every streamed request, start afresh
+                log.exception("greedy search failed for %d sentence(s)", len(self._stream))
+                streamed = [job for job, _ in self._owners.values()]
+                self._owners.clear()
+                self._stream = self._new_stream()
+                self._fail(streamed, error)
+                return
+        self.stats.steps += 1
+        texts = self.translator.codec.decode_target([hyp.tokens for _, hyp in finished])
+        for (ticket, hyp), text in zip(finished, texts, strict=True):
+            job, index = self._owners.pop(ticket)
+            hyp.text = text
+            job.results[index] = [hyp]
+            job.pending -= 1
+            if not job.pending:
+                self._answer(job)
+
+    def _add(self, jobs: list[Job]) -> None:
+        """Encode the jobs' non-empty texts and add them to the stream (empty ones are done)."""
+        sources: list[str] = []
+        owners: list[tuple[Job, int]] = []
+        for job in jobs:
+            texts = job.request.texts
+            job.results = [[Hypothesis("", [], 0.0)] for _ in texts]
+            for index, text in enumerate(texts):
+                if text.strip():
+                    sources.append(text.strip())
+                    owners.append((job, index))
+            job.pending = sum(1 for text in texts if text.strip())
+        encoded = self.translator.codec.encode_source(sources)
+        flags = [job.request.attention for job, _ in owners]
+        tickets = self._stream.add(encoded, flags)
+        self._owners.update(zip(tickets, owners, strict=True))
+        if jobs:
+            self.stats.batches += 1
+        for job in jobs:
+            if not job.pending:
+                self._answer(job)
+
+    def _answer(self, job: Job) -> None:
+        # Count first: a caller that reads the stats after its answer sees its request.
+        self.stats.requests += 1
+        self.stats.sentences += len(job.request.texts)
+        job.future.set_result(job.results)
+
+    def _fail(self, jobs: list[Job], error: Exception) -> None:
+        failed = {id(job) for job in jobs}
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+        for ticket in [t for t, (job, _) in self._owners.items() if id(job) in failed]:
+            del self._owners[ticket]

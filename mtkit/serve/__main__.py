@@ -151,6 +151,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from mtkit.runtime import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     try:
         import uvicorn
 

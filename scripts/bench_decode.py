@@ -27,13 +27,17 @@ import time
 from pathlib import Path
 from typing import cast
 
-import torch
+from mtkit.runtime import prefer_passive_wait
 
-from mtkit.errors import run_cli
-from mtkit.metrics import bleu
-from mtkit.runtime import tune_process
-from mtkit.shortlist import Shortlisted
-from mtkit.translator import Translator
+prefer_passive_wait()  # before torch loads, as the mtkit commands do
+
+import torch  # noqa: E402
+
+from mtkit.errors import run_cli  # noqa: E402
+from mtkit.metrics import bleu  # noqa: E402
+from mtkit.runtime import tune_process  # noqa: E402
+from mtkit.shortlist import Shortlisted  # noqa: E402
+from mtkit.translator import Translator  # noqa: E402
 
 
 def read(path: str) -> list[str]:

@@ -33,10 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from mtkit.runtime import prefer_passive_wait
 
-from mtkit.runtime import tune_process
-from mtkit.translator import Translator
+prefer_passive_wait()  # before torch loads, as the mtkit commands do
+
+import torch  # noqa: E402
+
+from mtkit.runtime import tune_process  # noqa: E402
+from mtkit.translator import Translator  # noqa: E402
 
 TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients
 

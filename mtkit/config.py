@@ -222,7 +222,7 @@ class RuntimeConfig:
     # CPU intra-op threads: an integer >= 1, auto (one per available core, passive OpenMP
     # waiting; mtkit.runtime.resolve_threads) or None (PyTorch's default). Typed Any
     # because OmegaConf 2.3 has no int-or-str fields; __post_init__ checks the value.
-    threads: Any = None
+    threads: Any = "auto"
 
     def __post_init__(self) -> None:
         s = "train"

@@ -7,11 +7,11 @@ allocator (:func:`tune_process`) and how OpenMP threads wait (:func:`prefer_pass
 **Waiting.** PyTorch's CPU build runs its intra-op loops on libgomp threads, which by
 default spin for a while after each parallel region. When another process wants the core,
 a spinning thread holds it and every parallel region waits for a thread that is not
-running: beside another training at PyTorch's defaults, a training kept about 11% of its
-quiet throughput on a 2-core machine (the fair share is 50%). With passive waiting (the
-thread sleeps at once), on a 2-core machine shared with other jobs, training ran about 4x
-and greedy decoding about 5x faster, and beside a second training it kept its share
-(``scripts/bench_train.py --contend``).
+running. Measured on a 2-core CPU (``scripts/bench_train.py --contend``, docs/model.md
+"Performance notes"): beside a second training, a training kept 14% of its quiet
+throughput when spinning and 62% with passive waiting (the thread sleeps at once; the
+fair share is 50%), 60% beside a single-threaded busy loop; on a quiet machine passive
+waiting cost about 8% of training speed.
 libgomp reads its wait policy once, when it is loaded, that is on ``import torch``: the
 entry points call :func:`prefer_passive_wait` before anything imports torch. This module
 therefore imports torch only inside the functions that use it.

@@ -4,14 +4,17 @@
 Usage::
 
     python scripts/bench_serve.py CHECKPOINT [--src ../shared/corpora/multi30k/test2016.de]
-        [--clients 1,8,32] [--beam-size 1] [--threads N] [--batch-wait-ms 3]
+        [--clients 1,8,32] [--beam-size 1] [--threads N] [--server-threads N]
+        [--worker process|thread] [--batch-wait-ms 3]
 
 First the batch path: ``Translator.translate`` over all sentences in this process (what
 ``mtkit.translate`` does, loading excluded), the best of ``--repeats`` passes after a
 warm-up. Then the service runs in its own process on a free 127.0.0.1 port (so the
 clients here do not share its interpreter), and for each client count every client
 sends one sentence per request over a kept-alive connection until all sentences are
-done (or ``--max-seconds``), after an untimed warm-up of the service. It prints one
+done (or ``--max-seconds``), after an untimed warm-up of the service. The clients are
+asyncio tasks on one thread (the load generator shares the cores with the service, so
+it must be cheap, as ``wrk`` or ``hey`` are). It prints one
 stable line per measurement: requests/s, p50/p95 latency, failed requests, answers that
 differ from the batch translation, the mean number of requests per search batch (from
 ``/healthz``: a beam group, or a group of greedy requests joining the running greedy
@@ -22,6 +25,7 @@ target: >= 60% with 32 clients).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import re
@@ -65,8 +69,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
         "--beam-size", str(args.beam_size), "--batch-wait-ms", str(args.batch_wait_ms),
         "--queue-size", "1024",
     ]  # fmt: skip
-    if args.threads:
-        command += ["--threads", str(args.threads)]
+    if args.server_threads or args.threads:
+        command += ["--threads", str(args.server_threads or args.threads)]
+    command += ["--worker", args.worker]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # the banner names the address
@@ -90,42 +95,43 @@ def server_stats(port: int) -> dict[str, Any]:
 def run_clients(
     port: int, sentences: list[str], expected: list[str], clients: int, max_seconds: float
 ) -> dict[str, float]:
-    """Send every sentence once, spread over ``clients`` threads; latency per request."""
+    """Send every sentence once, spread over ``clients`` concurrent connections."""
+    return asyncio.run(_run_clients(port, sentences, expected, clients, max_seconds))
+
+
+async def _run_clients(
+    port: int, sentences: list[str], expected: list[str], clients: int, max_seconds: float
+) -> dict[str, float]:
+    """The clients as asyncio tasks on one thread, with a minimal HTTP/1.1 exchange.
+
+    The load generator shares the 2 cores with the service, so it must cost little: a
+    thread per client with ``http.client`` spends more of the machine's CPU on the
+    interpreter lock and on parsing than the requests themselves need.
+    """
     latencies: list[float] = []
-    failed = wrong = 0
-    lock = threading.Lock()
+    outcome = {"failed": 0, "wrong": 0}
     stop_at = time.perf_counter() + max_seconds
 
-    def client(first: int) -> None:
-        nonlocal failed, wrong
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    async def client(first: int) -> None:
+        connection = await _connect(port)
         for index in range(first, len(sentences), clients):
             if time.perf_counter() > stop_at:
                 break
-            body = json.dumps({"text": sentences[index]}).encode()
             start = time.perf_counter()
             try:
-                conn.request("POST", "/v1/translate", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                answer = json.loads(response.read())
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException, ValueError):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                status, answer = await _post(connection, {"text": sentences[index]})
+                ok = status == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                connection[1].close()
+                connection = await _connect(port)
                 ok, answer = False, None
-            elapsed = time.perf_counter() - start
-            with lock:
-                latencies.append(elapsed)
-                failed += not ok
-                wrong += ok and answer["translations"][0]["text"] != expected[index]
-        conn.close()
+            latencies.append(time.perf_counter() - start)
+            outcome["failed"] += not ok
+            outcome["wrong"] += ok and answer["translations"][0]["text"] != expected[index]
+        connection[1].close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    await asyncio.gather(*(client(i) for i in range(clients)))
     seconds = time.perf_counter() - start
     ordered = sorted(latencies)
     return {
@@ -134,9 +140,33 @@ def run_clients(
         "rate": len(ordered) / seconds,
         "p50": 1000 * statistics.median(ordered),
         "p95": 1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        "failed": failed,
-        "wrong": wrong,
+        **{key: float(value) for key, value in outcome.items()},
     }
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect(port: int) -> Connection:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _post(connection: Connection, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST /v1/translate over a kept-alive connection: (status, parsed JSON answer)."""
+    reader, writer = connection
+    data = json.dumps(body).encode()
+    head = (
+        "POST /v1/translate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    writer.write(head.encode() + data)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, json.loads(await reader.readexactly(length))
 
 
 def main() -> None:
@@ -148,6 +178,12 @@ def main() -> None:
         "--beam-size", type=int, default=1, help="1 = greedy (the target's setting)"
     )
     parser.add_argument("--threads", type=int, help="torch threads, here and in the server")
+    parser.add_argument(
+        "--server-threads", type=int, help="torch threads of the service's model (its default)"
+    )
+    parser.add_argument(
+        "--worker", choices=("process", "thread"), default="process", help="the service's worker"
+    )
     parser.add_argument("--batch-wait-ms", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3, help="timed batch passes (best kept)")
     parser.add_argument("--limit", type=int, help="use only the first N sentences")
@@ -161,7 +197,8 @@ def main() -> None:
     rate, expected = batch_rate(args.checkpoint, sentences, args.beam_size, args.repeats)
     print(
         f"threads={torch.get_num_threads()} torch={torch.__version__} sentences={len(sentences)} "
-        f"beam={args.beam_size} batch_wait_ms={args.batch_wait_ms}"
+        f"beam={args.beam_size} batch_wait_ms={args.batch_wait_ms} worker={args.worker} "
+        f"server_threads={args.server_threads or args.threads or 'default'}"
     )
     print(f"batch   Translator.translate           {rate:8.1f} sentences/s", flush=True)
     process, port = start_server(args)

@@ -1,14 +1,16 @@
 """The translation service end to end, over real HTTP on a free loopback port.
 
-Every request goes through uvicorn, the FastAPI app and the batcher's worker thread; the
-expected answers come from a separately loaded :class:`Translator`, so "the service
-answers what the library answers" is what is checked. All traffic stays on 127.0.0.1.
+Every request goes through uvicorn, the FastAPI app and the batcher, in a model process
+of its own (as the command line runs it) or in a worker thread; the expected answers come
+from a separately loaded :class:`Translator`, so "the service answers what the library
+answers" is what is checked. All traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,21 @@ uvicorn = pytest.importorskip(
 
 from mtkit.serve.__main__ import bind, main  # noqa: E402
 from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
-from mtkit.serve.batcher import Batcher, BatcherClosed, Request, estimated_tokens  # noqa: E402
+from mtkit.serve.batcher import (  # noqa: E402
+    Batcher,
+    BatcherClosed,
+    QueueFull,
+    Request,
+    estimated_tokens,
+)
+from mtkit.serve.process import ModelProcess, WorkerSpec  # noqa: E402
 from mtkit.serve.stream import GreedyStream  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
 
 SENTENCES = ["red cat sleeps", "the big dog runs near the house", "a tree", "green dog"]
 SETTINGS = ServeSettings(max_beam=8, max_lines=20, max_chars=2000, queue_size=64)
+# The module's shared server decodes in a model process, as the command line does.
+PROCESS_SETTINGS = replace(SETTINGS, model_process=True)
 
 
 class ServerThread:
@@ -113,7 +125,7 @@ def translator(checkpoint: Path) -> Translator:
 
 @pytest.fixture(scope="module")
 def port(checkpoint: Path) -> Iterator[int]:
-    with ServerThread(create_app(load_model([checkpoint]), SETTINGS)) as server:
+    with ServerThread(create_app(load_model([checkpoint]), PROCESS_SETTINGS)) as server:
         yield server.port
 
 
@@ -368,6 +380,9 @@ def test_model_health_page_and_schema(port: int, translator: Translator, checkpo
     )
     assert info["training_data"][0]["src_lang"] == "xx"
 
+    assert info["server"]["model_process"] is True and info["server"]["threads"] == 1
+    assert (info["device"], info["precision"]) == ("cpu", "fp32")
+
     status, _, health = call(port, "GET", "/healthz")
     assert status == 200 and health["status"] == "ok"
 
@@ -493,6 +508,81 @@ def test_a_failing_translation_is_a_json_500_and_the_server_goes_on(checkpoint: 
         assert (status, answer) == (500, {"detail": "internal error (RuntimeError)"})
         assert translate(server.port, {"text": "red cat"})[0] == 200
         assert call(server.port, "GET", "/healthz")[2]["status"] == "ok"
+
+
+def _model_process(checkpoint: Path, **changes: Any) -> ModelProcess:
+    spec = WorkerSpec((str(checkpoint),), None, "cpu", "fp32", 1, 3.0, 64)
+    return ModelProcess(replace(spec, **changes))
+
+
+def _same_hypotheses(got: list[Any], want: list[Any]) -> bool:
+    for mine, theirs in zip(got, want, strict=True):
+        if (mine.text, mine.tokens) != (theirs.text, theirs.tokens):
+            return False
+        if abs(mine.score - theirs.score) > 1e-5:
+            return False
+        if (mine.attention is None) != (theirs.attention is None):
+            return False
+        if mine.attention is not None and not torch.allclose(
+            mine.attention, theirs.attention, atol=1e-5
+        ):
+            return False
+    return True
+
+
+def test_the_model_process_answers_like_the_translator_and_refuses_past_its_queue(
+    checkpoint: Path, translator: Translator
+):
+    worker = _model_process(checkpoint, wait_ms=0.0, queue_size=1)
+    worker.start()
+    texts = tiny_pairs(20, seed=3)[0]
+    request = Request(tuple(texts), beam_size=4, nbest=2, attention=True)
+    try:
+        # Sent at once: one group decodes, one request may wait, the others are refused.
+        futures = [worker.submit(request) for _ in range(30)]
+        outcomes = [future.exception(120) for future in futures]
+        refused = sum(isinstance(error, QueueFull) for error in outcomes)
+        assert 0 < refused < 30
+        assert all(error is None or isinstance(error, QueueFull) for error in outcomes)
+        expected = translator.translate_nbest(texts, beam_size=4, nbest=2, return_attention=True)
+        for future, error in zip(futures, outcomes, strict=True):
+            if error is None:
+                got = future.result()
+                assert all(map(_same_hypotheses, got, expected))
+        assert worker.stats.requests == 30 - refused and worker.queued == 0
+        assert worker.facts == {"device": "cpu", "precision": "fp32", "threads": 1}
+    finally:
+        worker.close()
+    assert not worker.alive
+    with pytest.raises(BatcherClosed, match="shutting down"):
+        worker.submit(request)
+
+
+def test_a_stopped_model_process_means_503_and_an_unhealthy_service(checkpoint: Path):
+    app = create_app(load_model([checkpoint]), PROCESS_SETTINGS)
+    with ServerThread(app) as server:
+        assert translate(server.port, {"text": "red cat"})[0] == 200
+        worker = app.state.batcher
+        os.kill(worker.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while worker.alive:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status, answer = translate(server.port, {"text": "red cat"})
+        assert (status, answer) == (503, {"detail": "the model process has stopped"})
+        status, _, health = call(server.port, "GET", "/healthz")
+        assert status == 503 and health["status"] == "stopped"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
+def test_a_model_process_that_cannot_start_is_a_one_line_error(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+):
+    status, err = _in_process(capsys, str(checkpoint), "--device", "cuda", "--port", "0")
+    assert (status, err) == (
+        2,
+        "mtkit-serve: error: device 'cuda' requested but no CUDA device is available",
+    )
 
 
 def test_load_1000_requests_from_32_clients(port: int, translator: Translator):

@@ -3,7 +3,9 @@
 :mod:`mtkit.serve.batcher` gathers concurrent requests into search batches on one worker
 thread: greedy requests join one running search (:mod:`mtkit.serve.greedy` over
 :mod:`mtkit.serve.stream`), beam requests are decoded in groups; requests, jobs and
-counters are in :mod:`mtkit.serve.jobs`. :mod:`mtkit.serve.app` is the HTTP API and web
+counters are in :mod:`mtkit.serve.jobs`. :mod:`mtkit.serve.process` runs that batcher in
+a model process of its own (the command line's default), so the HTTP event loop never
+holds the model's interpreter lock. :mod:`mtkit.serve.app` is the HTTP API and web
 page (FastAPI, an optional extra: ``pip install -e ".[serve]"``), whose JSON shapes are
 in :mod:`mtkit.serve.schemas`; ``static/`` holds the page; :mod:`mtkit.serve.__main__` is
 the command line.

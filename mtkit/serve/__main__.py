@@ -14,9 +14,13 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from mtkit.errors import MtkitError, run_cli
+
+if TYPE_CHECKING:
+    from mtkit.serve.app import ServedModel, ServeSettings
 
 PROG = "mtkit-serve"
 
@@ -67,6 +71,13 @@ def _model_options(add: Callable[..., Any]) -> None:
         type=int,
         metavar="K",
         help="beam size of requests that name none (default: the checkpoint's)",
+    )
+    add(
+        "--worker",
+        choices=("process", "thread"),
+        default="process",
+        help="decode in a model process of its own (default), or in a thread beside the HTTP "
+        "event loop (one process, one interpreter lock for both: slower under load)",
     )
 
 
@@ -157,31 +168,22 @@ def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from mtkit.serve.app import ServeSettings, create_app, load_model
+        from mtkit.serve.app import create_app
     except ImportError as error:
         raise MtkitError(
             f"needs FastAPI and uvicorn ({error.name} is missing): pip install -e '.[serve]'"
         ) from None
-    import torch
-
-    from mtkit.runtime import tune_process
-
-    torch.set_num_threads(args.threads or default_threads())
-    tune_process()
-    served = load_model(args.checkpoints, args.weights, args.device, args.precision)
-    settings = ServeSettings(
-        beam_size=args.beam_size,
-        max_beam=args.max_beam,
-        max_lines=args.max_lines,
-        max_chars=args.max_chars,
-        queue_size=args.queue_size,
-        batch_wait_ms=args.batch_wait_ms,
-    )
-    app = create_app(served, settings)
+    app = create_app(*_served_model(args))
     sock = bind(args.host, args.port)
+    try:  # now, so that a model that cannot load is a one-line error
+        app.state.batcher.start()
+    except BaseException:
+        sock.close()
+        app.state.batcher.close()
+        raise
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    info = served.info
+    info = app.state.info
     print(
         f"{PROG}: {info['source_language']} -> {info['target_language']} "
         f"({', '.join(info['checkpoints'])}) on http://{shown}:{port}/",
@@ -191,6 +193,33 @@ def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]:
+    """The model to serve (loaded here on the CPU when a model process decodes: this
+    process then only needs its vocabulary and description) and the service's settings."""
+    import torch
+
+    from mtkit.runtime import tune_process
+    from mtkit.serve.app import ServeSettings, load_model
+
+    threads = args.threads or default_threads()
+    in_process = args.worker == "process"
+    torch.set_num_threads(1 if in_process else threads)
+    tune_process()
+    device = "cpu" if in_process else args.device
+    served = load_model(args.checkpoints, args.weights, device, args.precision)
+    settings = ServeSettings(
+        beam_size=args.beam_size,
+        max_beam=args.max_beam,
+        max_lines=args.max_lines,
+        max_chars=args.max_chars,
+        queue_size=args.queue_size,
+        batch_wait_ms=args.batch_wait_ms,
+        model_process=in_process,
+        threads=threads,
+    )
+    return replace(served, device=args.device), settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:

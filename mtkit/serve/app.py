@@ -3,8 +3,9 @@
 Routes: ``POST /v1/translate``, ``GET /v1/model``, ``GET /healthz``, the page at ``/``
 with its files under ``/static/``, and the framework's ``/openapi.json`` and ``/docs``.
 Requests are checked here (types, limits, search settings) and decoded by a
-:class:`~mtkit.serve.batcher.Batcher`, so handlers never touch the model and a bad
-request costs nothing but its error response: the service keeps serving.
+:class:`~mtkit.serve.batcher.Batcher`, in a worker thread or in a model process of its
+own (:class:`~mtkit.serve.process.ModelProcess`), so handlers never touch the model and a
+bad request costs nothing but its error response: the service keeps serving.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mtkit.ensemble import Ensemble, load_ensemble
 from mtkit.model import Seq2Seq
 from mtkit.search import Hypothesis
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
+from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
 from mtkit.translator import Translator
 
@@ -45,14 +47,21 @@ class ServeSettings:
     max_chars: int = 20000  # characters over all texts of one request
     queue_size: int = 256  # requests waiting for the worker
     batch_wait_ms: float = 3.0
+    model_process: bool = False  # decode in a child process (the command line's default)
+    threads: int = 1  # torch threads of the model process
 
 
 @dataclass
 class ServedModel:
-    """A Translator and what ``GET /v1/model`` says about it."""
+    """A Translator and what ``GET /v1/model`` says about it, with what it was loaded
+    from (a model process loads the same checkpoints itself)."""
 
     translator: Translator
     info: dict[str, Any]
+    checkpoints: tuple[str, ...] = ()
+    weights: tuple[float, ...] | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def load_model(
@@ -73,7 +82,15 @@ def load_model(
     else:
         loaded = load_ensemble(paths, weights)
         data, translator = loaded.data, loaded.translator(device, precision)
-    return ServedModel(translator, model_info(translator, [Path(p).name for p in paths], data))
+    info = model_info(translator, [Path(p).name for p in paths], data)
+    return ServedModel(
+        translator,
+        info,
+        tuple(str(p) for p in paths),
+        None if weights is None else tuple(weights),
+        device,
+        precision,
+    )
 
 
 def model_info(
@@ -155,7 +172,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     settings = settings or ServeSettings()
     translator = served.translator
     default_beam = min(settings.beam_size or translator.defaults.beam_size, settings.max_beam)
-    batcher = Batcher(translator, settings.batch_wait_ms, settings.queue_size)
+    batcher = make_batcher(served, settings)
     info = {
         **served.info,
         "server": {
@@ -167,7 +184,10 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
+        await asyncio.to_thread(batcher.start)
+        if isinstance(batcher, ModelProcess):  # what the model process really runs on
+            info.update(device=batcher.facts["device"], precision=batcher.facts["precision"])
+            info["server"]["threads"] = batcher.facts["threads"]
         yield
         await asyncio.to_thread(batcher.close)
 
@@ -179,6 +199,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         f"{', '.join(info['checkpoints'])}",
     )
     app.state.batcher = batcher
+    app.state.info = info
     app.add_middleware(BodyLimit, max_bytes=6 * settings.max_chars + 65536)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_translate_route(app, translator, batcher, settings, default_beam)
@@ -186,10 +207,28 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     return app
 
 
+def make_batcher(served: ServedModel, settings: ServeSettings) -> Batcher | ModelProcess:
+    """The worker that decodes: a thread beside the event loop, or a model process."""
+    if not settings.model_process:
+        return Batcher(served.translator, settings.batch_wait_ms, settings.queue_size)
+    if not served.checkpoints:
+        raise ValueError("a model process needs the checkpoints the model was loaded from")
+    spec = WorkerSpec(
+        served.checkpoints,
+        served.weights,
+        served.device,
+        served.precision,
+        settings.threads,
+        settings.batch_wait_ms,
+        settings.queue_size,
+    )
+    return ModelProcess(spec)
+
+
 def _add_translate_route(
     app: FastAPI,
     translator: Translator,
-    batcher: Batcher,
+    batcher: Batcher | ModelProcess,
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
@@ -206,15 +245,14 @@ def _add_translate_route(
         request = check_request(body, settings, default_beam)
         results: list[list[Hypothesis]] = []
         if request.texts:
-            try:
-                future = batcher.submit(request)
+            try:  # a model process fails the future itself when its queue is full
+                results = await asyncio.wrap_future(batcher.submit(request))
             except QueueFull:
                 raise HTTPException(
                     503, "the server is busy; retry shortly", headers={"Retry-After": "1"}
                 ) from None
-            except BatcherClosed:
-                raise HTTPException(503, "the server is shutting down") from None
-            results = await asyncio.wrap_future(future)
+            except BatcherClosed as error:
+                raise HTTPException(503, str(error)) from None
             batcher.answered()
         translations = [
             translation_json(translator, text, hyps, request.attention)
@@ -225,7 +263,7 @@ def _add_translate_route(
         )
 
 
-def _add_status_routes(app: FastAPI, batcher: Batcher, info: dict[str, Any]) -> None:
+def _add_status_routes(app: FastAPI, batcher: Batcher | ModelProcess, info: dict[str, Any]) -> None:
     """GET /v1/model, /healthz and the web page at /."""
 
     @app.get("/v1/model")

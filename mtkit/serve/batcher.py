@@ -110,7 +110,9 @@ class Batcher:
     # -- the callers' side (any thread) ------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the worker thread (once; later calls do nothing)."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     @property
     def alive(self) -> bool:

@@ -5,7 +5,7 @@ Usage::
 
     python scripts/bench_serve.py CHECKPOINT [--src ../shared/corpora/multi30k/test2016.de]
         [--clients 1,8,32] [--beam-size 1] [--threads N] [--server-threads N]
-        [--worker process|thread] [--batch-wait-ms 3]
+        [--worker process|thread] [--shortlist] [--batch-wait-ms 3]
 
 First the batch path: ``Translator.translate`` over all sentences in this process (what
 ``mtkit.translate`` does, loading excluded), the best of ``--repeats`` passes after a
@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -50,10 +51,10 @@ TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients
 
 
 def batch_rate(
-    checkpoint: str, sentences: list[str], beam: int, repeats: int
+    checkpoint: str, sentences: list[str], beam: int, repeats: int, shortlist: bool
 ) -> tuple[float, list[str]]:
     """Best sentences/s of ``Translator.translate`` over all sentences, and its output."""
-    translator = Translator.from_checkpoint(checkpoint)
+    translator = Translator.from_checkpoint(checkpoint, shortlist=shortlist)
     output = translator.translate(sentences, beam_size=beam)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -71,7 +72,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     ]  # fmt: skip
     if args.server_threads or args.threads:
         command += ["--threads", str(args.server_threads or args.threads)]
-    command += ["--worker", args.worker]
+    command += ["--worker", args.worker] + (["--shortlist"] if args.shortlist else [])
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # the banner names the address
@@ -80,6 +81,20 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
             threading.Thread(target=process.stderr.read, daemon=True).start()
             return process, int(match.group(1))
     raise SystemExit(f"bench_serve: the server did not start (exit {process.wait()})")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (Linux ``/proc``; else 0)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
 
 
 def server_stats(port: int) -> dict[str, Any]:
@@ -184,6 +199,11 @@ def main() -> None:
     parser.add_argument(
         "--worker", choices=("process", "thread"), default="process", help="the service's worker"
     )
+    parser.add_argument(
+        "--shortlist",
+        action="store_true",
+        help="decode through the shortlist",
+    )
     parser.add_argument("--batch-wait-ms", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3, help="timed batch passes (best kept)")
     parser.add_argument("--limit", type=int, help="use only the first N sentences")
@@ -194,11 +214,14 @@ def main() -> None:
     tune_process()
     sentences = [s for s in Path(args.src).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.limit] if args.limit else sentences
-    rate, expected = batch_rate(args.checkpoint, sentences, args.beam_size, args.repeats)
+    rate, expected = batch_rate(
+        args.checkpoint, sentences, args.beam_size, args.repeats, args.shortlist
+    )
     print(
         f"threads={torch.get_num_threads()} torch={torch.__version__} sentences={len(sentences)} "
         f"beam={args.beam_size} batch_wait_ms={args.batch_wait_ms} worker={args.worker} "
-        f"server_threads={args.server_threads or args.threads or 'default'}"
+        f"server_threads={args.server_threads or args.threads or 'default'} "
+        f"shortlist={args.shortlist}"
     )
     print(f"batch   Translator.translate           {rate:8.1f} sentences/s", flush=True)
     process, port = start_server(args)
@@ -208,7 +231,10 @@ def main() -> None:
         run_clients(port, sentences[:warm], expected[:warm], max(counts), args.max_seconds)
         for clients in counts:
             before = server_stats(port)
+            cpu_before = (cpu_seconds(process.pid), time.process_time())
             result = run_clients(port, sentences, expected, clients, args.max_seconds)
+            server_cpu = cpu_seconds(process.pid) - cpu_before[0]
+            client_cpu = time.process_time() - cpu_before[1]
             after = server_stats(port)
             batch = (after["requests"] - before["requests"]) / max(
                 1, after["batches"] - before["batches"]
@@ -226,6 +252,11 @@ def main() -> None:
                 f"requests {result['requests']:.0f}  failed {result['failed']:.0f}  "
                 f"differ {result['wrong']:.0f}  mean batch {batch:4.1f}  steps {steps}  "
                 f"{share:5.1%} of batch{verdict}",
+                flush=True,
+            )
+            print(
+                f"        cpu: service {server_cpu / result['seconds']:.2f} cores, "
+                f"clients {client_cpu / result['seconds']:.2f} cores",
                 flush=True,
             )
     finally:

@@ -36,6 +36,7 @@ uvicorn = pytest.importorskip(
     "uvicorn", reason="the service needs uvicorn: pip install -e '.[serve]'"
 )
 
+from mtkit.checkpoint import load_checkpoint, model_from_payload, save_checkpoint  # noqa: E402
 from mtkit.serve.__main__ import bind, main  # noqa: E402
 from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
 from mtkit.serve.batcher import (  # noqa: E402
@@ -511,7 +512,7 @@ def test_a_failing_translation_is_a_json_500_and_the_server_goes_on(checkpoint: 
 
 
 def _model_process(checkpoint: Path, **changes: Any) -> ModelProcess:
-    spec = WorkerSpec((str(checkpoint),), None, "cpu", "fp32", 1, 3.0, 64)
+    spec = WorkerSpec((str(checkpoint),), None, "cpu", "fp32", False, 1, 3.0, 64)
     return ModelProcess(replace(spec, **changes))
 
 
@@ -582,6 +583,36 @@ def test_a_model_process_that_cannot_start_is_a_one_line_error(
     assert (status, err) == (
         2,
         "mtkit-serve: error: device 'cuda' requested but no CUDA device is available",
+    )
+
+
+def test_the_service_decodes_through_a_shortlist(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    payload = load_checkpoint(checkpoint)
+    model, _ = model_from_payload(payload, str(checkpoint))
+    sources, targets = model.encoder.embed.num_embeddings, model.decoder.embed.num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    table = {  # an arbitrary table: what matters is that the service uses it as the library does
+        "candidates": torch.randint(4, targets, (sources, 3), generator=generator).int(),
+        "frequent": torch.arange(4, 10, dtype=torch.int32),
+        "pairs": 0,
+    }
+    listed = tmp_path / "listed.pt"
+    save_checkpoint({**payload, "shortlist": table}, listed)
+    reference = Translator.from_checkpoint(listed, shortlist=True)
+    app = create_app(load_model([listed], shortlist=True), PROCESS_SETTINGS)
+    with ServerThread(app) as server:
+        for beam in (1, 2):
+            status, answer = translate(server.port, {"text": SENTENCES, "beam_size": beam})
+            assert status == 200
+            texts = [t["text"] for t in answer["translations"]]
+            assert texts == reference.translate(SENTENCES, beam_size=beam)
+        assert call(server.port, "GET", "/v1/model")[2]["vocabulary"]["shortlist"] is True
+    status, err = _in_process(capsys, str(checkpoint), str(checkpoint), "--shortlist")
+    assert (status, err) == (
+        2,
+        "mtkit-serve: error: --shortlist works with one checkpoint, not an ensemble",
     )
 
 

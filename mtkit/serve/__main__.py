@@ -73,6 +73,13 @@ def _model_options(add: Callable[..., Any]) -> None:
         help="beam size of requests that name none (default: the checkpoint's)",
     )
     add(
+        "--shortlist",
+        action="store_true",
+        help="score only the target pieces the checkpoint's lexical shortlist allows (faster, "
+        "most of all for the few sentences a service decodes at once; add one with "
+        "mtkit-shortlist)",
+    )
+    add(
         "--worker",
         choices=("process", "thread"),
         default="process",
@@ -208,7 +215,7 @@ def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]
     torch.set_num_threads(1 if in_process else threads)
     tune_process()
     device = "cpu" if in_process else args.device
-    served = load_model(args.checkpoints, args.weights, device, args.precision)
+    served = load_model(args.checkpoints, args.weights, device, args.precision, args.shortlist)
     settings = ServeSettings(
         beam_size=args.beam_size,
         max_beam=args.max_beam,

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import mtkit
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.ensemble import Ensemble, load_ensemble
+from mtkit.errors import ConfigError
 from mtkit.model import Seq2Seq
 from mtkit.search import Hypothesis
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
@@ -62,6 +63,7 @@ class ServedModel:
     weights: tuple[float, ...] | None = None
     device: str = "cpu"
     precision: str = "fp32"
+    shortlist: bool = False
 
 
 def load_model(
@@ -69,11 +71,23 @@ def load_model(
     weights: Sequence[float] | None = None,
     device: str = "cpu",
     precision: str = "fp32",
+    shortlist: bool = False,
 ) -> ServedModel:
-    """One checkpoint as a plain model, several as an ensemble, with their description."""
+    """One checkpoint as a plain model, several as an ensemble, with their description.
+
+    ``shortlist``: decode one checkpoint through its lexical shortlist (a one-line error
+    for an ensemble, or a checkpoint that holds none).
+    """
+    if shortlist and (len(paths) > 1 or weights is not None):
+        raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
     if len(paths) == 1 and weights is None:
         payload = load_checkpoint(paths[0])
+        model: torch.nn.Module
         model, codec = model_from_payload(payload, str(paths[0]))
+        if shortlist:
+            from mtkit.shortlist import with_shortlist  # loads the corpus code: only when asked
+
+            model = with_shortlist(model, payload, str(paths[0]))
         data = [dict(payload["data"])]
         translator = Translator(
             model, codec, decode_config_from_payload(payload), device, precision,
@@ -90,6 +104,7 @@ def load_model(
         None if weights is None else tuple(weights),
         device,
         precision,
+        shortlist,
     )
 
 
@@ -98,9 +113,11 @@ def model_info(
 ) -> dict[str, Any]:
     """Languages, models, vocabulary, search defaults and training data of a Translator."""
     model = translator.model
+    shortlisted = hasattr(model, "shortlist")  # a Shortlisted wrapper around one Seq2Seq
+    plain = cast(torch.nn.Module, model.model) if shortlisted else model
     members = [
         cast(Seq2Seq, member)
-        for member in (model.members if isinstance(model, Ensemble) else [model])
+        for member in (plain.members if isinstance(plain, Ensemble) else [plain])
     ]
     codec = translator.codec
     return {
@@ -117,6 +134,7 @@ def model_info(
             "output": len(members[0].output_ids),
             "joint": codec.joint,
             "reverse_source": codec.reverse_source,
+            "shortlist": shortlisted,
         },
         "decoding": asdict(translator.defaults),
         "training_data": data,
@@ -218,6 +236,7 @@ def make_batcher(served: ServedModel, settings: ServeSettings) -> Batcher | Mode
         served.weights,
         served.device,
         served.precision,
+        served.shortlist,
         settings.threads,
         settings.batch_wait_ms,
         settings.queue_size,

@@ -53,6 +53,7 @@ class WorkerSpec:
     weights: tuple[float, ...] | None
     device: str
     precision: str
+    shortlist: bool
     threads: int
     wait_ms: float
     queue_size: int
@@ -250,7 +251,9 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     torch.set_num_threads(spec.threads)
     tune_process()
     try:
-        served = load_model(list(spec.checkpoints), spec.weights, spec.device, spec.precision)
+        served = load_model(
+            list(spec.checkpoints), spec.weights, spec.device, spec.precision, spec.shortlist
+        )
     except Exception as error:  # already a one-line message for a bad checkpoint
         conn.send(("broken", str(error)))
         return

@@ -19,7 +19,9 @@ stable line per measurement: requests/s, p50/p95 latency, failed requests, answe
 differ from the batch translation, the mean number of requests per search batch (from
 ``/healthz``: a beam group, or a group of greedy requests joining the running greedy
 search), the greedy search's steps, and the share of the batch sentences/s (the issue's
-target: >= 60% with 32 clients).
+target: >= 60% with 32 clients); then the CPU the service and the clients used, and the
+latency of ``GET /healthz`` probed every 50 ms during the run (how responsive the
+service stays while it decodes).
 """
 
 from __future__ import annotations
@@ -145,11 +147,29 @@ async def _run_clients(
             outcome["wrong"] += ok and answer["translations"][0]["text"] != expected[index]
         connection[1].close()
 
+    probes: list[float] = []
+    finished = asyncio.Event()
+
+    async def probe() -> None:
+        """GET /healthz every 50 ms while the clients run: does the service stay responsive?"""
+        connection = await _connect(port)
+        while not finished.is_set():
+            start = time.perf_counter()
+            await _request(connection, "GET", "/healthz")
+            probes.append(time.perf_counter() - start)
+            await asyncio.sleep(0.05)
+        connection[1].close()
+
+    prober = asyncio.create_task(probe())
     start = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     seconds = time.perf_counter() - start
-    ordered = sorted(latencies)
+    finished.set()
+    await prober
+    ordered, health = sorted(latencies), sorted(probes) or [0.0]
     return {
+        "health_p50": 1000 * statistics.median(health),
+        "health_p95": 1000 * health[min(len(health) - 1, int(0.95 * len(health)))],
         "requests": len(ordered),
         "seconds": seconds,
         "rate": len(ordered) / seconds,
@@ -168,10 +188,17 @@ async def _connect(port: int) -> Connection:
 
 async def _post(connection: Connection, body: dict[str, Any]) -> tuple[int, Any]:
     """POST /v1/translate over a kept-alive connection: (status, parsed JSON answer)."""
+    return await _request(connection, "POST", "/v1/translate", body)
+
+
+async def _request(
+    connection: Connection, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One HTTP/1.1 exchange over a kept-alive connection: (status, parsed JSON answer)."""
     reader, writer = connection
-    data = json.dumps(body).encode()
+    data = b"" if body is None else json.dumps(body).encode()
     head = (
-        "POST /v1/translate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     )
     writer.write(head.encode() + data)
@@ -256,7 +283,8 @@ def main() -> None:
             )
             print(
                 f"        cpu: service {server_cpu / result['seconds']:.2f} cores, "
-                f"clients {client_cpu / result['seconds']:.2f} cores",
+                f"clients {client_cpu / result['seconds']:.2f} cores; GET /healthz meanwhile: "
+                f"p50 {result['health_p50']:.1f} ms, p95 {result['health_p95']:.1f} ms",
                 flush=True,
             )
     finally:

@@ -1,7 +1,8 @@
 """End-to-end quality on real data (Multi30k de->en from ../shared): train, translate, score.
 
-The default run trains the default model for 200 steps and checks a BLEU floor; the slow test trains
-the README's recipe for a fixed 500 steps and checks a floor near its measured BLEU.
+The default run trains the default model for 200 steps and checks a BLEU floor; the slow
+test trains the README's recipe for a fixed 500 steps and checks a floor near its measured
+BLEU.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Shapes: B batch, I input size, H hidden size, L layers, G gates (3H for GRU, 4H 
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,47 @@ class StackedRNN(nn.RNNBase):
     :func:`mtkit.dropout.dropout`). Stepping is for unidirectional stacks (the decoder).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # int8 copies of the step's products (mtkit.int8), keyed by (weight name, first
+        # input column, columns, with bias); empty unless quantize_ made them.
+        self.int8: dict[tuple[str, int, int, bool], nn.Module] = {}
+
     def _param(self, name: str) -> torch.Tensor:
         return cast(torch.Tensor, getattr(self, name))
+
+    def _linear(
+        self, x: torch.Tensor, name: str, first: int = 0, bias: bool = True
+    ) -> torch.Tensor:
+        """``x W[:, first:first + n]^T (+ b)`` for weight ``name`` and its bias, where
+        ``x`` is (..., n): in fp32 (or autocast), or through an int8 copy when there is one."""
+        quantized = self.int8.get((name, first, x.size(-1), bias)) if self.int8 else None
+        if quantized is not None:
+            return cast(torch.Tensor, quantized(x))
+        weight = self._param(name)[:, first : first + x.size(-1)]
+        return F.linear(x, weight, self._param(name.replace("weight", "bias")) if bias else None)
+
+    def quantize_(self, first_layer_splits: list[tuple[int, int, bool, float]]) -> None:
+        """Make int8 copies (:class:`mtkit.int8.Int8Linear`) of every product of a step.
+
+        ``first_layer_splits``: the (first column, columns, with bias, input bound) groups
+        in which :meth:`input_gates` is called on the first layer's input. The hidden
+        states the other products read lie in [-1, 1].
+        """
+        from mtkit.int8 import Int8Linear
+
+        def copy(name: str, first: int, size: int, bias: bool, bound: float) -> None:
+            weight = self._param(name)[:, first : first + size]
+            b = self._param(name.replace("weight", "bias")) if bias else None
+            self.int8[(name, first, size, bias)] = Int8Linear(weight, b, bound)
+
+        self.int8 = {}
+        for first, size, bias, bound in first_layer_splits:
+            copy("weight_ih_l0", first, size, bias, bound)
+        for layer in range(self.num_layers):
+            copy(f"weight_hh_l{layer}", 0, self.hidden_size, True, 1.0)
+            if layer > 0:
+                copy(f"weight_ih_l{layer}", 0, self.hidden_size, True, 1.0)
 
     def input_gates(self, x: torch.Tensor, first: int = 0, bias: bool = True) -> torch.Tensor:
         """First-layer input gates of some input columns: ``W_ih[:, cols] x (+ b_ih)``.
@@ -40,8 +79,7 @@ class StackedRNN(nn.RNNBase):
         ``x`` (..., n) holds input columns ``first .. first + n`` of the first layer; the
         gates (..., G) of disjoint column groups add up to those of the whole input.
         """
-        weight = self._param("weight_ih_l0")[:, first : first + x.size(-1)]
-        return F.linear(x, weight, self._param("bias_ih_l0") if bias else None)
+        return self._linear(x, "weight_ih_l0", first, bias)
 
     def step(
         self, gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None = None
@@ -56,11 +94,7 @@ class StackedRNN(nn.RNNBase):
         for layer in range(self.num_layers):
             if layer > 0:
                 below = dropout(hiddens[-1], self.dropout, self.training)
-                gates = F.linear(
-                    below,
-                    self._param(f"weight_ih_l{layer}"),
-                    self._param(f"bias_ih_l{layer}"),
-                )
+                gates = self._linear(below, f"weight_ih_l{layer}")
             h, c = self._cell(layer, gates, hidden[layer], None if cell is None else cell[layer])
             hiddens.append(h)
             if c is not None:
@@ -90,7 +124,7 @@ class GRU(StackedRNN, nn.GRU):
     def _cell(
         self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, None]:
-        gates_h = F.linear(h, self._param(f"weight_hh_l{layer}"), self._param(f"bias_hh_l{layer}"))
+        gates_h = self._linear(h, f"weight_hh_l{layer}")
         size = h.size(-1)
         reset_update = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
         reset, update = reset_update.chunk(2, dim=1)
@@ -118,9 +152,7 @@ class LSTM(StackedRNN, nn.LSTM):
         self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert c is not None, "an LSTM step needs the cell state"
-        gates = gates_x + F.linear(
-            h, self._param(f"weight_hh_l{layer}"), self._param(f"bias_hh_l{layer}")
-        )
+        gates = gates_x + self._linear(h, f"weight_hh_l{layer}")
         in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
         new_cell = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(candidate)
         new_hidden = torch.sigmoid(out_gate) * torch.tanh(new_cell)

@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beam-size", type=int, help="beam size (default: the checkpoint's)")
     parser.add_argument("--batch-tokens", type=int, help="source tokens x beams per batch")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
     parser.add_argument(
         "--threads",
         default="auto",

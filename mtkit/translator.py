@@ -23,6 +23,7 @@ from mtkit.batching import pad_sequences, sorted_batches
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.config import DecodeConfig, SearchOptions
 from mtkit.errors import ConfigError
+from mtkit.int8 import check_int8, quantize_for_inference
 from mtkit.runtime import resolve_device
 from mtkit.search import Hypothesis, StepModel, beam_search, forced_scores, greedy_search
 from mtkit.tokenizer import TextCodec
@@ -67,6 +68,11 @@ class Translator:
             # Inference needs no fp32 master weights: a bf16 copy saves autocast's per-step
             # casts (the caller's model, possibly still training, is left as it is).
             model = copy.deepcopy(model).to(torch.bfloat16)
+        elif precision == "int8":
+            check_int8(self.device)  # a copy with int8 step products (mtkit.int8)
+            model = quantize_for_inference(model)
+        elif precision != "fp32":
+            raise ConfigError(f"precision={precision!r}; expected fp32, bf16 or int8")
         self.model = model.to(self.device).eval()
         self.stepper = cast(StepModel, self.model)
         for module in self.model.modules():

@@ -4,7 +4,7 @@
 Usage::
 
     python scripts/bench_decode.py CHECKPOINT --src ../shared/corpora/multi30k/test2016.de \\
-        --ref ../shared/corpora/multi30k/test2016.en [--precision fp32,bf16] [--beams 1,5]
+        --ref ../shared/corpora/multi30k/test2016.en [--precision fp32,bf16,int8] [--beams 1,5]
 
 For every (precision, beam) it translates the whole file once to warm up, then times
 ``--repeats`` full passes and prints one stable line:
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--src", default="../shared/corpora/multi30k/test2016.de")
     parser.add_argument("--ref", default="../shared/corpora/multi30k/test2016.en")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--precision", default="fp32,bf16,int8", help="comma-separated")
     parser.add_argument("--beams", default="1,5", help="comma-separated beam sizes")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
@@ -102,6 +102,9 @@ def main() -> None:
     if args.shortlist:
         print(shortlist_settings(args))
     for precision in args.precision.split(","):
+        if precision == "int8" and not args.device.startswith("cpu"):
+            print(f"int8  skipped: it runs on the CPU only, not on {args.device}")
+            continue
         labels = [precision] + ([f"{precision}+sl"] if args.shortlist else [])
         translators = [
             Translator.from_checkpoint(

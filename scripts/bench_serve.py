@@ -53,10 +53,15 @@ TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients
 
 
 def batch_rate(
-    checkpoint: str, sentences: list[str], beam: int, repeats: int, shortlist: bool
+    checkpoint: str,
+    sentences: list[str],
+    beam: int,
+    repeats: int,
+    shortlist: bool,
+    precision: str,
 ) -> tuple[float, list[str]]:
     """Best sentences/s of ``Translator.translate`` over all sentences, and its output."""
-    translator = Translator.from_checkpoint(checkpoint, shortlist=shortlist)
+    translator = Translator.from_checkpoint(checkpoint, precision=precision, shortlist=shortlist)
     output = translator.translate(sentences, beam_size=beam)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -70,10 +75,12 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     command = [
         sys.executable, "-m", "mtkit.serve", args.checkpoint, "--port", "0",
         "--beam-size", str(args.beam_size), "--batch-wait-ms", str(args.batch_wait_ms),
-        "--queue-size", "1024",
+        "--queue-size", "1024", "--precision", args.precision,
     ]  # fmt: skip
     if args.server_threads or args.threads:
         command += ["--threads", str(args.server_threads or args.threads)]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
     command += ["--worker", args.worker] + (["--shortlist"] if args.shortlist else [])
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
@@ -223,6 +230,7 @@ def main() -> None:
     parser.add_argument(
         "--server-threads", type=int, help="torch threads of the service's model (its default)"
     )
+    parser.add_argument("--workers", type=int, help="model processes of the service")
     parser.add_argument(
         "--worker", choices=("process", "thread"), default="process", help="the service's worker"
     )
@@ -230,6 +238,9 @@ def main() -> None:
         "--shortlist",
         action="store_true",
         help="decode through the shortlist",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "int8"), default="fp32", help="both paths"
     )
     parser.add_argument("--batch-wait-ms", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3, help="timed batch passes (best kept)")
@@ -242,13 +253,14 @@ def main() -> None:
     sentences = [s for s in Path(args.src).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.limit] if args.limit else sentences
     rate, expected = batch_rate(
-        args.checkpoint, sentences, args.beam_size, args.repeats, args.shortlist
+        args.checkpoint, sentences, args.beam_size, args.repeats, args.shortlist, args.precision
     )
     print(
         f"threads={torch.get_num_threads()} torch={torch.__version__} sentences={len(sentences)} "
         f"beam={args.beam_size} batch_wait_ms={args.batch_wait_ms} worker={args.worker} "
         f"server_threads={args.server_threads or args.threads or 'default'} "
-        f"shortlist={args.shortlist}"
+        f"workers={args.workers or 'default'} "
+        f"shortlist={args.shortlist} precision={args.precision}"
     )
     print(f"batch   Translator.translate           {rate:8.1f} sentences/s", flush=True)
     process, port = start_server(args)

@@ -37,6 +37,7 @@ uvicorn = pytest.importorskip(
 )
 
 from mtkit.checkpoint import load_checkpoint, model_from_payload, save_checkpoint  # noqa: E402
+from mtkit.int8 import int8_available  # noqa: E402
 from mtkit.serve.__main__ import bind, main  # noqa: E402
 from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
 from mtkit.serve.batcher import (  # noqa: E402
@@ -46,6 +47,7 @@ from mtkit.serve.batcher import (  # noqa: E402
     Request,
     estimated_tokens,
 )
+from mtkit.serve.pool import ModelPool  # noqa: E402
 from mtkit.serve.process import ModelProcess, WorkerSpec  # noqa: E402
 from mtkit.serve.stream import GreedyStream  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
@@ -559,6 +561,33 @@ def test_the_model_process_answers_like_the_translator_and_refuses_past_its_queu
         worker.submit(request)
 
 
+def test_a_pool_of_int8_model_processes_answers_like_the_translator(checkpoint: Path):
+    """Two model processes, each with its own stream, at the precision a CPU user picks."""
+    precision = "int8" if int8_available() else "fp32"
+    translator = Translator.from_checkpoint(checkpoint, precision=precision)
+    spec = WorkerSpec((str(checkpoint),), None, "cpu", precision, False, 1, 3.0, 64)
+    pool = ModelPool(spec, workers=2)
+    pool.start()
+    texts = tiny_pairs(24, seed=5)[0]
+    try:
+        futures = [pool.submit(Request((text,), 1, 1, False)) for text in texts]
+        futures.append(pool.submit(Request(tuple(texts[:5]), 3, 2, True)))
+        got = [future.result(120) for future in futures]
+        for text, answer in zip(texts, got[:-1], strict=True):
+            assert _same_hypotheses(answer[0], translator.translate_nbest([text], beam_size=1)[0])
+        expected = translator.translate_nbest(
+            texts[:5], beam_size=3, nbest=2, return_attention=True
+        )
+        assert all(map(_same_hypotheses, got[-1], expected))
+        # Both processes took part, and the counters add up over them.
+        assert all(member.stats.requests > 0 for member in pool.members)
+        assert pool.stats.requests == len(futures) and pool.stats.sentences == len(texts) + 5
+        assert pool.facts["workers"] == 2 and pool.facts["threads"] == 2 and pool.alive
+    finally:
+        pool.close()
+    assert not pool.alive
+
+
 def test_a_stopped_model_process_means_503_and_an_unhealthy_service(checkpoint: Path):
     app = create_app(load_model([checkpoint]), PROCESS_SETTINGS)
     with ServerThread(app) as server:
@@ -693,6 +722,10 @@ def test_command_line_errors_are_one_line(
     )
     status, err = _in_process(capsys, str(checkpoint), "--beam-size", "9", "--max-beam", "8")
     assert status == 2 and "--beam-size must not exceed --max-beam" in err
+    status, err = _in_process(capsys, str(checkpoint), "--workers", "2", "--worker", "thread")
+    assert status == 2 and "--workers needs --worker process" in err
+    status, err = _in_process(capsys, str(checkpoint), "--workers", "0")
+    assert status == 2 and "--workers must be >= 1" in err
 
 
 def test_python_m_mtkit_serve_runs_and_stops_cleanly(checkpoint: Path, translator: Translator):

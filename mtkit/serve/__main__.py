@@ -59,12 +59,19 @@ def _model_options(add: Callable[..., Any]) -> None:
         help="port (default 8000; 0 picks a free one)",
     )
     add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    add("--precision", choices=("fp32", "bf16"), default="fp32")
+    add("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
     add(
         "--threads",
         type=int,
         metavar="N",
         help="CPU threads for the model (default: all cores but one)",
+    )
+    add(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="model processes, each decoding its own share of the requests with --threads "
+        "threads (default 1)",
     )
     add(
         "--beam-size",
@@ -123,7 +130,9 @@ def _limit_options(add: Callable[..., Any]) -> None:
 
 
 def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("max_beam", "max_lines", "max_chars", "queue_size", "beam_size", "threads"):
+    for name in (
+        "max_beam", "max_lines", "max_chars", "queue_size", "beam_size", "threads", "workers"
+    ):  # fmt: skip
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -133,6 +142,8 @@ def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--port must be in 0..65535")
     if args.batch_wait_ms < 0:
         parser.error("--batch-wait-ms must be >= 0")
+    if (args.workers or 1) > 1 and args.worker == "thread":
+        parser.error("--workers needs --worker process (each worker is a process)")
 
 
 def default_threads() -> int:
@@ -225,6 +236,7 @@ def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]
         batch_wait_ms=args.batch_wait_ms,
         model_process=in_process,
         threads=threads,
+        workers=args.workers or 1,
     )
     return replace(served, device=args.device), settings
 

@@ -28,9 +28,11 @@ import mtkit
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.ensemble import Ensemble, load_ensemble
 from mtkit.errors import ConfigError
+from mtkit.int8 import parameter_count
 from mtkit.model import Seq2Seq
 from mtkit.search import Hypothesis
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
+from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
 from mtkit.translator import Translator
@@ -49,7 +51,8 @@ class ServeSettings:
     queue_size: int = 256  # requests waiting for the worker
     batch_wait_ms: float = 3.0
     model_process: bool = False  # decode in a child process (the command line's default)
-    threads: int = 1  # torch threads of the model process
+    threads: int = 1  # torch threads of each model process
+    workers: int = 1  # model processes (each with its own greedy stream)
 
 
 @dataclass
@@ -126,7 +129,7 @@ def model_info(
         "target_language": data[0].get("tgt_lang"),
         "checkpoints": names,
         "ensemble_weights": list(model.weights) if isinstance(model, Ensemble) else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameter_count(model),
         "models": [asdict(member.cfg) for member in members],
         "vocabulary": {
             "source": codec.src.vocab_size,
@@ -203,7 +206,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(batcher.start)
-        if isinstance(batcher, ModelProcess):  # what the model process really runs on
+        if not isinstance(batcher, Batcher):  # what the model processes really run on
             info.update(device=batcher.facts["device"], precision=batcher.facts["precision"])
             info["server"]["threads"] = batcher.facts["threads"]
         yield
@@ -225,8 +228,11 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     return app
 
 
-def make_batcher(served: ServedModel, settings: ServeSettings) -> Batcher | ModelProcess:
-    """The worker that decodes: a thread beside the event loop, or a model process."""
+def make_batcher(
+    served: ServedModel, settings: ServeSettings
+) -> Batcher | ModelProcess | ModelPool:
+    """The worker that decodes: a thread beside the event loop, a model process, or a
+    pool of them."""
     if not settings.model_process:
         return Batcher(served.translator, settings.batch_wait_ms, settings.queue_size)
     if not served.checkpoints:
@@ -241,13 +247,13 @@ def make_batcher(served: ServedModel, settings: ServeSettings) -> Batcher | Mode
         settings.batch_wait_ms,
         settings.queue_size,
     )
-    return ModelProcess(spec)
+    return ModelProcess(spec) if settings.workers == 1 else ModelPool(spec, settings.workers)
 
 
 def _add_translate_route(
     app: FastAPI,
     translator: Translator,
-    batcher: Batcher | ModelProcess,
+    batcher: Batcher | ModelProcess | ModelPool,
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
@@ -282,7 +288,9 @@ def _add_translate_route(
         )
 
 
-def _add_status_routes(app: FastAPI, batcher: Batcher | ModelProcess, info: dict[str, Any]) -> None:
+def _add_status_routes(
+    app: FastAPI, batcher: Batcher | ModelProcess | ModelPool, info: dict[str, Any]
+) -> None:
     """GET /v1/model, /healthz and the web page at /."""
 
     @app.get("/v1/model")

@@ -28,8 +28,10 @@ ahead of time instead: hidden states, attention contexts (convex combinations of
 encoder states) and features are outputs of tanh/sigmoid gates, in [-1, 1]; the
 embeddings lie within the largest absolute value of their table. Each layer's input is
 clamped to its bound ``b`` (a no-op for these inputs) and one anchor row holding -b and
-b is appended, so the range the backend sees is always [-b, b]: a sentence translates
-the same alone or in any batch.
+b is appended, so the range the backend sees is always [-b, b] and the int8 products
+never mix the rows of a batch. (The fp32 parts around them can still round a row's last
+bit differently with the batch size, as in fp32; int8 rounding can, rarely, carry such a
+difference into a different word.)
 
 Which PyTorch API: ``torch.ops.quantized.linear_dynamic`` over weights packed by
 ``linear_prepack`` (the x86/fbgemm backend). PyTorch 2.13 marks the creation of quantized

@@ -48,8 +48,14 @@ class StackedRNN(nn.RNNBase):
         quantized = self.int8.get((name, first, x.size(-1), bias)) if self.int8 else None
         if quantized is not None:
             return cast(torch.Tensor, quantized(x))
-        weight = self._param(name)[:, first : first + x.size(-1)]
-        return F.linear(x, weight, self._param(name.replace("weight", "bias")) if bias else None)
+        return F.linear(x, *self._weight_and_bias(name, first, x.size(-1), bias))
+
+    def _weight_and_bias(
+        self, name: str, first: int, size: int, bias: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Columns ``first .. first + size`` of weight ``name``, and its bias if asked for."""
+        weight = self._param(name)[:, first : first + size]
+        return weight, self._param(name.replace("weight", "bias")) if bias else None
 
     def quantize_(self, first_layer_splits: list[tuple[int, int, bool, float]]) -> None:
         """Make int8 copies (:class:`mtkit.int8.Int8Linear`) of every product of a step.
@@ -61,8 +67,7 @@ class StackedRNN(nn.RNNBase):
         from mtkit.int8 import Int8Linear
 
         def copy(name: str, first: int, size: int, bias: bool, bound: float) -> None:
-            weight = self._param(name)[:, first : first + size]
-            b = self._param(name.replace("weight", "bias")) if bias else None
+            weight, b = self._weight_and_bias(name, first, size, bias)
             self.int8[(name, first, size, bias)] = Int8Linear(weight, b, bound)
 
         self.int8 = {}

@@ -19,6 +19,7 @@ from mtkit.config import (
     TrainConfig,
 )
 from mtkit.run_files import METRIC_FIELDS
+from mtkit.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 # metrics.csv columns that a fixed seed reproduces exactly (timings are left out)
@@ -104,3 +105,18 @@ def run_module(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_beam_of_one_is_greedy(translator: Translator, sentences: list[str]) -> None:
+    """Beam search with beam 1 picks greedy search's tokens, with its scores."""
+    import pytest
+
+    from mtkit.batching import pad_sequences
+    from mtkit.search import beam_search
+
+    greedy = translator.translate_nbest(sentences, beam_size=1)
+    src, lengths = pad_sequences(translator.codec.encode_source(sentences))
+    with translator.inference():
+        beam = beam_search(translator.stepper, src, lengths, translator.options(beam_size=1))
+    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-5)

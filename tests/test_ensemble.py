@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_pairs, write_lines
-from helpers import ROOT, run_module, tiny_run
+from helpers import ROOT, assert_beam_of_one_is_greedy, run_module, tiny_run
 
 from mtkit.batching import pad_sequences
 from mtkit.ensemble import Ensemble, ensemble_translator, load_ensemble
 from mtkit.errors import CheckpointError, ConfigError
-from mtkit.search import beam_search, forced_scores
+from mtkit.search import forced_scores
 from mtkit.trainer import fit
 from mtkit.translator import Translator
 
@@ -132,12 +132,7 @@ def test_a_member_of_weight_zero_changes_nothing(model_a: Path, model_b: Path):
 
 
 def test_beam_of_one_is_greedy_for_an_ensemble(pair: Translator):
-    greedy = pair.translate_nbest(SENTENCES, beam_size=1)
-    src, lengths = pad_sequences(pair.codec.encode_source(SENTENCES))
-    with torch.inference_mode():
-        beam = beam_search(pair.model, src, lengths, pair.options(beam_size=1))
-    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
-    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-5)
+    assert_beam_of_one_is_greedy(pair, SENTENCES)
 
 
 def test_a_batch_equals_one_sentence_at_a_time_for_an_ensemble(pair: Translator):

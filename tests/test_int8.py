@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_beam_of_one_is_greedy
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
-from mtkit.batching import pad_sequences
 from mtkit.errors import ConfigError
 from mtkit.int8 import (
     Int8Linear,
@@ -17,7 +17,6 @@ from mtkit.int8 import (
     parameter_count,
     reference_linear,
 )
-from mtkit.search import beam_search
 from mtkit.translator import Translator
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no int8 CPU backend in this torch")
@@ -60,12 +59,7 @@ def test_int8_translations_are_those_of_the_model(
 
 
 def test_int8_beam_of_one_is_exactly_greedy(int8: Translator):
-    greedy = int8.translate_nbest(SENTENCES, beam_size=1)
-    src, lengths = pad_sequences(int8.codec.encode_source(SENTENCES))
-    with int8.inference():
-        beam = beam_search(int8.stepper, src, lengths, int8.options(beam_size=1))
-    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
-    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-5)
+    assert_beam_of_one_is_greedy(int8, SENTENCES)
 
 
 @pytest.mark.parametrize("beam_size", [1, 5])

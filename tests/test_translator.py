@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import tiny_pairs, write_lines
-from helpers import ROOT, run_module, tiny_run
+from helpers import ROOT, assert_beam_of_one_is_greedy, run_module, tiny_run
 
 from mtkit.errors import ConfigError
 from mtkit.trainer import fit
@@ -52,15 +52,7 @@ def test_the_model_learned_something(translator: Translator):
 
 
 def test_beam_of_one_is_exactly_greedy(translator: Translator):
-    greedy = translator.translate_nbest(SENTENCES, beam_size=1)
-    options = translator.options(beam_size=1)
-    from mtkit.batching import pad_sequences
-    from mtkit.search import beam_search
-
-    src, lengths = pad_sequences(translator.codec.encode_source(SENTENCES))
-    beam = beam_search(translator.model, src, lengths, options)
-    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
-    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-5)
+    assert_beam_of_one_is_greedy(translator, SENTENCES)
 
 
 def test_a_file_in_one_batch_equals_each_line_alone(translator: Translator):

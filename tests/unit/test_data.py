@@ -96,6 +96,22 @@ def test_encode_source_matches_stored_ids(tiny_corpus_dir: Path, tmp_path: Path)
     assert corpus.codec.encode_source(text) == [s for s, _ in split_ids(corpus, "valid")]
 
 
+def test_small_and_large_batches_encode_and_decode_alike() -> None:
+    """Below SERIAL_BELOW texts are encoded one by one: the ids and texts are the same."""
+    from mtkit.tokenizer import SERIAL_BELOW
+
+    sentences = [f"the cat {i} sees the dog number {i * 7}" for i in range(2 * SERIAL_BELOW)]
+    model = SubwordModel(train_subword_model(sentences, TokenizerConfig(vocab_size=60)))
+    batched = model.encode(sentences)  # the threaded batch API
+    assert len(sentences) >= SERIAL_BELOW
+    one_by_one = [model.encode([text])[0] for text in sentences]
+    assert one_by_one == batched
+    assert model.encode(sentences[:3]) == batched[:3]
+    assert model.decode(batched) == [model.decode([ids])[0] for ids in batched]
+    assert model.decode(batched[:3]) == model.decode(batched)[:3]
+    assert model.encode([]) == [] and model.decode([]) == []
+
+
 def test_collate_places_bos_eos_and_pads() -> None:
     sources = [np.array([7, 6, 5, EOS_ID]), np.array([9, EOS_ID])]
     targets = [np.array([11, 12]), np.array([13, 14, 15, 16])]

@@ -28,7 +28,8 @@ SAMPLE_CHARACTERS = 16_000_000
 TRAINER_THREADS = 2
 # Below this many texts, encode/decode one by one instead of through sentencepiece's
 # threaded batch API, whose per-call start-up dominates small batches (measured on a
-# 2-core CPU: 8 sentences 56 us one by one against 1.4 ms batched; even at 64).
+# 2-core CPU: 8 sentences 56 us one by one against 1.4 ms batched; the threads pay from
+# about 64 texts on).
 SERIAL_BELOW = 64
 
 

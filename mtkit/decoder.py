@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtkit.attention import Attention
@@ -145,6 +146,8 @@ class Decoder(nn.Module):
             None if self.kind == "none" else nn.Linear(enc_dim + self.hidden_size, self.hidden_size)
         )
         self.output_dim = self.hidden_size
+        self.gate_table: torch.Tensor | None  # see tabulate_embedding_gates
+        self.register_buffer("gate_table", None, persistent=False)
 
     @property
     def sequential(self) -> bool:
@@ -184,8 +187,27 @@ class Decoder(nn.Module):
         return self._features(output, context), state, attention
 
     def _embedding_gates(self, ids: torch.Tensor) -> torch.Tensor:
-        """The embedding half of the first layer's input gates: (B, [T]) -> (B, [T], G)."""
+        """The embedding half of the first layer's input gates: (B, [T]) -> (B, [T], G).
+
+        ``W_ih[:, :E] emb(y) + b_ih``, or its row ``y`` of the table that
+        :meth:`tabulate_embedding_gates` made for an inference copy.
+        """
+        if self.gate_table is not None and not self.training:
+            return F.embedding(ids, self.gate_table)
         return self.rnn.input_gates(self.dropout(self.embed(ids)))
+
+    def tabulate_embedding_gates(self) -> None:
+        """Replace the embedding half of the first layer's input gates by a lookup table.
+
+        Those gates depend only on the previous token, so for a model that no longer
+        trains they are one table (V, G), computed here in fp32: a step then looks its B
+        rows up instead of multiplying (B, E) by (E, G), which for a few rows is a
+        product's fixed cost, not its arithmetic (mtkit.int8 uses it). Only in eval
+        mode; training ignores the table, which is not saved with the model.
+        """
+        with torch.no_grad():
+            table = self.rnn.input_gates(self.embed.weight.detach().float())  # (V, G)
+        self.gate_table = table.contiguous()
 
     def _advance(
         self, gates_emb: torch.Tensor, state: DecoderState, enc: EncoderOutput

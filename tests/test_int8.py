@@ -9,6 +9,7 @@ import torch
 from helpers import assert_beam_of_one_is_greedy
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
+from mtkit import int8 as int8_module
 from mtkit.errors import ConfigError
 from mtkit.int8 import (
     Int8Linear,
@@ -106,3 +107,19 @@ def test_an_int8_ensemble_of_a_model_with_itself_is_the_model(
 
 def test_int8_models_report_their_full_parameter_count(translator: Translator, int8: Translator):  # noqa: F811
     assert parameter_count(int8.model) == parameter_count(translator.model) > 0
+
+
+def test_embedding_gates_are_a_table_or_an_int8_product_above_its_cap(
+    checkpoint: Path,  # noqa: F811
+    int8: Translator,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    decoder = int8.model.decoder
+    embedding_product = ("weight_ih_l0", 0, decoder.embed_dim, True)
+    assert decoder.gate_table is not None and embedding_product not in decoder.rnn.int8
+    monkeypatch.setattr(int8_module, "GATE_TABLE_BYTES", 0)
+    untabulated = Translator.from_checkpoint(checkpoint, precision="int8")
+    decoder = untabulated.model.decoder
+    assert decoder.gate_table is None and embedding_product in decoder.rnn.int8
+    assert untabulated.translate(SENTENCES, beam_size=5) == int8.translate(SENTENCES, beam_size=5)
+    assert_beam_of_one_is_greedy(untabulated, SENTENCES)

@@ -368,3 +368,19 @@ def test_dropout_rounding_edges():
     x = torch.ones(1000)
     assert torch.equal(dropout(x, 1 / 1024, training=True), x)  # below 1/512: drops nothing
     assert torch.equal(dropout(x, 0.999, training=True), torch.zeros(1000))  # rounds to 1
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_tabulated_embedding_gates_are_the_computed_ones(cell):
+    model = make_model(cell, "bahdanau", True, dropout=0.3).eval()
+    decoder = model.decoder
+    ids = torch.tensor([[3, 7, 7], [1, 0, VOCAB - 1]])  # (B, T), padding and BOS included
+    computed = decoder._embedding_gates(ids)  # (B, T, G)
+    decoder.tabulate_embedding_gates()
+    assert decoder.gate_table is not None and "gate_table" not in model.state_dict()
+    assert torch.allclose(decoder._embedding_gates(ids), computed, atol=1e-6)
+    # Training never reads the table: the embedding gets its gradient and its dropout.
+    model.train()
+    torch.manual_seed(5)
+    decoder._embedding_gates(ids).sum().backward()
+    assert decoder.embed.weight.grad is not None and decoder.embed.weight.grad.abs().sum() > 0

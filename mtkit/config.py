@@ -223,6 +223,10 @@ class RuntimeConfig:
     # waiting; mtkit.runtime.resolve_threads) or None (PyTorch's default). Typed Any
     # because OmegaConf 2.3 has no int-or-str fields; __post_init__ checks the value.
     threads: Any = "auto"
+    # Data-parallel CPU training processes that python -m mtkit.train starts itself
+    # (mtkit.launch), each training on its part of every batch: an integer >= 1, or auto
+    # (2 on a CPU of 2 or more cores when threads=auto, else 1; mtkit.launch.resolve_processes).
+    processes: Any = "auto"
 
     def __post_init__(self) -> None:
         s = "train"
@@ -231,6 +235,9 @@ class RuntimeConfig:
         _choice(s, "precision", self.precision, ("auto", "fp32", "bf16"))
         good = self.threads in (None, "auto") or (_is_int(self.threads) and self.threads >= 1)
         _check(good, s, "threads", self.threads, "an integer >= 1, auto or null")
+        count = self.processes
+        good = count == "auto" or (_is_int(count) and count >= 1)
+        _check(good, s, "processes", count, "an integer >= 1 or auto")
 
 
 @dataclass

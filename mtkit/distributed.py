@@ -1,8 +1,11 @@
-"""Distributed data parallel plumbing for ``torchrun``: ranks, sharding and agreement.
+"""Distributed data parallel plumbing: ranks, sharding and agreement.
 
 Under ``torchrun --nproc_per_node=N`` every process trains on its own shard of each
-epoch's batches; rank 0 alone validates and writes files, and decisions that must be
-the same everywhere (stop now, the learning rate after a plateau) are broadcast from it.
+epoch's batches (:func:`shard`). The processes that ``train.processes=N`` starts
+(:mod:`mtkit.launch`) instead split every batch between them (:func:`part`), so they
+train on the batches one process would. Either way rank 0 alone validates and writes
+files, and decisions that must be the same everywhere (stop now, the learning rate
+after a plateau) are broadcast from it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def setup(device_type: str) -> DistInfo:
     return info
 
 
+def lost_peer(error: RuntimeError, info: DistInfo) -> bool:
+    """Whether ``error`` says that another process of the group went away: a collective
+    (the gradient average inside backward, too) fails with a backend error then."""
+    if not info.enabled:
+        return False
+    text = str(error)
+    return isinstance(error, dist.DistError) or "gloo" in text or "NCCL" in text
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -67,6 +79,25 @@ def shard(batches: list[np.ndarray], info: DistInfo) -> list[np.ndarray]:
     return batches[info.rank : usable : info.world]
 
 
+def part(indices: np.ndarray, tgt_lengths: np.ndarray, info: DistInfo) -> tuple[np.ndarray, float]:
+    """This process's part of one batch split between the processes, and its loss weight.
+
+    The part is every world-th pair from the rank on: a batch is cut from pairs in length
+    order, so the parts have almost the same shape and the processes arrive at the
+    gradient average together. The weight ``world * n_rank / n_batch`` (target tokens,
+    EOS included, from ``tgt_lengths`` of the split) turns the average of the processes'
+    mean-token losses into the whole batch's mean, so the update is the one a single
+    process makes on the whole batch. A rank that gets no pair (a batch of fewer pairs
+    than processes) computes on the batch's first pair with weight 0, so that every
+    process still takes part in the step.
+    """
+    mine = indices[info.rank :: info.world]
+    total = int(np.asarray(tgt_lengths)[indices].sum())
+    if len(mine) == 0:
+        return indices[:1], 0.0
+    return mine, info.world * int(np.asarray(tgt_lengths)[mine].sum()) / total
+
+
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on at least one (e.g. a signal arrived)."""
     if not info.enabled:
@@ -74,6 +105,15 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def summed(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """The sum of ``values`` over every rank, on every rank."""
+    if not info.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
 
 
 def from_main(values: list[float], info: DistInfo, device: torch.device) -> list[float]:

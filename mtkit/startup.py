@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mtkit import distributed
+from mtkit import distributed, launch
 from mtkit.checkpoint import remove_stale_temp_files, step_checkpoints
 from mtkit.config import RunConfig, TrainConfig
 from mtkit.data import Corpus, load_corpus
@@ -142,5 +142,14 @@ def describe_start(
         corpus.codec.tgt.vocab_size,
         device,
         precision,
-        f", {dist.world} processes" if dist.enabled else "",
+        _describe_processes(dist),
     )
+
+
+def _describe_processes(dist: distributed.DistInfo) -> str:
+    """How many processes train, and how they share the batches."""
+    if not dist.enabled:
+        return ""
+    if launch.started_here():
+        return f", {dist.world} processes (train.processes), each on its part of every batch"
+    return f", {dist.world} processes"

@@ -21,7 +21,14 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mtkit.config import CONF_DIR, describe_omegaconf_error, register_configs, to_run_config
+from mtkit import launch
+from mtkit.config import (
+    CONF_DIR,
+    RunConfig,
+    describe_omegaconf_error,
+    register_configs,
+    to_run_config,
+)
 from mtkit.errors import ConfigError, MtkitError
 
 log = logging.getLogger("mtkit")
@@ -56,8 +63,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _fail(error: MtkitError) -> NoReturn:
-    """The one way this command reports a user's mistake: one line, exit status 2."""
-    print(f"mtkit-train: error: {' '.join(str(error).split())}", file=sys.stderr)
+    """The one way this command reports a user's mistake: one line, exit status 2 (of the
+    processes that ``train.processes`` starts, rank 0 prints it: mtkit.launch)."""
+    line = f"mtkit-train: error: {' '.join(str(error).split())}"
+    if launch.record_error(line):
+        print(line, file=sys.stderr)
     raise SystemExit(2) from None
 
 
@@ -73,7 +83,7 @@ def _setup_console_logging() -> None:
     logger.propagate = False
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str]) -> RunConfig:
     """Compose the config with ``overrides``; raise a one-line ConfigError if it is invalid."""
     from hydra import compose, initialize_config_dir
 
@@ -81,12 +91,43 @@ def check_overrides(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
         run_dir = str(cfg.hydra.run.dir)
-        to_run_config(cfg)
+        run = to_run_config(cfg)
     except HydraException as error:
         raise ConfigError(_describe_hydra_error(error)) from None
     except OmegaConfBaseException as error:
         raise ConfigError(describe_omegaconf_error(error)) from None
     _check_writable(Path(run_dir))
+    return run
+
+
+def _processes(run: RunConfig) -> int:
+    """How many training processes to start (``train.processes``; ``auto`` asks whether
+    CUDA is there only when the device is ``auto``, which loads torch)."""
+    from mtkit.runtime import available_cores
+
+    cuda = False
+    if run.train.processes == "auto" and run.train.device == "auto":
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return launch.resolve_processes(run.train, available_cores(), cuda)
+
+
+def _check_processes(run: RunConfig) -> None:
+    """``train.processes`` > 1 starts its own processes: not under torchrun, not on a GPU."""
+    processes = run.train.processes
+    if processes == "auto":
+        return
+    if processes > 1 and launch.under_torchrun():
+        raise ConfigError(
+            f"train.processes={processes} starts its own training processes; under torchrun "
+            "leave it at 1 (torchrun's --nproc_per_node sets the processes)"
+        )
+    if processes > 1 and run.train.device.startswith("cuda"):
+        raise ConfigError(
+            f"train.processes={processes} is for CPU training; on GPUs start one process per "
+            "GPU with torchrun (README, Distributed training)"
+        )
 
 
 def _describe_hydra_error(error: HydraException) -> str:
@@ -141,11 +182,18 @@ def _main() -> None:
     overrides = sys.argv[1:]
     plain = [a for a in overrides if not a.startswith("-")]
     flags_only_hydra = any(a.startswith("-") for a in overrides)
+    run = None
     try:
         if not flags_only_hydra:
-            check_overrides(plain)
+            run = check_overrides(plain)
+            _check_processes(run)
     except MtkitError as error:
         _fail(error)
+    processes = _processes(run) if run is not None and not launch.started_here() else 1
+    if processes > 1:
+        from mtkit.runtime import available_cores
+
+        raise SystemExit(launch.run_processes(processes, overrides, available_cores()))
     from mtkit.distributed import env_rank  # torch loads only once the options are known good
 
     scratch = None

@@ -10,9 +10,11 @@ data-order state: resuming from it continues exactly where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -21,11 +23,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mtkit import checkpoint, distributed
+from mtkit import checkpoint, distributed, launch
 from mtkit.batching import Batch, TokenBatchSampler, collate
 from mtkit.config import RunConfig
 from mtkit.data import Corpus
-from mtkit.errors import TrainingError
+from mtkit.errors import ConfigError, TrainingError
 from mtkit.loss import Criterion, LossResult
 from mtkit.model import Seq2Seq, build_model
 from mtkit.optim import EarlyStopping, LearningRate, build_optimizer, teacher_forcing_ratio
@@ -54,8 +56,12 @@ def train_step(
     batch: Batch,
     clip_norm: float,
     teacher_forcing: float = 1.0,
+    loss_weight: float = 1.0,
 ) -> tuple[LossResult, bool]:
     """Forward, loss, backward, clip, update. Returns the loss and whether the update happened.
+
+    ``loss_weight`` scales the loss before backward (a process's part of a split batch:
+    :func:`mtkit.distributed.part`).
 
     A step whose gradient norm is not finite (NaN/inf loss) is skipped: no update, so the
     weights (and any checkpoint written later) stay finite.
@@ -64,7 +70,7 @@ def train_step(
     features, targets = model(batch, teacher_forcing)
     result = criterion.train_loss(features, targets, batch.tgt_mask, seq2seq.output)
     optimizer.zero_grad(set_to_none=True)
-    result.loss.backward()
+    (result.loss * loss_weight if loss_weight != 1.0 else result.loss).backward()
     norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), clip_norm if clip_norm > 0 else math.inf
     )
@@ -79,10 +85,19 @@ class Trainer:
     def __init__(self, run: RunConfig, run_dir: Path, corpus: Corpus | None = None) -> None:
         self.run, self.run_dir, cfg = run, run_dir, run.train
         self.device = resolve_device(cfg.device)
+        if launch.started_here() > 1 and self.device.type != "cpu":
+            raise ConfigError(
+                f"train.processes starts CPU training processes, but train.device={cfg.device} "
+                f"resolved to {self.device}; set train.device=cpu, or use torchrun on GPUs"
+            )
         self.dist = distributed.setup(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         set_threads(cfg.threads)
+        # processes started by train.processes split every batch; torchrun's shard the epoch
+        self.split_batches = self.dist.enabled and launch.started_here() > 1
+        # the processes whose tokens one process's count stands for (split: it counts all)
+        self.counting_world = 1 if self.split_batches else self.dist.world
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.dist.is_main:
             check_run_directory(run_dir, cfg)
@@ -113,7 +128,7 @@ class Trainer:
             DistributedDataParallel(self.model) if self.dist.enabled else self.model
         )
         self.signals = StopSignals(announce=self.dist.is_main)
-        steps_per_epoch = len(distributed.shard(self.sampler.batches(0), self.dist))
+        steps_per_epoch = len(self._epoch_batches(0))
         self.valid_every = cfg.valid_every or max(1, min(steps_per_epoch // 2, 2000))
         self.files = RunFiles(run_dir, cfg.tensorboard) if self.dist.is_main else None
 
@@ -148,6 +163,13 @@ class Trainer:
             with self.signals:
                 reason = self._run_epochs(start)
                 return self._finish(reason, start)
+        except RuntimeError as error:
+            if not distributed.lost_peer(error, self.dist):
+                raise
+            raise TrainingError(
+                f"training process {self.dist.rank} of {self.dist.world}: {launch.LOST_PEER} "
+                "(see its message); the process group is gone"
+            ) from None
         finally:
             if self.files is not None:
                 self.files.close()
@@ -157,7 +179,7 @@ class Trainer:
         """Epochs of training steps, validating every ``valid_every``; returns why it stopped."""
         max_epochs = self.run.train.max_epochs
         while True:
-            batches = distributed.shard(self.sampler.batches(self.progress.epoch), self.dist)
+            batches = self._epoch_batches(self.progress.epoch)
             if self.progress.batch_in_epoch == 0 and self.dist.is_main:
                 log.info("epoch %d: %s", self.progress.epoch + 1, self.sampler.describe(batches))
             while self.progress.batch_in_epoch < len(batches):
@@ -175,10 +197,19 @@ class Trainer:
             if max_epochs is not None and self.progress.epoch >= max_epochs:
                 return "max_epochs"
 
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The batches this process steps through: all of them when they are split between
+        the processes (each takes its part in :meth:`train_step`), else its shard."""
+        batches = self.sampler.batches(epoch)
+        return batches if self.split_batches else distributed.shard(batches, self.dist)
+
     def train_step(self, indices: np.ndarray, start: float) -> None:
         """One update on the batch of ``indices``, with the bookkeeping around it."""
         cfg, p = self.run.train, self.progress
         split = self.corpus.splits["train"]
+        weight = 1.0
+        if self.split_batches:
+            indices, weight = distributed.part(indices, split.tgt_lengths, self.dist)
         batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices])
         rate = self.lr.apply(self.optimizer, p.step)
         ratio = teacher_forcing_ratio(cfg, p.step)
@@ -187,16 +218,20 @@ class Trainer:
         with autocast_context(self.device, self.precision):
             result, updated = train_step(
                 self.trainable, self.criterion, self.optimizer, batch.to(self.device),
-                cfg.clip_norm, ratio,
+                cfg.clip_norm, ratio, weight,
             )  # fmt: skip
-        p.record_step(
-            float(result.nll_sum), result.n_tokens, updated, time.perf_counter() - step_start
-        )
+        nll_sum, n_tokens = float(result.nll_sum), result.n_tokens
+        if self.split_batches:  # the whole batch's loss and tokens, as one process logs them
+            nll_sum, total = distributed.summed(
+                [nll_sum * (weight > 0), n_tokens * (weight > 0)], self.dist, self.device
+            )
+            n_tokens = int(total)
+        p.record_step(nll_sum, n_tokens, updated, time.perf_counter() - step_start)
         p.elapsed = time.perf_counter() - start
         if not updated:
             p.check_skipped(cfg.max_bad_steps)
         if self.dist.is_main and p.step % cfg.log_every == 0:
-            log.info(p.step_line(rate, self.dist.world))
+            log.info(p.step_line(rate, self.counting_world))
 
     def _budget_reason(self, start: float) -> str:
         cfg = self.run.train
@@ -223,7 +258,7 @@ class Trainer:
 
     def _validate_on_main(self, start: float) -> float:
         try:
-            with self.signals.interruptible():
+            with self.signals.interruptible(), self._all_cores():
                 metrics = self.validate()
         except Interrupted:
             return _SIGNAL  # last.pt is written on the way out; this validation is redone
@@ -231,7 +266,7 @@ class Trainer:
         p = self.progress
         p.elapsed = time.perf_counter() - start
         ratio = teacher_forcing_ratio(self.run.train, p.step)
-        p.add_row(metrics, self.lr.at(p.step), ratio, self.dist.world)
+        p.add_row(metrics, self.lr.at(p.step), ratio, self.counting_world)
         self.files.add_row(p.history)
         if self.stopping.update(metrics["val_" + self.stopping.metric]):
             self._save("best.pt")
@@ -255,6 +290,18 @@ class Trainer:
             message += f" BLEU {score.score:.2f} ({score.signature})"
         log.info(message)
         return metrics
+
+    @contextlib.contextmanager
+    def _all_cores(self) -> Iterator[None]:
+        """Rank 0 validates alone while the processes that split the batches with it wait
+        (blocked, not spinning): give it their threads for that while."""
+        before = torch.get_num_threads()
+        if self.split_batches:
+            torch.set_num_threads(before * self.dist.world)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _payload(self, with_train_state: bool = False) -> dict[str, Any]:
         train_state = None
@@ -309,7 +356,7 @@ class Trainer:
         summary["best_metric"] = best
         if self.run.train.test_at_end and "test" in self.corpus.splits:
             try:
-                with self.signals.interruptible():
+                with self.signals.interruptible(), self._all_cores():
                     summary["test"] = self._test_best()
             except Interrupted:
                 return {**summary, "signal": self.signals.number}

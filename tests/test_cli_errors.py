@@ -150,6 +150,7 @@ def test_unwritable_run_dir(tmp_path: Path) -> None:
         ("decode.length_penalty=nan", "decode.length_penalty=nan is not valid"),
         ("decode.max_len_a=-5", "decode.max_len_a=-5.0 is not valid"),
         ("train.keep_checkpoints=-1", "train.keep_checkpoints=-1 is not valid"),
+        ("train.processes=0", "train.processes=0 is not valid"),
     ],
 )
 def test_bad_number(tmp_path: Path, override: str, fragment: str) -> None:

@@ -61,8 +61,9 @@ def resolve_processes(train: TrainConfig, cores: int, cuda_available: bool) -> i
     """The number of training processes for ``train.processes``.
 
     ``auto`` gives 2 on a CPU with at least 2 cores when ``train.threads`` is ``auto``
-    (measured on a 2-core CPU: 1.7 times one core, where a second thread added 1.0-1.4
-    times), and 1 on a GPU, on one core, under torchrun, or when the threads are pinned.
+    (measured on a 2-core CPU: 1.66-1.84 times one thread, where a second thread gave
+    0.98-1.36 times), and 1 on a GPU, on one core, under torchrun, or when the threads
+    are pinned.
     With more than 2 cores each of the 2 processes gets ``cores // 2`` threads.
     """
     if train.processes != "auto":

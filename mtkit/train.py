@@ -114,19 +114,13 @@ def _processes(run: RunConfig) -> int:
 
 
 def _check_processes(run: RunConfig) -> None:
-    """``train.processes`` > 1 starts its own processes: not under torchrun, not on a GPU."""
+    """``train.processes`` > 1 starts its own processes, so not under torchrun (a GPU
+    device is refused by each process's Trainer, once resolved)."""
     processes = run.train.processes
-    if processes == "auto":
-        return
-    if processes > 1 and launch.under_torchrun():
+    if processes != "auto" and processes > 1 and launch.under_torchrun():
         raise ConfigError(
             f"train.processes={processes} starts its own training processes; under torchrun "
             "leave it at 1 (torchrun's --nproc_per_node sets the processes)"
-        )
-    if processes > 1 and run.train.device.startswith("cuda"):
-        raise ConfigError(
-            f"train.processes={processes} is for CPU training; on GPUs start one process per "
-            "GPU with torchrun (README, Distributed training)"
         )
 
 

@@ -96,8 +96,6 @@ class Trainer:
         set_threads(cfg.threads)
         # processes started by train.processes split every batch; torchrun's shard the epoch
         self.split_batches = self.dist.enabled and launch.started_here() > 1
-        # the processes whose tokens one process's count stands for (split: it counts all)
-        self.counting_world = 1 if self.split_batches else self.dist.world
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.dist.is_main:
             check_run_directory(run_dir, cfg)
@@ -196,6 +194,11 @@ class Trainer:
             self.progress.next_epoch()
             if max_epochs is not None and self.progress.epoch >= max_epochs:
                 return "max_epochs"
+
+    @property
+    def counting_world(self) -> int:
+        """The processes whose tokens one process's count stands for (split: it counts all)."""
+        return 1 if self.split_batches else self.dist.world
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The batches this process steps through: all of them when they are split between

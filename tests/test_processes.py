@@ -106,12 +106,15 @@ def test_two_processes_train_what_one_trains_and_repeat_exactly(
     assert read_metrics(tmp_path / "two", columns) == read_metrics(tmp_path / "one", columns)
 
 
-def start(corpus: Path, run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
-    command = train_command(corpus, run_dir, "train.processes=2", *overrides)
-    return subprocess.Popen(
+def start_training(corpus: Path, run_dir: Path) -> subprocess.Popen[str]:
+    """A two-process run without end, returned once it is a few steps in."""
+    command = train_command(corpus, run_dir, "train.processes=2", "train.max_steps=100000")
+    process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=quiet_env(run_dir),
     )  # fmt: skip
+    wait_for_training(run_dir, process)
+    return process
 
 
 def wait_for_training(run_dir: Path, process: subprocess.Popen[str]) -> None:
@@ -139,8 +142,7 @@ def test_ctrl_c_stops_both_with_a_last_pt_that_resumes(
     tiny_corpus_dir: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    process = start(tiny_corpus_dir, run_dir, "train.max_steps=100000")
-    wait_for_training(run_dir, process)
+    process = start_training(tiny_corpus_dir, run_dir)
     started = children(process.pid)
     process.send_signal(signal.SIGINT)  # what the terminal sends to the command
     _, stderr = process.communicate(timeout=TIMEOUT_S)
@@ -163,8 +165,7 @@ def test_a_process_killed_ends_the_run_with_one_line_each(
     tiny_corpus_dir: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    process = start(tiny_corpus_dir, run_dir, "train.max_steps=100000")
-    wait_for_training(run_dir, process)
+    process = start_training(tiny_corpus_dir, run_dir)
     (second,) = [pid for pid in children(process.pid) if rank_of(pid) == 1]
     os.kill(second, signal.SIGKILL)
     _, stderr = process.communicate(timeout=TIMEOUT_S)
@@ -190,8 +191,7 @@ def test_kill_9_of_the_command_leaves_no_process_behind(
     tiny_corpus_dir: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    process = start(tiny_corpus_dir, run_dir, "train.max_steps=100000")
-    wait_for_training(run_dir, process)
+    process = start_training(tiny_corpus_dir, run_dir)
     started = children(process.pid)
     assert len(started) == 2
     process.kill()

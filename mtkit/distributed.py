@@ -11,6 +11,8 @@ after a plateau) are broadcast from it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +63,19 @@ def lost_peer(error: RuntimeError, info: DistInfo) -> bool:
     return isinstance(error, dist.DistError) or "gloo" in text or "NCCL" in text
 
 
-def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+@contextmanager
+def group_closed_on_exit() -> Iterator[None]:
+    """Destroy the process group (if one was joined inside) however the block ends.
+
+    A process that leaves with the group still open, say after a corpus error at start,
+    can abort at exit in gloo's threads (``terminate called without an active
+    exception``, SIGABRT) instead of exiting with its own status.
+    """
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

@@ -171,7 +171,6 @@ class Trainer:
         finally:
             if self.files is not None:
                 self.files.close()
-            distributed.teardown(self.dist)
 
     def _run_epochs(self, start: float) -> str:
         """Epochs of training steps, validating every ``valid_every``; returns why it stopped."""
@@ -381,5 +380,5 @@ class Trainer:
 
 def fit(run: RunConfig, run_dir: Path, corpus: Corpus | None = None) -> dict[str, Any]:
     """Train one model as configured; files go to ``run_dir`` (rank 0 only)."""
-    with log_file(run_dir, enabled=distributed.env_rank() == 0):
+    with log_file(run_dir, enabled=distributed.env_rank() == 0), distributed.group_closed_on_exit():
         return Trainer(run, run_dir, corpus).fit()

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mtkit.cli_io import Output, exit_on_signals
-from mtkit.errors import ConfigError, DataError, run_cli
+from mtkit.errors import DataError, run_cli
 from mtkit.readers import read_lines
-from mtkit.runtime import prefer_passive_wait, resolve_threads
+from mtkit.runtime import prefer_passive_wait
+from mtkit.translate import check_threads_and_processes
 
 PROG = "mtkit-evaluate"
 
@@ -51,6 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CPU threads: auto (one per core this process may use; the default) or N",
     )
     parser.add_argument(
+        "--processes",
+        default="auto",
+        help="decoding processes of one thread each: auto (the default) or N, as for "
+        "mtkit-translate",
+    )
+    parser.add_argument(
         "--shortlist", action="store_true", help="decode through the checkpoint's shortlist"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -61,10 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--shortlist applies to CHECKPOINT --src, not to --hyp")
     if args.hyp is None and not (args.checkpoints and args.src):
         parser.error("give CHECKPOINT --src FILE --ref FILE, or --hyp FILE --ref FILE")
-    try:
-        resolve_threads(args.threads)
-    except ConfigError:
-        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
+    check_threads_and_processes(parser, args)
     for name in ("beam_size", "batch_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -105,12 +109,21 @@ def translate_sources(args: argparse.Namespace, n_references: int) -> list[str]:
         raise DataError(f"{args.src} has {len(sources)} lines but {args.ref} has {n_references}")
     if not sources:
         raise DataError(f"{args.ref} is empty: there is nothing to score")
-    from mtkit.translate import load_translator
+    from mtkit.translate import decoding_processes, load_translator
 
     translator = load_translator(
-        args.checkpoints, args.weights, args.device, args.precision, args.shortlist, args.threads
+        args.checkpoints,
+        args.weights,
+        args.device,
+        args.precision,
+        args.shortlist,
+        args.threads,
+        decoding_processes(args, len(sources)),
     )
-    return translator.translate(sources, beam_size=args.beam_size, batch_tokens=args.batch_tokens)
+    with translator:
+        return translator.translate(
+            sources, beam_size=args.beam_size, batch_tokens=args.batch_tokens
+        )
 
 
 def report_lines(report: dict[str, object], as_json: bool) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from mtkit.config import SearchOptions
@@ -56,6 +57,33 @@ class Hypothesis:
     score: float
     # (T, S): T output steps incl. EOS, S real source positions in model order (+ EOS)
     attention: torch.Tensor | None = field(default=None, repr=False)
+
+
+# Hypotheses as plain tuples, for a pipe to another process: pickling a torch tensor
+# through multiprocessing moves it to shared memory, one file per tensor.
+Packed = list[list[tuple[str, list[int], float, "np.ndarray | None"]]]
+
+
+def pack(results: list[list[Hypothesis]]) -> Packed:
+    """n-best lists as plain tuples (attention as a NumPy array)."""
+    return [
+        [
+            (h.text, h.tokens, h.score, None if h.attention is None else h.attention.numpy())
+            for h in hyps
+        ]
+        for hyps in results
+    ]
+
+
+def unpack(packed: Packed) -> list[list[Hypothesis]]:
+    """The inverse of :func:`pack`."""
+    return [
+        [
+            Hypothesis(text, tokens, score, None if att is None else torch.from_numpy(att))
+            for text, tokens, score, att in hyps
+        ]
+        for hyps in packed
+    ]
 
 
 class OutputColumns:

@@ -115,7 +115,7 @@ def child_environment(
     return env
 
 
-def _own_group_and_die_with_parent(parent: int) -> None:
+def own_group_and_die_with_parent(parent: int) -> None:
     """In the child before exec: a process group of its own (the terminal's Ctrl-C reaches
     only the supervisor, which forwards it once) and death with the supervisor."""
     os.setpgid(0, 0)
@@ -133,7 +133,7 @@ def start(
     return subprocess.Popen(
         [sys.executable, "-m", "mtkit.train", *argv],
         env=child_environment(rank, count, port, threads, errors),
-        preexec_fn=lambda: _own_group_and_die_with_parent(parent),
+        preexec_fn=lambda: own_group_and_die_with_parent(parent),
     )
 
 

@@ -25,7 +25,7 @@ import ctypes.util
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
 from mtkit.errors import ConfigError
@@ -148,6 +148,22 @@ def set_threads(threads: int | str | None) -> int:
             policy,
         )
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread, then restore the count (a process that
+    decodes beside single-threaded helpers, :mod:`mtkit.decode_pool`)."""
+    import torch
+
+    count = torch.get_num_threads()
+    if count != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if count != 1:
+            torch.set_num_threads(count)
 
 
 def tune_process() -> None:

@@ -83,6 +83,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CPU threads: auto (one per core this process may use; the default) or N",
     )
     parser.add_argument(
+        "--processes",
+        default="auto",
+        help="decoding processes of one thread each: auto (2 on a CPU with 2+ cores for "
+        "200+ lines when --threads is auto; the default) or N",
+    )
+    parser.add_argument(
         "--shortlist",
         action="store_true",
         help="score only the target pieces the checkpoint's lexical shortlist allows "
@@ -100,10 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="invalid UTF-8 in the input: stop with an error, or replace it",
     )
     args = parser.parse_args(argv)
-    try:
-        resolve_threads(args.threads)
-    except ConfigError:
-        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
+    check_threads_and_processes(parser, args)
     for name in ("beam_size", "nbest", "batch_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -111,6 +114,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.beam_size is not None and args.nbest > args.beam_size:
         parser.error("--nbest must not exceed --beam-size")
     return args
+
+
+def check_threads_and_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--threads`` and ``--processes``: each auto or an integer >= 1 (a usage error)."""
+    from mtkit.decode_pool import parse_processes
+
+    try:
+        resolve_threads(args.threads)
+    except ConfigError:
+        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
+    try:
+        args.processes = parse_processes(args.processes)
+    except ConfigError as error:
+        parser.error(str(error))
 
 
 # Search options set by flags: option name -> (flag, argparse destination).
@@ -196,25 +213,65 @@ def load_translator(
     precision: str,
     shortlist: bool = False,
     threads: int | str | None = "auto",
+    processes: int = 1,
 ) -> Translator:
     """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint);
-    ``shortlist`` decodes one checkpoint through its lexical shortlist.
+    ``shortlist`` decodes one checkpoint through its lexical shortlist; ``processes`` > 1
+    searches each batch in that many single-threaded processes (mtkit.decode_pool).
 
     Also tunes the process for tensor work (the allocator, ``threads``): only commands do that.
     """
-    from mtkit.runtime import set_threads, tune_process
-    from mtkit.translator import Translator
+    from mtkit.decode_pool import DecodePool, LoadSpec
 
     if shortlist and (len(checkpoints) > 1 or weights is not None):
         raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
+    pool = None
+    if processes > 1:  # started first: the helpers load while this process does
+        if device != "cpu":
+            raise ConfigError(f"--processes {processes} decodes on the CPU only, not {device}")
+        weighted = None if weights is None else tuple(weights)
+        spec = LoadSpec(tuple(checkpoints), weighted, precision, shortlist)
+        pool = DecodePool(spec, processes - 1)
+    try:
+        translator = _load(checkpoints, weights, device, precision, shortlist, threads)
+        if pool is not None:
+            translator.attach(pool)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
+    return translator
+
+
+def _load(
+    checkpoints: Sequence[str],
+    weights: Sequence[float] | None,
+    device: str,
+    precision: str,
+    shortlist: bool,
+    threads: int | str | None,
+) -> Translator:
+    from mtkit.runtime import set_threads, tune_process
+    from mtkit.translator import Translator
+
     tune_process()
     set_threads(threads)
-
     if len(checkpoints) == 1 and weights is None:
-        return Translator.from_checkpoint(
-            checkpoints[0], device=device, precision=precision, shortlist=shortlist
-        )
+        return Translator.from_checkpoint(checkpoints[0], device, precision, shortlist)
     return Translator.from_checkpoints(checkpoints, weights, device, precision)
+
+
+def decoding_processes(args: argparse.Namespace, sentences: int) -> int:
+    """``--processes``, with ``auto`` resolved for this machine and input."""
+    from mtkit.decode_pool import resolve_processes
+    from mtkit.runtime import available_cores
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_processes(args.processes, device, args.threads, available_cores(), sentences)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         require_readable(args.input, INPUT)
     plots = check_plots(args.attention_plots)
     with Output(args.output, "-o/--output") as output:
+        lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
         translator = load_translator(
             args.checkpoints,
             args.weights,
@@ -232,9 +290,10 @@ def run(args: argparse.Namespace) -> int:
             args.precision,
             args.shortlist,
             args.threads,
+            decoding_processes(args, len(lines)),
         )
-        lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
-        results = translate_lines(translator, lines, args, changes)
+        with translator:
+            results = translate_lines(translator, lines, args, changes)
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()
     if plots is not None:

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -22,9 +23,10 @@ import torch
 from mtkit.batching import pad_sequences, sorted_batches
 from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.config import DecodeConfig, SearchOptions
+from mtkit.decode_pool import DecodePool, LoadSpec, check_processes
 from mtkit.errors import ConfigError
 from mtkit.int8 import check_int8, quantize_for_inference
-from mtkit.runtime import resolve_device
+from mtkit.runtime import resolve_device, single_thread
 from mtkit.search import Hypothesis, StepModel, beam_search, forced_scores, greedy_search
 from mtkit.tokenizer import TextCodec
 
@@ -83,6 +85,8 @@ class Translator:
         self.precision = precision
         self.dtype = next(self.model.parameters()).dtype
         self.train_max_len = train_max_len  # inputs longer than this get a warning
+        self.pool: DecodePool | None = None  # helper processes (see with_helpers)
+        self._finalizer: weakref.finalize | None = None  # stops them with this object
 
     @classmethod
     def from_checkpoint(
@@ -91,9 +95,17 @@ class Translator:
         device: str = "cpu",
         precision: str = "fp32",
         shortlist: bool = False,
+        processes: int = 1,
     ) -> Translator:
         """The checkpoint's model; ``shortlist=True`` decodes through its lexical shortlist
-        (:mod:`mtkit.shortlist`; a one-line CheckpointError if it holds none)."""
+        (:mod:`mtkit.shortlist`; a one-line CheckpointError if it holds none).
+
+        ``processes`` > 1 searches every batch in that many single-threaded processes
+        (:mod:`mtkit.decode_pool`; the CPU only); :meth:`close` stops the helpers.
+        """
+        if check_processes(processes) > 1:
+            spec = LoadSpec((str(path),), None, precision, shortlist)
+            return cls.with_helpers(spec, device, processes)
         payload = load_checkpoint(path)
         model: torch.nn.Module
         model, codec = model_from_payload(payload, str(path))
@@ -117,15 +129,73 @@ class Translator:
         weights: Sequence[float] | None = None,
         device: str = "cpu",
         precision: str = "fp32",
+        processes: int = 1,
     ) -> Translator:
         """An ensemble of checkpoints: search over the (weighted) mean of their log-probs.
 
         The checkpoints must share the sentencepiece models, the source processing and the
         output vocabulary (else a one-line CheckpointError names the one that differs).
+        ``processes`` as for :meth:`from_checkpoint`.
         """
         from mtkit.ensemble import ensemble_translator  # ensemble.py builds on this module
 
+        if check_processes(processes) > 1:
+            spec = LoadSpec(
+                tuple(str(p) for p in paths),
+                None if weights is None else tuple(weights),
+                precision,
+                False,
+            )
+            return cls.with_helpers(spec, device, processes)
         return ensemble_translator(paths, weights, device, precision)
+
+    @classmethod
+    def with_helpers(cls, spec: LoadSpec, device: str, processes: int) -> Translator:
+        """The Translator ``spec`` loads, searching each batch in ``processes`` processes:
+        this one and ``processes - 1`` helpers, one thread each (:mod:`mtkit.decode_pool`).
+
+        The helpers start first, so they load while this process loads its own copy.
+        """
+        check_processes(processes)
+        if resolve_device(device).type != "cpu":
+            raise ConfigError(f"processes={processes} decodes on the CPU only, not on {device}")
+        pool = DecodePool(spec, processes - 1)
+        try:
+            translator = spec.load()
+        except BaseException:
+            pool.close()
+            raise
+        translator.attach(pool)
+        return translator
+
+    def attach(self, pool: DecodePool) -> None:
+        """Search every batch with ``pool``'s helpers too, once they are ready (they load
+        this Translator's checkpoints; a helper that fails is an MtkitError). The helpers
+        stop with :meth:`close`, or when this Translator is garbage-collected."""
+        try:
+            pool.wait_ready()
+        except BaseException:
+            pool.close()
+            raise
+        self.pool = pool
+        self._finalizer = weakref.finalize(self, pool.close)
+
+    @property
+    def processes(self) -> int:
+        """The processes that search each batch: this one and its helpers."""
+        return 1 if self.pool is None else 1 + self.pool.helpers
+
+    def close(self) -> None:
+        """Stop the helper processes, if any (the Translator then searches alone)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __enter__(self) -> Translator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def inference(self) -> contextlib.AbstractContextManager[None]:
         """The context every search of this Translator runs in (inference mode; see
@@ -231,10 +301,10 @@ class Translator:
             progress(len(texts) - len(todo))  # empty lines are done already
         sources = self.codec.encode_source([texts[i].strip() for i in todo])
         self._warn_long(sources, todo, options)
-        for batch in sorted_batches([len(s) for s in sources], max(1, budget // options.beam_size)):
-            src, lengths = pad_sequences([sources[j] for j in batch])
-            hypotheses = self._search(
-                src.to(self.device), lengths.to(self.device), options, return_attention
+        batches = sorted_batches([len(s) for s in sources], max(1, budget // options.beam_size))
+        for batch in batches:
+            hypotheses = self._search_batch(
+                [sources[j] for j in batch.tolist()], options, return_attention
             )
             texts_out = iter(self.codec.decode_target([h.tokens for hs in hypotheses for h in hs]))
             for j, hyps in zip(batch.tolist(), hypotheses, strict=True):
@@ -244,6 +314,33 @@ class Translator:
             if progress is not None:
                 progress(len(batch))
         return results
+
+    def search_ids(
+        self, sources: list[list[int]], options: SearchOptions, return_attention: bool = False
+    ) -> list[list[Hypothesis]]:
+        """Search encoded sources (id lists ending in EOS) as one batch, in this process.
+
+        The hypotheses' ``text`` is left empty (the caller detokenizes).
+        """
+        src, lengths = pad_sequences(sources)
+        return self._search(src.to(self.device), lengths.to(self.device), options, return_attention)
+
+    def _search_batch(
+        self, sources: list[list[int]], options: SearchOptions, return_attention: bool
+    ) -> list[list[Hypothesis]]:
+        """One batch, in this process or shared with the helpers: of P processes, process
+        k searches sentences k, k + P, ... (see :mod:`mtkit.decode_pool`)."""
+        if self.pool is None:
+            return self.search_ids(sources, options, return_attention)
+        share = self.processes
+        parts = [sources[k::share] for k in range(share)]
+        self.pool.submit(parts[1:], options, return_attention)
+        with single_thread():
+            own = self.search_ids(parts[0], options, return_attention) if parts[0] else []
+        found: list[list[Hypothesis]] = [[] for _ in sources]
+        for k, part in enumerate([own, *self.pool.collect()]):
+            found[k::share] = part
+        return found
 
     def _search(
         self,

@@ -14,8 +14,11 @@ in this process, after imports) to one pass.
 
 ``--shortlist`` also decodes through the checkpoint's lexical shortlist (mtkit-shortlist):
 a line with its settings, then for every (precision, beam) a second line whose first
-field is ``PRECISION+sl``; the two are timed in alternating passes, so their ratio holds
-on a machine shared with other work.
+field is ``PRECISION+sl``. ``--processes 1,2`` also decodes with two single-threaded
+processes (``Translator.from_checkpoint(..., processes=2)``, what ``mtkit-translate
+--processes auto`` uses on 2+ cores): lines ``PRECISION/p2``. The settings of one
+precision are timed in alternating passes, so their ratios hold on a machine shared with
+other work. "Load included" is the load time of one process alone in every line.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def main() -> None:
     parser.add_argument(
         "--shortlist", action="store_true", help="also decode through the checkpoint's shortlist"
     )
+    parser.add_argument(
+        "--processes", default="1", help="comma-separated decoding process counts (e.g. 1,2)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tune_process()
@@ -105,12 +111,20 @@ def main() -> None:
         if precision == "int8" and not args.device.startswith("cpu"):
             print(f"int8  skipped: it runs on the CPU only, not on {args.device}")
             continue
-        labels = [precision] + ([f"{precision}+sl"] if args.shortlist else [])
+        settings = [
+            (shortlisted, processes)
+            for processes in (int(p) for p in args.processes.split(","))
+            for shortlisted in (False, True)[: 1 + args.shortlist]
+        ]
+        labels = [
+            precision + ("+sl" if shortlisted else "") + (f"/p{processes}" if processes > 1 else "")
+            for shortlisted, processes in settings
+        ]
         translators = [
             Translator.from_checkpoint(
-                args.checkpoint, device=args.device, precision=precision, shortlist=shortlisted
+                args.checkpoint, args.device, precision, shortlisted, processes=processes
             )
-            for shortlisted in (False, True)[: len(labels)]
+            for shortlisted, processes in settings
         ]
         for beam in (int(b) for b in args.beams.split(",")):
             outputs = [
@@ -121,11 +135,13 @@ def main() -> None:
             for label, hypotheses, took in zip(labels, outputs, seconds, strict=True):
                 score = bleu(hypotheses, references)
                 print(
-                    f"{label:<5} beam={beam:<2} {len(sources) / took:8.1f} sent/s "
+                    f"{label:<8} beam={beam:<2} {len(sources) / took:8.1f} sent/s "
                     f"{len(sources) / (took + load_seconds):8.1f} sent/s(incl. load) "
                     f"BLEU {score.score:5.2f}  {score.signature}",
                     flush=True,
                 )
+        for translator in translators:
+            translator.close()
 
 
 if __name__ == "__main__":

@@ -51,6 +51,19 @@ def test_a_row_gives_the_same_product_alone_or_in_any_batch():
     assert torch.equal(alone, in_batch)
 
 
+@pytest.mark.parametrize("bound", [1.0, 3.7])
+def test_the_fixed_range_product_is_the_dynamic_one_on_an_input_holding_both_bounds(bound: float):
+    """Int8Linear gives the backend the scale and zero point of [-b, b]; PyTorch's dynamic
+    quantization, given the rows plus one row holding -b and b, picks the same ones."""
+    torch.manual_seed(2)
+    layer = Int8Linear(torch.randn(30, 12), torch.randn(30), bound=bound)
+    x = (torch.rand(9, 12) * 2 - 1) * bound
+    anchor = torch.zeros(1, 12)
+    anchor[0, 0], anchor[0, -1] = -bound, bound
+    dynamic = torch.ops.quantized.linear_dynamic(torch.cat([x, anchor]), layer._packed, True)
+    assert torch.equal(layer(x), dynamic[:-1])
+
+
 def test_int8_translations_are_those_of_the_model(
     translator: Translator,  # noqa: F811
     int8: Translator,

@@ -31,18 +31,16 @@ from dataclasses import astuple, dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
 import torch
 
 from mtkit.errors import MtkitError
+from mtkit.hypothesis import pack, unpack
 from mtkit.search import Hypothesis
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, QueueFull, Request
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 300.0  # loading a large ensemble on a slow disk can take a while
-
-Packed = list[list[tuple[str, list[int], float, "np.ndarray | None"]]]
 
 
 @dataclass(frozen=True)
@@ -61,28 +59,6 @@ class WorkerSpec:
 
 class WorkerError(Exception):
     """A request failed in the model process (a bug, logged there)."""
-
-
-def pack(results: list[list[Hypothesis]]) -> Packed:
-    """n-best lists as plain tuples for the pipe (attention as a NumPy array)."""
-    return [
-        [
-            (h.text, h.tokens, h.score, None if h.attention is None else h.attention.numpy())
-            for h in hyps
-        ]
-        for hyps in results
-    ]
-
-
-def unpack(packed: Packed) -> list[list[Hypothesis]]:
-    """The inverse of :func:`pack`."""
-    return [
-        [
-            Hypothesis(text, tokens, score, None if att is None else torch.from_numpy(att))
-            for text, tokens, score, att in hyps
-        ]
-        for hyps in packed
-    ]
 
 
 class ModelProcess:

@@ -7,21 +7,23 @@ Usage::
         [--clients 1,8,32] [--beam-size 1] [--threads N] [--server-threads N]
         [--worker process|thread] [--shortlist] [--batch-wait-ms 3]
 
-First the batch path: ``Translator.translate`` over all sentences in this process (what
-``mtkit.translate`` does, loading excluded), the best of ``--repeats`` passes after a
-warm-up. Then the service runs in its own process on a free 127.0.0.1 port (so the
-clients here do not share its interpreter), and for each client count every client
-sends one sentence per request over a kept-alive connection until all sentences are
-done (or ``--max-seconds``), after an untimed warm-up of the service. The clients are
-asyncio tasks on one thread (the load generator shares the cores with the service, so
-it must be cheap, as ``wrk`` or ``hey`` are). It prints one
-stable line per measurement: requests/s, p50/p95 latency, failed requests, answers that
-differ from the batch translation, the mean number of requests per search batch (from
-``/healthz``: a beam group, or a group of greedy requests joining the running greedy
-search), the greedy search's steps, and the share of the batch sentences/s (the issue's
-target: >= 60% with 32 clients); then the CPU the service and the clients used, and the
-latency of ``GET /healthz`` probed every 50 ms during the run (how responsive the
-service stays while it decodes).
+First the batch path: ``Translator.translate`` over all sentences, as
+``mtkit.translate`` does it (loading excluded): with ``--batch-processes auto`` (the
+default) in the processes its ``--processes auto`` picks for this input (two
+single-threaded ones on 2+ cores), the best of ``--repeats`` passes after a warm-up.
+Then the service runs in its own process on a free 127.0.0.1 port (so the clients here
+do not share its interpreter), and for each client count every client sends one sentence
+per request over a kept-alive connection until all sentences are done (or
+``--max-seconds``), after an untimed warm-up of the service. The clients are asyncio
+tasks on one thread (the load generator shares the cores with the service, so it must be
+cheap, as ``wrk`` or ``hey`` are). It prints one stable line per measurement:
+requests/s, p50/p95 latency, failed requests, answers that differ from the batch
+translation, the mean number of requests per search batch (from ``/healthz``: a beam
+group, or a group of greedy requests joining the running greedy search), the greedy
+search's steps, and the share of the batch sentences/s (the issue's target: >= 60% with
+32 clients); then the CPU the service and the clients used, and the latency of ``GET
+/healthz`` probed every 50 ms during the run (how responsive the service stays while it
+decodes).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ prefer_passive_wait()  # before torch loads, as the mtkit commands do
 
 import torch  # noqa: E402
 
-from mtkit.runtime import tune_process  # noqa: E402
+from mtkit.decode_pool import parse_processes, resolve_processes  # noqa: E402
+from mtkit.runtime import available_cores, tune_process  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
 
 TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients
@@ -59,15 +62,18 @@ def batch_rate(
     repeats: int,
     shortlist: bool,
     precision: str,
+    processes: int,
 ) -> tuple[float, list[str]]:
     """Best sentences/s of ``Translator.translate`` over all sentences, and its output."""
-    translator = Translator.from_checkpoint(checkpoint, precision=precision, shortlist=shortlist)
-    output = translator.translate(sentences, beam_size=beam)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        translator.translate(sentences, beam_size=beam)
-        best = min(best, time.perf_counter() - start)
+    with Translator.from_checkpoint(
+        checkpoint, precision=precision, shortlist=shortlist, processes=processes
+    ) as translator:
+        output = translator.translate(sentences, beam_size=beam)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            translator.translate(sentences, beam_size=beam)
+            best = min(best, time.perf_counter() - start)
     return len(sentences) / best, output
 
 
@@ -243,6 +249,11 @@ def main() -> None:
         "--precision", choices=("fp32", "bf16", "int8"), default="fp32", help="both paths"
     )
     parser.add_argument("--batch-wait-ms", type=float, default=3.0)
+    parser.add_argument(
+        "--batch-processes",
+        default="auto",
+        help="processes of the batch path: auto (as mtkit-translate picks them) or N",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed batch passes (best kept)")
     parser.add_argument("--limit", type=int, help="use only the first N sentences")
     parser.add_argument("--max-seconds", type=float, default=600, help="cap per client count")
@@ -252,8 +263,18 @@ def main() -> None:
     tune_process()
     sentences = [s for s in Path(args.src).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.limit] if args.limit else sentences
+    threads = "auto" if args.threads is None else args.threads
+    processes = resolve_processes(
+        parse_processes(args.batch_processes), "cpu", threads, available_cores(), len(sentences)
+    )
     rate, expected = batch_rate(
-        args.checkpoint, sentences, args.beam_size, args.repeats, args.shortlist, args.precision
+        args.checkpoint,
+        sentences,
+        args.beam_size,
+        args.repeats,
+        args.shortlist,
+        args.precision,
+        processes,
     )
     print(
         f"threads={torch.get_num_threads()} torch={torch.__version__} sentences={len(sentences)} "
@@ -262,7 +283,8 @@ def main() -> None:
         f"workers={args.workers or 'default'} "
         f"shortlist={args.shortlist} precision={args.precision}"
     )
-    print(f"batch   Translator.translate           {rate:8.1f} sentences/s", flush=True)
+    label = f"Translator.translate, {processes} process" + ("es" if processes > 1 else "")
+    print(f"batch   {label:<34} {rate:8.1f} sentences/s", flush=True)
     process, port = start_server(args)
     try:
         counts = [int(c) for c in args.clients.split(",")]

@@ -119,7 +119,8 @@ def sigmoid_scores(projected: torch.Tensor, keys: torch.Tensor, v: torch.Tensor)
     source positions and Q = 512: 7.4M numbers, 29 MB). Without autograd they are
     computed in blocks of rows that stay in cache (BLOCK_ELEMENTS): on one AVX2 core
     a block of 32 rows took the step's scores from ~12 to ~11 ms for 666 rows, and from
-    ~110 to ~47 ms for 3000. Each row's numbers are the same either way.
+    ~110 to ~47 ms for 3000. The numbers are those of one pass up to the last bits, as
+    for any change of batch (a block is a smaller product).
     """
     if torch.is_grad_enabled() and (projected.requires_grad or keys.requires_grad):
         hidden = (projected.unsqueeze(2) + keys.unsqueeze(1)).sigmoid_()  # (B, T, S, Q)

@@ -39,7 +39,7 @@ quantized with a scale and zero point we give, fp32 out. It gives bit for bit wh
 ``linear_dynamic`` (which takes the range from the input's min and max) gives with one
 extra row holding -b and b appended, the form used before, without copying the input
 to append that row: a 32-row product of the output layer took ~2.1 instead of ~2.9 ms
-on one AVX2 core. PyTorch 2.13 marks the creation of quantized
+on one AVX2 core (measured beside another job). PyTorch 2.13 marks the creation of quantized
 tensors, which the packing needs, as deprecated; its replacements for int8 products on the
 CPU, ``torch._int_mm`` and ``torch._weight_int8pack_mm``, measured 30 to 100 times
 *slower* than fp32 on a 2-core AVX2 CPU (500 x 512 by 512 x 3961: 1.7 s against 40 ms;

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from mtkit.attention import (
+    BLOCK_ELEMENTS,
     Attention,
     additive_scores_reference,
     concat_scores_reference,
     dot_scores_reference,
     general_scores_reference,
+    sigmoid_scores,
 )
 from mtkit.config import ATTENTION_TYPES
 
@@ -80,3 +82,21 @@ def test_concat_score_is_the_additive_score_without_bias():
     concat = concat_scores_reference(query, keys, torch.cat([w, u], dim=1), v)
     additive = additive_scores_reference(query, keys, w, u, torch.zeros(7), v)
     torch.testing.assert_close(concat, additive)
+
+
+@pytest.mark.parametrize("rows, steps, length", [(40, 1, 9), (7, 3, 5), (1, 1, 40)])
+def test_scores_in_row_blocks_are_the_single_pass_numbers(
+    monkeypatch: pytest.MonkeyPatch, rows: int, steps: int, length: int
+):
+    """Search computes the additive scores in cache-sized blocks of rows: the numbers of
+    the single pass training uses, up to the last bits (a block is a smaller product, as
+    a smaller batch is)."""
+    torch.manual_seed(3)
+    query, keys, v = torch.randn(rows, steps, 16), torch.randn(rows, length, 16), torch.randn(16)
+    single = torch.matmul((query.unsqueeze(2) + keys.unsqueeze(1)).sigmoid(), v)
+    monkeypatch.setattr("mtkit.attention.BLOCK_ELEMENTS", 3 * steps * length * 16)  # 3 rows
+    with torch.inference_mode():
+        blocked = sigmoid_scores(query, keys, v)
+    assert blocked.shape == (rows, steps, length)
+    assert torch.allclose(blocked, single, rtol=1e-6, atol=1e-5)
+    assert BLOCK_ELEMENTS == 1 << 18

@@ -114,13 +114,14 @@ class DecodePool:
     def __init__(self, spec: LoadSpec, helpers: int) -> None:
         self._conns: list[Connection] = []
         self._processes: list[subprocess.Popen] = []
-        for _ in range(helpers):
+        self._busy: list[bool] = []  # helper k was sent a part it has not answered yet
+        self._ready = False
+        for number in range(helpers):
             conn, process = _start_helper()  # loading starts now, beside the caller's own
             self._conns.append(conn)
             self._processes.append(process)
-            self._send(len(self._conns) - 1, conn, (spec,))
-        self._busy: list[bool] = [False] * helpers
-        self._ready = False
+            self._busy.append(False)
+            self._send(number, conn, (spec,))
 
     @property
     def helpers(self) -> int:

@@ -163,19 +163,22 @@ class DecodePool:
             results.append(unpack(message[1]))
         return results
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the helpers (idempotent)."""
-        for number, conn in enumerate(self._conns):
-            with contextlib.suppress(OSError, ValueError, BrokenPipeError):
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the helpers (idempotent). An idle helper exits when told to; one still
+        loading or searching (the caller was interrupted) is killed at once, since it holds
+        nothing worth waiting for."""
+        for number, (conn, process) in enumerate(zip(self._conns, self._processes, strict=True)):
+            busy = self._busy[number] or not self._ready
+            with contextlib.suppress(OSError, ValueError):
                 conn.send(("close",))
             conn.close()
-            self._busy[number] = False
-        for process in self._processes:
             try:
+                if busy:
+                    process.kill()
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(timeout)
+                process.wait()
         self._conns, self._processes, self._busy = [], [], []
 
     def _send(self, number: int, conn: Connection, message: tuple[Any, ...]) -> None:
@@ -225,25 +228,34 @@ def _start_helper() -> tuple[Connection, subprocess.Popen]:
 
 
 def helper_main(conn: Connection) -> None:
-    """A helper: load the model with one thread, then search what the pipe sends."""
+    """A helper: load the model with one thread, then search what the pipe sends.
+
+    It ends when the caller says so or goes away (EOF, or a broken pipe when it answers),
+    always quietly: a command stopped by Ctrl-C prints its one line, no helper traceback.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller stops us
     import torch
 
     from mtkit.hypothesis import pack
     from mtkit.runtime import tune_process
 
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # the caller is gone (BrokenPipeError, ConnectionResetError)
+            os._exit(0)
+
     torch.set_num_threads(1)
     tune_process()
     try:
         (spec,) = conn.recv()
+        translator = spec.load()
     except (EOFError, OSError):  # the caller is gone
         os._exit(0)
-    try:
-        translator = spec.load()
     except Exception as error:  # already a one-line message for a bad checkpoint
-        conn.send(("broken", str(error)))
-        return
-    conn.send(("ready",))
+        send(("broken", str(error)))
+        os._exit(0)
+    send(("ready",))
     while True:
         try:
             message = conn.recv()
@@ -255,9 +267,9 @@ def helper_main(conn: Connection) -> None:
         try:
             found = translator.search_ids(sources, options, attention)
         except Exception as error:  # a bug: the caller reports it in one line
-            conn.send(("failed", f"{type(error).__name__}: {error}"))
+            send(("failed", f"{type(error).__name__}: {error}"))
             continue
-        conn.send(("done", pack(found)))
+        send(("done", pack(found)))
     os._exit(0)  # nothing to flush (stdout is discarded): skip the interpreter's teardown
 
 

@@ -90,22 +90,27 @@ def resolve_processes(
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """What a helper loads: the command line's (or ``from_checkpoint``'s) model options."""
+    """What a Translator loads: the command line's (or ``from_checkpoint``'s) model options,
+    for the caller and, on the CPU, for each helper."""
 
     checkpoints: tuple[str, ...]
     weights: tuple[float, ...] | None
     precision: str
     shortlist: bool
+    device: str = "cpu"
 
     def load(self) -> Translator:
-        """The Translator these options give, on the CPU, without helpers of its own."""
+        """The Translator these options give (one checkpoint, or an ensemble of several),
+        without helpers of its own."""
         from mtkit.translator import Translator
 
         if len(self.checkpoints) == 1 and self.weights is None:
             return Translator.from_checkpoint(
-                self.checkpoints[0], precision=self.precision, shortlist=self.shortlist
+                self.checkpoints[0], self.device, self.precision, self.shortlist
             )
-        return Translator.from_checkpoints(self.checkpoints, self.weights, "cpu", self.precision)
+        return Translator.from_checkpoints(
+            self.checkpoints, self.weights, self.device, self.precision
+        )
 
 
 class DecodePool:

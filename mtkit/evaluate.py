@@ -109,18 +109,9 @@ def translate_sources(args: argparse.Namespace, n_references: int) -> list[str]:
         raise DataError(f"{args.src} has {len(sources)} lines but {args.ref} has {n_references}")
     if not sources:
         raise DataError(f"{args.ref} is empty: there is nothing to score")
-    from mtkit.translate import decoding_processes, load_translator
+    from mtkit.translate import translator_for
 
-    translator = load_translator(
-        args.checkpoints,
-        args.weights,
-        args.device,
-        args.precision,
-        args.shortlist,
-        args.threads,
-        decoding_processes(args, len(sources)),
-    )
-    with translator:
+    with translator_for(args, len(sources)) as translator:
         return translator.translate(
             sources, beam_size=args.beam_size, batch_tokens=args.batch_tokens
         )

@@ -222,18 +222,21 @@ def load_translator(
     Also tunes the process for tensor work (the allocator, ``threads``): only commands do that.
     """
     from mtkit.decode_pool import DecodePool, LoadSpec
+    from mtkit.runtime import set_threads, tune_process
 
     if shortlist and (len(checkpoints) > 1 or weights is not None):
         raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
+    weighted = None if weights is None else tuple(weights)
+    spec = LoadSpec(tuple(checkpoints), weighted, precision, shortlist, device)
     pool = None
     if processes > 1:  # started first: the helpers load while this process does
         if device != "cpu":
             raise ConfigError(f"--processes {processes} decodes on the CPU only, not {device}")
-        weighted = None if weights is None else tuple(weights)
-        spec = LoadSpec(tuple(checkpoints), weighted, precision, shortlist)
         pool = DecodePool(spec, processes - 1)
     try:
-        translator = _load(checkpoints, weights, device, precision, shortlist, threads)
+        tune_process()
+        set_threads(threads)
+        translator = spec.load()
         if pool is not None:
             translator.attach(pool)
     except BaseException:
@@ -243,26 +246,9 @@ def load_translator(
     return translator
 
 
-def _load(
-    checkpoints: Sequence[str],
-    weights: Sequence[float] | None,
-    device: str,
-    precision: str,
-    shortlist: bool,
-    threads: int | str | None,
-) -> Translator:
-    from mtkit.runtime import set_threads, tune_process
-    from mtkit.translator import Translator
-
-    tune_process()
-    set_threads(threads)
-    if len(checkpoints) == 1 and weights is None:
-        return Translator.from_checkpoint(checkpoints[0], device, precision, shortlist)
-    return Translator.from_checkpoints(checkpoints, weights, device, precision)
-
-
-def decoding_processes(args: argparse.Namespace, sentences: int) -> int:
-    """``--processes``, with ``auto`` resolved for this machine and input."""
+def translator_for(args: argparse.Namespace, sentences: int) -> Translator:
+    """The Translator of a command's model options (mtkit-translate, mtkit-evaluate), with
+    ``--processes auto`` resolved for this machine and an input of ``sentences`` lines."""
     from mtkit.decode_pool import resolve_processes
     from mtkit.runtime import available_cores
 
@@ -271,7 +257,18 @@ def decoding_processes(args: argparse.Namespace, sentences: int) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_processes(args.processes, device, args.threads, available_cores(), sentences)
+    processes = resolve_processes(
+        args.processes, device, args.threads, available_cores(), sentences
+    )
+    return load_translator(
+        args.checkpoints,
+        args.weights,
+        args.device,
+        args.precision,
+        args.shortlist,
+        args.threads,
+        processes,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,16 +280,7 @@ def run(args: argparse.Namespace) -> int:
     plots = check_plots(args.attention_plots)
     with Output(args.output, "-o/--output") as output:
         lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
-        translator = load_translator(
-            args.checkpoints,
-            args.weights,
-            args.device,
-            args.precision,
-            args.shortlist,
-            args.threads,
-            decoding_processes(args, len(lines)),
-        )
-        with translator:
+        with translator_for(args, len(lines)) as translator:
             results = translate_lines(translator, lines, args, changes)
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()

@@ -104,8 +104,8 @@ class Translator:
         (:mod:`mtkit.decode_pool`; the CPU only); :meth:`close` stops the helpers.
         """
         if check_processes(processes) > 1:
-            spec = LoadSpec((str(path),), None, precision, shortlist)
-            return cls.with_helpers(spec, device, processes)
+            spec = LoadSpec((str(path),), None, precision, shortlist, device)
+            return cls.with_helpers(spec, processes)
         payload = load_checkpoint(path)
         model: torch.nn.Module
         model, codec = model_from_payload(payload, str(path))
@@ -145,20 +145,23 @@ class Translator:
                 None if weights is None else tuple(weights),
                 precision,
                 False,
+                device,
             )
-            return cls.with_helpers(spec, device, processes)
+            return cls.with_helpers(spec, processes)
         return ensemble_translator(paths, weights, device, precision)
 
     @classmethod
-    def with_helpers(cls, spec: LoadSpec, device: str, processes: int) -> Translator:
+    def with_helpers(cls, spec: LoadSpec, processes: int) -> Translator:
         """The Translator ``spec`` loads, searching each batch in ``processes`` processes:
         this one and ``processes - 1`` helpers, one thread each (:mod:`mtkit.decode_pool`).
 
         The helpers start first, so they load while this process loads its own copy.
         """
         check_processes(processes)
-        if resolve_device(device).type != "cpu":
-            raise ConfigError(f"processes={processes} decodes on the CPU only, not on {device}")
+        if resolve_device(spec.device).type != "cpu":
+            raise ConfigError(
+                f"processes={processes} decodes on the CPU only, not on {spec.device}"
+            )
         pool = DecodePool(spec, processes - 1)
         try:
             translator = spec.load()

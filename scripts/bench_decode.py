@@ -19,14 +19,28 @@ processes (``Translator.from_checkpoint(..., processes=2)``, what ``mtkit-transl
 --processes auto`` uses on 2+ cores): lines ``PRECISION/p2``. The settings of one
 precision are timed in alternating passes, so their ratios hold on a machine shared with
 other work. "Load included" is the load time of one process alone in every line.
+
+**A busy machine.** ``--contend train`` then times every setting again beside a training
+that it starts itself (``python -m mtkit.train`` on the project's embedded corpus, with
+its defaults: on 2+ cores two single-threaded processes), and ``--contend busy`` beside
+one spinning single-threaded process. Each such line gives the rate beside the
+competitor and its share of the quiet rate above (issue target: >= 45%)::
+
+    int8/p2  beam=1  contend=train  quiet  790.1  beside  402.3 sent/s  share  50.9%
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -77,6 +91,61 @@ def time_passes(
     return [statistics.median(t) for t in times]
 
 
+@contextlib.contextmanager
+def competitor(kind: str) -> Iterator[None]:
+    """Run a competing process while the block runs: ``train`` (``python -m mtkit.train``
+    with its defaults on the embedded corpus, once its first epoch has begun) or ``busy``
+    (one spinning thread)."""
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as run_dir:
+        if kind == "busy":
+            command = [sys.executable, "-c", "while True: pass"]
+        else:
+            command = [sys.executable, "-m", "mtkit.train", f"hydra.run.dir={run_dir}"]
+            command.append("train.max_minutes=600")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            if kind == "train":
+                wait_for_training(process)
+            yield
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def wait_for_training(process: subprocess.Popen[str]) -> None:
+    """Read the training's log until its first epoch begins (then keep draining it)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if " epoch 1:" in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            time.sleep(2.0)  # past the first batches' allocations
+            return
+    raise SystemExit(f"bench_decode: the competing training stopped (exit {process.wait()})")
+
+
+def contend_lines(
+    kind: str,
+    translators: list[Translator],
+    labels: list[str],
+    quiet: dict[tuple[str, int], float],
+    sources: list[str],
+    args: argparse.Namespace,
+) -> None:
+    """Time every (setting, beam) again beside the competitor; print rate and share."""
+    with competitor(kind):
+        for beam in (int(b) for b in args.beams.split(",")):
+            seconds = time_passes(translators, sources, beam, args)
+            for label, took in zip(labels, seconds, strict=True):
+                rate, alone = len(sources) / took, quiet[label, beam]
+                print(
+                    f"{label:<8} beam={beam:<2} contend={kind:<5} quiet {alone:8.1f} "
+                    f"beside {rate:8.1f} sent/s  share {100 * rate / alone:5.1f}%",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
@@ -93,6 +162,11 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="1", help="comma-separated decoding process counts (e.g. 1,2)"
     )
+    parser.add_argument(
+        "--contend",
+        choices=("train", "busy"),
+        help="also time every setting beside a training it starts, or a busy thread",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tune_process()
@@ -107,6 +181,7 @@ def main() -> None:
     )
     if args.shortlist:
         print(shortlist_settings(args))
+    quiet: dict[tuple[str, int], float] = {}  # (label, beam) -> sentences/s
     for precision in args.precision.split(","):
         if precision == "int8" and not args.device.startswith("cpu"):
             print(f"int8  skipped: it runs on the CPU only, not on {args.device}")
@@ -133,6 +208,7 @@ def main() -> None:
             ]
             seconds = time_passes(translators, sources, beam, args)
             for label, hypotheses, took in zip(labels, outputs, seconds, strict=True):
+                quiet[label, beam] = len(sources) / took
                 score = bleu(hypotheses, references)
                 print(
                     f"{label:<8} beam={beam:<2} {len(sources) / took:8.1f} sent/s "
@@ -140,6 +216,8 @@ def main() -> None:
                     f"BLEU {score.score:5.2f}  {score.signature}",
                     flush=True,
                 )
+        if args.contend:
+            contend_lines(args.contend, translators, labels, quiet, sources, args)
         for translator in translators:
             translator.close()
 

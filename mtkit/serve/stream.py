@@ -116,6 +116,12 @@ class GreedyStream:
         """Source pieces (with EOS) of the active sentences: what a token budget counts."""
         return 0 if self._rows is None else int(self._rows.src_lengths.sum())
 
+    @property
+    def longest_source(self) -> int:
+        """Source pieces (with EOS) of the longest active sentence: every row's attention
+        reads at least this many positions, padding included."""
+        return 0 if self._rows is None else int(self._rows.src_lengths.max())
+
     @torch.inference_mode()
     def add(self, sources: Sequence[list[int]], attention: Sequence[bool]) -> list[int]:
         """Encode source ids (each ending in EOS) and append them; returns their tickets.

@@ -6,6 +6,8 @@ Usage::
     python scripts/bench_decode.py CHECKPOINT --src ../shared/corpora/multi30k/test2016.de \\
         --ref ../shared/corpora/multi30k/test2016.en [--precision fp32,bf16,int8] [--beams 1,5]
 
+On a CPU it first prints one thread's rate for the checkpoint's output-layer product in
+fp32 and int8, for 16 and 512 rows: the arithmetic a search's time mostly goes to.
 For every (precision, beam) it translates the whole file once to warm up, then times
 ``--repeats`` full passes and prints one stable line:
 ``precision beam  sent/s (load excluded)  sent/s (load included)  BLEU  signature``.
@@ -52,7 +54,7 @@ import torch  # noqa: E402
 
 from mtkit.errors import run_cli  # noqa: E402
 from mtkit.metrics import bleu  # noqa: E402
-from mtkit.runtime import tune_process  # noqa: E402
+from mtkit.runtime import single_thread, tune_process  # noqa: E402
 from mtkit.shortlist import Shortlisted  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
 
@@ -72,6 +74,33 @@ def shortlist_settings(args: argparse.Namespace) -> str:
         f"shortlist: k={table.candidates.size(1)} frequent={len(table.frequent)} "
         f"source_pieces={table.candidates.size(0)} counted_pairs={table.pairs}"
     )
+
+
+def product_rates(weight: torch.Tensor) -> str:
+    """One thread's rate for the output layer's product (weight (M, H)) on random inputs
+    in [-1, 1]: fp32 GFLOP/s and int8 GOP/s for 16 rows (a service's step) and 512 rows
+    (a batch's step). A search whose time is mostly these products cannot beat them."""
+    from mtkit.int8 import Int8Linear, int8_available
+
+    weight = weight.detach().float().cpu()
+    layers = {"fp32": torch.nn.Linear(weight.size(1), weight.size(0)).requires_grad_(False)}
+    layers["fp32"].weight.copy_(weight)
+    if int8_available():
+        layers["int8"] = Int8Linear(weight, layers["fp32"].bias)
+    parts = []
+    with single_thread(), torch.inference_mode():
+        for name, layer in layers.items():
+            for rows in (16, 512):
+                x = torch.rand(rows, weight.size(1)) * 2 - 1
+                repeats = max(5, 4096 // rows)
+                layer(x)
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    layer(x)
+                rate = 2 * x.numel() * weight.size(0) * repeats / (time.perf_counter() - start)
+                parts.append(f"{name} {rows} rows {rate / 1e9:.0f}")
+    unit = "GFLOP/s (fp32), GOP/s (int8)"
+    return f"products, 1 thread, {tuple(weight.shape)} output layer: {', '.join(parts)} {unit}"
 
 
 def time_passes(
@@ -173,12 +202,14 @@ def main() -> None:
     sources, references = read(args.src), read(args.ref)
 
     start = time.perf_counter()
-    Translator.from_checkpoint(args.checkpoint, device=args.device)
+    loaded = Translator.from_checkpoint(args.checkpoint, device=args.device)
     load_seconds = time.perf_counter() - start
     print(
         f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"sentences={len(sources)} load={load_seconds:.2f}s"
     )
+    if args.device == "cpu":
+        print(product_rates(loaded.model.output.weight))
     if args.shortlist:
         print(shortlist_settings(args))
     quiet: dict[tuple[str, int], float] = {}  # (label, beam) -> sentences/s

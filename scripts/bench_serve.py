@@ -21,9 +21,10 @@ requests/s, p50/p95 latency, failed requests, answers that differ from the batch
 translation, the mean number of requests per search batch (from ``/healthz``: a beam
 group, or a group of greedy requests joining the running greedy search), the greedy
 search's steps, and the share of the batch sentences/s (the issue's target: >= 60% with
-32 clients); then the CPU the service and the clients used, and the latency of ``GET
-/healthz`` probed every 50 ms during the run (how responsive the service stays while it
-decodes).
+32 clients); then the CPU the service (and of it, its HTTP process, which with
+``--worker process`` hands the decoding to model processes) and the clients used, and
+the latency of ``GET /healthz`` probed every 50 ms during the run (how responsive the
+service stays while it decodes).
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     raise SystemExit(f"bench_serve: the server did not start (exit {process.wait()})")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (Linux ``/proc``; else 0)."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of a process and (unless told not to) its children
+    (Linux ``/proc``; else 0)."""
     total = 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        for task in Path(f"/proc/{pid}/task").iterdir():
+        for task in Path(f"/proc/{pid}/task").iterdir() if children else []:
             for child in (task / "children").read_text().split():
                 total += cpu_seconds(int(child))
     except (OSError, ValueError, IndexError):
@@ -293,8 +295,10 @@ def main() -> None:
         for clients in counts:
             before = server_stats(port)
             cpu_before = (cpu_seconds(process.pid), time.process_time())
+            own_before = cpu_seconds(process.pid, children=False)
             result = run_clients(port, sentences, expected, clients, args.max_seconds)
             server_cpu = cpu_seconds(process.pid) - cpu_before[0]
+            http_cpu = cpu_seconds(process.pid, children=False) - own_before
             client_cpu = time.process_time() - cpu_before[1]
             after = server_stats(port)
             batch = (after["requests"] - before["requests"]) / max(
@@ -316,8 +320,9 @@ def main() -> None:
                 flush=True,
             )
             print(
-                f"        cpu: service {server_cpu / result['seconds']:.2f} cores, "
-                f"clients {client_cpu / result['seconds']:.2f} cores; GET /healthz meanwhile: "
+                f"        cpu: service {server_cpu / result['seconds']:.2f} cores (HTTP process "
+                f"{http_cpu / result['seconds']:.2f}), clients "
+                f"{client_cpu / result['seconds']:.2f} cores; GET /healthz meanwhile: "
                 f"p50 {result['health_p50']:.1f} ms, p95 {result['health_p95']:.1f} ms",
                 flush=True,
             )

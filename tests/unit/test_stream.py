@@ -88,13 +88,20 @@ def stream_decode(
     results: dict[int, Hypothesis] = {}
     ticket_of: dict[int, int] = {}
     step = 0
+    active: set[int] = set()
     while len(results) < len(SOURCES):
         joining = [i for i, join in enumerate(JOINS) if join == step]
         tickets = stream.add([SOURCES[i] for i in joining], [attention[i] for i in joining])
         ticket_of.update(zip(tickets, joining, strict=True))
-        results.update((ticket_of[t], hyp) for t, hyp in stream.step())
+        active |= set(joining)
+        # What a token budget counts, and the padded length every row's attention reads.
+        assert stream.source_tokens == sum(len(SOURCES[i]) for i in active)
+        assert stream.longest_source == max((len(SOURCES[i]) for i in active), default=0)
+        ended = [(ticket_of[t], hyp) for t, hyp in stream.step()]
+        results.update(ended)
+        active -= {i for i, _ in ended}
         step += 1
-    assert len(stream) == 0
+    assert len(stream) == 0 and stream.longest_source == 0
     return [results[i] for i in range(len(SOURCES))], step
 
 

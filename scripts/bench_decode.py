@@ -28,7 +28,7 @@ its defaults: on 2+ cores two single-threaded processes), and ``--contend busy``
 one spinning single-threaded process. Each such line gives the rate beside the
 competitor and its share of the quiet rate above (issue target: >= 45%)::
 
-    int8/p2  beam=1  contend=train  quiet  790.1  beside  402.3 sent/s  share  50.9%
+    int8/p2  beam=1  contend=train quiet    830.0 beside    400.9 sent/s  share  48.3%
 """
 
 from __future__ import annotations

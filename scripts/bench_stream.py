@@ -115,7 +115,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000, help="use the first N lines")
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    counts = [int(c) for c in args.in_flight.split(",")]
+    try:
+        counts = [int(c) for c in args.in_flight.split(",")]
+    except ValueError:
+        parser.error(f"--in-flight {args.in_flight!r}: expected comma-separated whole numbers")
     if args.copies < 1 or args.limit < 1 or min(counts) < 1:
         parser.error("--copies, --limit and every --in-flight count must be at least 1")
     if args.copies > 1:
@@ -123,7 +126,12 @@ def main() -> None:
         return
     tune_process()
     torch.set_num_threads(1)  # a model process of the service under --workers N
-    lines = Path(args.src).read_text(encoding="utf-8").splitlines()[: args.limit]
+    try:
+        lines = Path(args.src).read_text(encoding="utf-8").splitlines()[: args.limit]
+    except (OSError, UnicodeDecodeError) as error:
+        parser.error(f"--src {args.src}: cannot read it as UTF-8 text ({error})")
+    if not any(line.strip() for line in lines):
+        parser.error(f"--src {args.src}: no non-empty line to translate")
     translator = run_cli(
         lambda: Translator.from_checkpoint(args.checkpoint, precision=args.precision),
         "bench_stream",

@@ -21,8 +21,8 @@ requests/s, p50/p95 latency, failed requests, answers that differ from the batch
 translation, the mean number of requests per search batch (from ``/healthz``: a beam
 group, or a group of greedy requests joining the running greedy search), the greedy
 search's steps, and the share of the batch sentences/s (the issue's target: >= 60% with
-32 clients); then the CPU the service (and of it, its HTTP process, which with
-``--worker process`` hands the decoding to model processes) and the clients used, and
+32 clients); then the CPU the service (and of it, its main process: the HTTP side alone with
+``--worker process``, which hands the decoding to model processes) and the clients used, and
 the latency of ``GET /healthz`` probed every 50 ms during the run (how responsive the
 service stays while it decodes).
 """
@@ -320,7 +320,7 @@ def main() -> None:
                 flush=True,
             )
             print(
-                f"        cpu: service {server_cpu / result['seconds']:.2f} cores (HTTP process "
+                f"        cpu: service {server_cpu / result['seconds']:.2f} cores (main process "
                 f"{http_cpu / result['seconds']:.2f}), clients "
                 f"{client_cpu / result['seconds']:.2f} cores; GET /healthz meanwhile: "
                 f"p50 {result['health_p50']:.1f} ms, p95 {result['health_p95']:.1f} ms",

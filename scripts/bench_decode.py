@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -51,6 +51,7 @@ from mtkit.runtime import prefer_passive_wait
 prefer_passive_wait()  # before torch loads, as the mtkit commands do
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from mtkit.errors import run_cli  # noqa: E402
 from mtkit.metrics import bleu  # noqa: E402
@@ -83,10 +84,12 @@ def product_rates(weight: torch.Tensor) -> str:
     from mtkit.int8 import Int8Linear, int8_available
 
     weight = weight.detach().float().cpu()
-    layers = {"fp32": torch.nn.Linear(weight.size(1), weight.size(0)).requires_grad_(False)}
-    layers["fp32"].weight.copy_(weight)
+    bias = torch.zeros(weight.size(0))
+    layers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "fp32": lambda x: F.linear(x, weight, bias)
+    }
     if int8_available():
-        layers["int8"] = Int8Linear(weight, layers["fp32"].bias)
+        layers["int8"] = Int8Linear(weight, bias)
     parts = []
     with single_thread(), torch.inference_mode():
         for name, layer in layers.items():
@@ -209,7 +212,7 @@ def main() -> None:
         f"sentences={len(sources)} load={load_seconds:.2f}s"
     )
     if args.device == "cpu":
-        print(product_rates(loaded.model.output.weight))
+        print(product_rates(cast(torch.nn.Linear, loaded.model.output).weight))
     if args.shortlist:
         print(shortlist_settings(args))
     quiet: dict[tuple[str, int], float] = {}  # (label, beam) -> sentences/s

@@ -11,10 +11,10 @@ per model process: sentences join between steps and leave when they end. Under `
 clients that each send one sentence, wait for its answer and send the next, about ``C``
 sentences are in flight. This script replays that load on one stream in one thread,
 with no HTTP, no pipes and no detokenizing: ``C`` sentences start, each that ends is
-replaced by the next source line, and waiting sentences join as the service's batcher
-lets them (once they are ``JOIN_SHARE`` of the active rows or the oldest has waited
-``JOIN_STEPS`` steps). So it measures what a model process could answer if the rest of
-the service cost nothing: ``scripts/bench_serve.py`` measures the whole service.
+replaced by the next source line, and waiting sentences join by the service batcher's
+rule (:func:`mtkit.serve.batcher.ready_to_join`). So it measures what a model process
+could answer if the rest of the service cost nothing: ``scripts/bench_serve.py``
+measures the whole service.
 
 One line per in-flight count: sentences/s; the time spent encoding joining sentences
 (per join) and in steps (per step); rows per step; and source positions per step that the
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from mtkit.errors import run_cli  # noqa: E402
 from mtkit.runtime import tune_process  # noqa: E402
-from mtkit.serve.batcher import JOIN_SHARE, JOIN_STEPS  # noqa: E402
+from mtkit.serve.batcher import JOIN_SHARE, JOIN_STEPS, ready_to_join  # noqa: E402
 from mtkit.serve.stream import GreedyStream  # noqa: E402
 from mtkit.translator import Translator  # noqa: E402
 
@@ -55,11 +55,7 @@ def replay(translator: Translator, sources: list[list[int]], in_flight: int) -> 
     rows = padded = real = 0
     start = time.perf_counter()
     while finished < len(sources):
-        active = len(stream)
-        oldest_waited = steps - waiting[0][1] if waiting else 0
-        if waiting and (
-            not active or len(waiting) >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
-        ):
+        if waiting and ready_to_join(len(stream), len(waiting), steps - waiting[0][1]):
             began = time.perf_counter()
             stream.add([sources[i] for i, _ in waiting], [False] * len(waiting))
             encoding += time.perf_counter() - began

@@ -71,6 +71,14 @@ JOIN_SHARE = 0.5  # greedy sentences join once this many wait, as a share of the
 JOIN_STEPS = 8  # ... or once the oldest of them has waited this many stream steps
 
 
+def ready_to_join(active: int, waiting: int, oldest_waited: int) -> bool:
+    """Whether the greedy sentences waiting (``waiting`` of them, the oldest for
+    ``oldest_waited`` stream steps) should join a stream of ``active`` rows now: at once
+    into an empty stream, else as a group of ``JOIN_SHARE`` of the active rows, or once
+    the oldest has waited ``JOIN_STEPS`` steps. Callers ask only while some wait."""
+    return not active or waiting >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
+
+
 class Batcher:
     """Queues requests and decodes them together on its own worker thread.
 
@@ -216,8 +224,7 @@ class Batcher:
         rows, tokens = len(self._greedy), self._greedy.source_tokens
         waiting = [job for job in self._jobs if self._streamed(job.request)]
         sentences = sum(len(job.request.texts) for job in waiting)
-        recent = bool(waiting) and self.stats.steps - waiting[0].step < JOIN_STEPS
-        if rows and recent and sentences < JOIN_SHARE * rows:
+        if not waiting or not ready_to_join(rows, sentences, self.stats.steps - waiting[0].step):
             return []  # wait for more, and for the oldest to wait a little longer
         taken: list[Job] = []
         for job in waiting:

@@ -5,7 +5,7 @@ Usage::
 
     python scripts/bench_serve.py CHECKPOINT [--src ../shared/corpora/multi30k/test2016.de]
         [--clients 1,8,32] [--beam-size 1] [--threads N] [--server-threads N]
-        [--worker process|thread] [--shortlist] [--batch-wait-ms 3]
+        [--worker process|thread|inline] [--shortlist] [--batch-wait-ms 3]
 
 First the batch path: ``Translator.translate`` over all sentences, as
 ``mtkit.translate`` does it (loading excluded): with ``--batch-processes auto`` (the
@@ -20,9 +20,11 @@ cheap, as ``wrk`` or ``hey`` are). It prints one stable line per measurement:
 requests/s, p50/p95 latency, failed requests, answers that differ from the batch
 translation, the mean number of requests per search batch (from ``/healthz``: a beam
 group, or a group of greedy requests joining the running greedy search), the greedy
-search's steps, and the share of the batch sentences/s (the issue's target: >= 60% with
+search's steps (with ``--worker inline --workers N``: those of the one process that answers
+``/healthz``), and the share of the batch sentences/s (the issue's target: >= 60% with
 32 clients); then the CPU the service (and of it, its main process: the HTTP side alone with
-``--worker process``, which hands the decoding to model processes) and the clients used, and
+``--worker process``, which hands the decoding to model processes; the supervising parent
+alone with ``--worker inline --workers N``) and the clients used, and
 the latency of ``GET /healthz`` probed every 50 ms during the run (how responsive the
 service stays while it decodes).
 """
@@ -240,7 +242,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, help="model processes of the service")
     parser.add_argument(
-        "--worker", choices=("process", "thread"), default="process", help="the service's worker"
+        "--worker",
+        choices=("process", "thread", "inline"),
+        default="process",
+        help="the service's worker",
     )
     parser.add_argument(
         "--shortlist",

@@ -8,6 +8,7 @@ answers" is what is checked. All traffic stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -645,6 +647,63 @@ def test_the_service_decodes_through_a_shortlist(
     )
 
 
+def test_the_inline_worker_answers_like_the_translator(
+    checkpoint: Path, translator: Translator, monkeypatch: pytest.MonkeyPatch
+):
+    """Greedy requests decoded on the event loop's thread, beam ones on the worker thread:
+    concurrent clients get what translating each request alone gives."""
+    served = load_model([checkpoint])
+    calls = _recording(served.translator)
+    monkeypatch.setattr("mtkit.serve.inline.YIELDS", 1)  # any number of yields answers alike
+    app = create_app(served, replace(SETTINGS, inline=True))
+    pool = tiny_pairs(24, seed=11)[0]
+    expected = {beam: translator.translate(pool, beam_size=beam) for beam in (1, 2)}
+    answers: dict[tuple[int, int], Any] = {}
+    with ServerThread(app) as server:
+
+        def client(first: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            for index in range(first, len(pool), 6):
+                beam = 2 if index % 5 == 0 else 1
+                body = {"text": pool[index], "beam_size": beam}
+                answers[index, beam] = call(server.port, "POST", "/v1/translate", body, None, conn)
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        health = call(server.port, "GET", "/healthz")[2]
+    assert len(answers) == len(pool)
+    for (index, beam), (status, _, answer) in answers.items():
+        assert status == 200 and answer["translations"][0]["text"] == expected[beam][index]
+    beams = sum(1 for _, beam in answers if beam == 2)
+    assert all(beam == 2 for _, beam in calls) and sum(len(t) for t, _ in calls) == beams
+    assert health["requests"] == len(pool) and health["steps"] > 0 and health["pid"] == os.getpid()
+
+
+def test_closing_the_inline_worker_fails_waiting_requests(checkpoint: Path):
+    from mtkit.serve.inline import InlineBatcher
+
+    async def scenario() -> tuple[list[Any], Any]:
+        batcher = InlineBatcher(load_model([checkpoint]).translator)
+        batcher.start()
+        futures = [batcher.submit(Request((text,), beam_size=1)) for text in SENTENCES]
+        batcher.close()  # before the greedy task has run: every request is still waiting
+        await batcher.drain()
+        outcomes = [future.exception(5) for future in futures]
+        try:
+            batcher.submit(Request(("red cat",), beam_size=1))
+        except BatcherClosed as error:
+            return outcomes, error
+        return outcomes, None
+
+    outcomes, refused = asyncio.run(scenario())
+    assert all(isinstance(error, BatcherClosed) for error in outcomes)
+    assert isinstance(refused, BatcherClosed)
+
+
 def test_load_1000_requests_from_32_clients(port: int, translator: Translator):
     """Bounded load on loopback: no failure, every answer equal to the batch translation."""
     pool = tiny_pairs(50, seed=7)[0]
@@ -763,3 +822,59 @@ def test_python_m_mtkit_serve_runs_and_stops_cleanly(checkpoint: Path, translato
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_inline_service_processes_share_one_port_and_stop_cleanly(
+    checkpoint: Path, translator: Translator, capsys: pytest.CaptureFixture[str]
+):
+    """``--worker inline --workers 2``: two processes, each serving HTTP and decoding, on
+    one socket; SIGTERM stops both, and a model that cannot load is a one-line error."""
+    command = [sys.executable, "-m", "mtkit.serve", str(checkpoint), "--port", "0"]
+    command += ["--threads", "1", "--worker", "inline", "--workers", "2", "--beam-size", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    pids: set[int] = set()
+    try:
+        assert process.stderr is not None
+        banner = process.stderr.readline()
+        assert banner.startswith("mtkit-serve: xx -> yy (best.pt) on http://127.0.0.1:"), banner
+        port = int(re.search(r":(\d+)/", banner).group(1))
+        kept = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(8)]
+        owners = [call(port, "GET", "/healthz", connection=conn)[2]["pid"] for conn in kept]
+        assert sorted(Counter(owners).values()) == [4, 4]  # connections alternate
+        for conn in kept:
+            conn.close()
+        for _ in range(8):  # fresh connections: the processes take them as they come
+            status, answer = translate(port, {"text": SENTENCES})
+            assert status == 200
+            assert [t["text"] for t in answer["translations"]] == translator.translate(
+                SENTENCES, beam_size=1
+            )
+            pids.add(call(port, "GET", "/healthz")[2]["pid"])
+        assert process.pid not in pids
+        process.send_signal(signal.SIGINT)  # as Ctrl-C: the processes finish and stop
+        assert process.wait(30) == 0
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    for pid in pids:  # no service process outlives the command
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    if not torch.cuda.is_available():
+        status, err = _in_process(
+            capsys,
+            str(checkpoint),
+            "--device",
+            "cuda",
+            "--port",
+            "0",
+            "--worker",
+            "inline",
+            "--workers",
+            "2",
+        )
+        assert (status, err) == (
+            2,
+            "mtkit-serve: error: device 'cuda' requested but no CUDA device is available",
+        )

@@ -64,14 +64,15 @@ def _model_options(add: Callable[..., Any]) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads for the model (default: all cores but one)",
+        help="CPU threads for the model (default: all cores but one; with --worker inline, "
+        "the cores shared out among the --workers processes)",
     )
     add(
         "--workers",
         type=int,
         metavar="N",
         help="model processes, each decoding its own share of the requests with --threads "
-        "threads (default 1)",
+        "threads (default 1); with --worker inline each also serves HTTP",
     )
     add(
         "--beam-size",
@@ -88,10 +89,12 @@ def _model_options(add: Callable[..., Any]) -> None:
     )
     add(
         "--worker",
-        choices=("process", "thread"),
+        choices=("process", "thread", "inline"),
         default="process",
-        help="decode in a model process of its own (default), or in a thread beside the HTTP "
-        "event loop (one process, one interpreter lock for both: slower under load)",
+        help="decode in a model process of its own (default); in a thread beside the HTTP "
+        "event loop (one process, one interpreter lock for both: slower under load); or "
+        "inline: greedy requests on the event loop's own thread between its I/O, and with "
+        "--workers N, N such processes sharing the port (the fastest under load)",
     )
 
 
@@ -143,17 +146,21 @@ def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.batch_wait_ms < 0:
         parser.error("--batch-wait-ms must be >= 0")
     if (args.workers or 1) > 1 and args.worker == "thread":
-        parser.error("--workers needs --worker process (each worker is a process)")
+        parser.error("--workers needs --worker process or inline (each worker is a process)")
 
 
-def default_threads() -> int:
-    """Torch threads for the worker: every core but one, which the HTTP event loop needs.
+def default_threads(workers: int = 1, inline: bool = False) -> int:
+    """Torch threads for each worker: every core but one, which the HTTP event loop needs,
+    or with ``inline`` (the loop and the model take turns on one thread) the cores shared
+    out among the ``workers`` processes.
 
     Torch's OpenMP threads spin while they wait for work, so with one per core they
     fight the event loop thread (which parses requests and sends answers while the
     worker decodes) for the CPU instead of leaving it a core.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if inline:
+        return max(1, (cores or 1) // workers)
     return max(1, (cores or 1) - 1)
 
 
@@ -191,6 +198,11 @@ def serve(args: argparse.Namespace) -> int:
         raise MtkitError(
             f"needs FastAPI and uvicorn ({error.name} is missing): pip install -e '.[serve]'"
         ) from None
+    if args.worker == "inline" and (args.workers or 1) > 1:
+        from mtkit.serve.listeners import serve_processes
+
+        sock = bind(args.host, args.port)
+        return serve_processes(args, sock, lambda info: announce(info, sock))
     app = create_app(*_served_model(args))
     sock = bind(args.host, args.port)
     try:  # now, so that a model that cannot load is a one-line error
@@ -199,18 +211,22 @@ def serve(args: argparse.Namespace) -> int:
         sock.close()
         app.state.batcher.close()
         raise
+    announce(app.state.info, sock)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def announce(info: dict[str, Any], sock: socket.socket) -> None:
+    """The banner: languages, checkpoints and the address (scripts read the port here)."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    info = app.state.info
     print(
         f"{PROG}: {info['source_language']} -> {info['target_language']} "
         f"({', '.join(info['checkpoints'])}) on http://{shown}:{port}/",
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
 
 
 def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]:
@@ -221,7 +237,7 @@ def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]
     from mtkit.runtime import tune_process
     from mtkit.serve.app import ServeSettings, load_model
 
-    threads = args.threads or default_threads()
+    threads = args.threads or default_threads(args.workers or 1, args.worker == "inline")
     in_process = args.worker == "process"
     torch.set_num_threads(1 if in_process else threads)
     tune_process()
@@ -235,6 +251,7 @@ def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]
         queue_size=args.queue_size,
         batch_wait_ms=args.batch_wait_ms,
         model_process=in_process,
+        inline=args.worker == "inline",
         threads=threads,
         workers=args.workers or 1,
     )

@@ -4,13 +4,16 @@ Routes: ``POST /v1/translate``, ``GET /v1/model``, ``GET /healthz``, the page at
 with its files under ``/static/``, and the framework's ``/openapi.json`` and ``/docs``.
 Requests are checked here (types, limits, search settings) and decoded by a
 :class:`~mtkit.serve.batcher.Batcher`, in a worker thread or in a model process of its
-own (:class:`~mtkit.serve.process.ModelProcess`), so handlers never touch the model and a
-bad request costs nothing but its error response: the service keeps serving.
+own (:class:`~mtkit.serve.process.ModelProcess`), or by an
+:class:`~mtkit.serve.inline.InlineBatcher` that steps the greedy search on the event
+loop's own thread between its I/O; handlers never touch the model, and a bad request
+costs nothing but its error response: the service keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -32,6 +35,7 @@ from mtkit.int8 import parameter_count
 from mtkit.model import Seq2Seq
 from mtkit.search import Hypothesis
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
+from mtkit.serve.inline import InlineBatcher
 from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
@@ -51,6 +55,7 @@ class ServeSettings:
     queue_size: int = 256  # requests waiting for the worker
     batch_wait_ms: float = 3.0
     model_process: bool = False  # decode in a child process (the command line's default)
+    inline: bool = False  # decode greedy requests on the event loop's thread (InlineBatcher)
     threads: int = 1  # torch threads of each model process
     workers: int = 1  # model processes (each with its own greedy stream)
 
@@ -206,11 +211,13 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(batcher.start)
-        if not isinstance(batcher, Batcher):  # what the model processes really run on
+        if isinstance(batcher, ModelProcess | ModelPool):  # what the model processes really run on
             info.update(device=batcher.facts["device"], precision=batcher.facts["precision"])
             info["server"]["threads"] = batcher.facts["threads"]
         yield
         await asyncio.to_thread(batcher.close)
+        if isinstance(batcher, InlineBatcher):
+            await batcher.drain()
 
     app = FastAPI(
         title="mtkit translation service",
@@ -230,9 +237,11 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
 def make_batcher(
     served: ServedModel, settings: ServeSettings
-) -> Batcher | ModelProcess | ModelPool:
-    """The worker that decodes: a thread beside the event loop, a model process, or a
-    pool of them."""
+) -> Batcher | InlineBatcher | InlineBatcher | ModelProcess | ModelPool:
+    """The worker that decodes: a thread beside the event loop, the event loop itself
+    (greedy requests), a model process, or a pool of them."""
+    if settings.inline:
+        return InlineBatcher(served.translator, settings.batch_wait_ms, settings.queue_size)
     if not settings.model_process:
         return Batcher(served.translator, settings.batch_wait_ms, settings.queue_size)
     if not served.checkpoints:
@@ -253,7 +262,7 @@ def make_batcher(
 def _add_translate_route(
     app: FastAPI,
     translator: Translator,
-    batcher: Batcher | ModelProcess | ModelPool,
+    batcher: Batcher | InlineBatcher | ModelProcess | ModelPool,
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
@@ -289,7 +298,7 @@ def _add_translate_route(
 
 
 def _add_status_routes(
-    app: FastAPI, batcher: Batcher | ModelProcess | ModelPool, info: dict[str, Any]
+    app: FastAPI, batcher: Batcher | InlineBatcher | ModelProcess | ModelPool, info: dict[str, Any]
 ) -> None:
     """GET /v1/model, /healthz and the web page at /."""
 
@@ -303,7 +312,12 @@ def _add_status_routes(
         """``ok`` while the worker runs, with its queue length and counters."""
         status = "ok" if batcher.alive else "stopped"
         return JSONResponse(
-            {"status": status, "queued": batcher.queued, **asdict(batcher.stats)},
+            {
+                "status": status,
+                "pid": os.getpid(),
+                "queued": batcher.queued,
+                **asdict(batcher.stats),
+            },
             status_code=200 if batcher.alive else 503,
         )
 

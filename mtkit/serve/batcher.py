@@ -45,6 +45,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -79,6 +80,23 @@ def ready_to_join(active: int, waiting: int, oldest_waited: int) -> bool:
     return not active or waiting >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
 
 
+def fitting(
+    waiting: Iterable[Job], rows: int, tokens: int, max_rows: int, batch_tokens: int
+) -> list[Job]:
+    """The first of ``waiting`` (oldest first) that fit a stream of ``rows`` sentences and
+    ``tokens`` source tokens within ``max_rows`` and ``batch_tokens``; a job always joins
+    an empty stream whole."""
+    taken: list[Job] = []
+    for job in waiting:
+        more = len(job.request.texts)
+        fits = rows + more <= max_rows and tokens + job.tokens <= batch_tokens
+        if not fits and (rows or taken):
+            break
+        taken.append(job)
+        rows, tokens = rows + more, tokens + job.tokens
+    return taken
+
+
 class Batcher:
     """Queues requests and decodes them together on its own worker thread.
 
@@ -86,7 +104,8 @@ class Batcher:
     least; ``max_wait_ms``: the longest a beam group gathers (the quiet time and the
     gathering grow with the last beam search's duration, up to this); ``batch_tokens``:
     source tokens of a search batch (default: the checkpoint's); ``max_rows``: sentences
-    in the greedy stream at once.
+    in the greedy stream at once; ``greedy=False``: no stream, greedy requests are decoded
+    in groups like beam ones (:class:`~mtkit.serve.inline.InlineBatcher` streams them).
     """
 
     def __init__(
@@ -97,6 +116,7 @@ class Batcher:
         batch_tokens: int | None = None,
         max_wait_ms: float = 100.0,
         max_rows: int = MAX_ROWS,
+        greedy: bool = True,
     ) -> None:
         self.translator = translator
         self.wait_s = max(0.0, wait_ms) / 1000.0
@@ -111,7 +131,9 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._greedy = (
-            GreedyJobs(translator, self.stats) if GreedyJobs.available(translator) else None
+            GreedyJobs(translator, self.stats)
+            if greedy and GreedyJobs.available(translator)
+            else None
         )
         self._thread = threading.Thread(target=self._run, name="mtkit-serve-worker", daemon=True)
 
@@ -226,15 +248,9 @@ class Batcher:
         sentences = sum(len(job.request.texts) for job in waiting)
         if not waiting or not ready_to_join(rows, sentences, self.stats.steps - waiting[0].step):
             return []  # wait for more, and for the oldest to wait a little longer
-        taken: list[Job] = []
-        for job in waiting:
-            more = len(job.request.texts)
-            fits = rows + more <= self.max_rows and tokens + job.tokens <= self.batch_tokens
-            if not fits and (rows or taken):
-                break
-            taken.append(job)
+        taken = fitting(waiting, rows, tokens, self.max_rows, self.batch_tokens)
+        for job in taken:
             self._jobs.remove(job)
-            rows, tokens = rows + more, tokens + job.tokens
         return [job for job in taken if job.future.set_running_or_notify_cancel()]
 
     def _group_now(self, first: Job) -> list[Job]:

@@ -45,7 +45,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -80,12 +80,17 @@ def ready_to_join(active: int, waiting: int, oldest_waited: int) -> bool:
     return not active or waiting >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
 
 
-def fitting(
-    waiting: Iterable[Job], rows: int, tokens: int, max_rows: int, batch_tokens: int
+def joining(
+    waiting: Sequence[Job], greedy: GreedyJobs, steps: int, max_rows: int, batch_tokens: int
 ) -> list[Job]:
-    """The first of ``waiting`` (oldest first) that fit a stream of ``rows`` sentences and
-    ``tokens`` source tokens within ``max_rows`` and ``batch_tokens``; a job always joins
-    an empty stream whole."""
+    """The first of the greedy jobs ``waiting`` (oldest first) that join ``greedy``'s
+    stream now, at its step ``steps``: none until :func:`ready_to_join` says so, then
+    those that fit within ``max_rows`` sentences and ``batch_tokens`` source tokens (a job
+    always joins an empty stream whole). The caller removes them from its queue."""
+    rows, tokens = len(greedy), greedy.source_tokens
+    sentences = sum(len(job.request.texts) for job in waiting)
+    if not waiting or not ready_to_join(rows, sentences, steps - waiting[0].step):
+        return []  # wait for more, and for the oldest to wait a little longer
     taken: list[Job] = []
     for job in waiting:
         more = len(job.request.texts)
@@ -243,12 +248,8 @@ class Batcher:
         the oldest has waited ``JOIN_STEPS`` steps.
         """
         assert self._greedy is not None
-        rows, tokens = len(self._greedy), self._greedy.source_tokens
         waiting = [job for job in self._jobs if self._streamed(job.request)]
-        sentences = sum(len(job.request.texts) for job in waiting)
-        if not waiting or not ready_to_join(rows, sentences, self.stats.steps - waiting[0].step):
-            return []  # wait for more, and for the oldest to wait a little longer
-        taken = fitting(waiting, rows, tokens, self.max_rows, self.batch_tokens)
+        taken = joining(waiting, self._greedy, self.stats.steps, self.max_rows, self.batch_tokens)
         for job in taken:
             self._jobs.remove(job)
         return [job for job in taken if job.future.set_running_or_notify_cancel()]

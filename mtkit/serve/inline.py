@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import astuple
 
 from mtkit.search import Hypothesis
-from mtkit.serve.batcher import MAX_ROWS, Batcher, fitting, ready_to_join
+from mtkit.serve.batcher import MAX_ROWS, Batcher, joining
 from mtkit.serve.greedy import GreedyJobs
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
 from mtkit.translator import Translator
@@ -154,13 +154,7 @@ class InlineBatcher:
 
     def _take(self, greedy: GreedyJobs) -> list[Job]:
         """Waiting jobs (oldest first) that join now and fit the rows and token budget."""
-        if not self._jobs:
-            return []
-        rows, tokens = len(greedy), greedy.source_tokens
-        sentences = sum(len(job.request.texts) for job in self._jobs)
-        if not ready_to_join(rows, sentences, self._stats.steps - self._jobs[0].step):
-            return []
-        taken = fitting(self._jobs, rows, tokens, self.max_rows, self.batch_tokens)
+        taken = joining(self._jobs, greedy, self._stats.steps, self.max_rows, self.batch_tokens)
         for _ in taken:
             self._jobs.popleft()
         return [job for job in taken if job.future.set_running_or_notify_cancel()]

@@ -55,9 +55,11 @@ class InlineBatcher:
     ) -> None:
         self.translator = translator
         self.queue_size = queue_size
-        self.batch_tokens = batch_tokens or translator.defaults.batch_tokens
-        self.max_rows = max(1, max_rows)
-        self._beam = Batcher(translator, wait_ms, queue_size, batch_tokens, greedy=False)
+        self._beam = Batcher(
+            translator, wait_ms, queue_size, batch_tokens, max_rows=max_rows, greedy=False
+        )
+        self.batch_tokens = self._beam.batch_tokens  # the Batcher's defaults and bounds
+        self.max_rows = self._beam.max_rows
         self._stats = BatcherStats()
         self._greedy = (
             GreedyJobs(translator, self._stats) if GreedyJobs.available(translator) else None

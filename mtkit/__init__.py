@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Translator": "mtkit.translator",
-    "Hypothesis": "mtkit.search",
-    "Seq2Seq": "mtkit.model",
-    "load_checkpoint": "mtkit.checkpoint",
+    "Translator": "mtkit.search.translator",
+    "Hypothesis": "mtkit.search.hypothesis",
+    "Seq2Seq": "mtkit.model.seq2seq",
+    "load_checkpoint": "mtkit.model.checkpoint",
 }
 
 __all__ = ["Hypothesis", "Seq2Seq", "Translator", "__version__", "load_checkpoint"]
 
 if TYPE_CHECKING:
-    from mtkit.checkpoint import load_checkpoint
-    from mtkit.model import Seq2Seq
+    from mtkit.model.checkpoint import load_checkpoint
+    from mtkit.model.seq2seq import Seq2Seq
     from mtkit.search import Hypothesis
-    from mtkit.translator import Translator
+    from mtkit.search.translator import Translator
 
 
 def __getattr__(name: str) -> Any:

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from mtkit.checkpoint import load_checkpoint, save_checkpoint, step_checkpoints
 from mtkit.errors import CheckpointError, ConfigError, run_cli
+from mtkit.model.checkpoint import load_checkpoint, save_checkpoint, step_checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -10,20 +10,7 @@ only checks and memory-maps the saved arrays. The code lives in :mod:`mtkit.corp
 
 from __future__ import annotations
 
-from mtkit.corpus.cache import Corpus, cache_folder, default_cache_dir, load_corpus
-from mtkit.corpus.layout import CorpusSplit
-from mtkit.corpus.sources import ROLES, SplitSource, split_sources
-
-__all__ = [
-    "ROLES",
-    "Corpus",
-    "CorpusSplit",
-    "SplitSource",
-    "cache_folder",
-    "default_cache_dir",
-    "load_corpus",
-    "split_sources",
-]
+from mtkit.corpus.cache import load_corpus
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
-from mtkit.cli_io import Output, exit_on_signals
+from mtkit.cli.io import Output, exit_on_signals
+from mtkit.corpus.readers import read_lines
 from mtkit.errors import DataError, run_cli
-from mtkit.readers import read_lines
 from mtkit.runtime import prefer_passive_wait
 from mtkit.translate import check_threads_and_processes
 

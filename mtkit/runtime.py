@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
@@ -153,7 +154,7 @@ def set_threads(threads: int | str | None) -> int:
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """Run the block with one intra-op thread, then restore the count (a process that
-    decodes beside single-threaded helpers, :mod:`mtkit.decode_pool`)."""
+    decodes beside single-threaded helpers, :mod:`mtkit.search.pool`)."""
     import torch
 
     count = torch.get_num_threads()
@@ -230,3 +231,24 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets under the process's umask (0o666 & ~umask), for files
+    written through a temporary file and renamed into place (mkstemp creates 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def own_group_and_die_with_parent(parent: int) -> None:
+    """In the child before exec: a process group of its own (the terminal's Ctrl-C reaches
+    only the supervisor, which forwards it once) and death with the supervisor."""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os._exit(1)

@@ -21,7 +21,6 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mtkit import launch
 from mtkit.config import (
     CONF_DIR,
     RunConfig,
@@ -30,6 +29,7 @@ from mtkit.config import (
     to_run_config,
 )
 from mtkit.errors import ConfigError, MtkitError
+from mtkit.training import launch
 
 log = logging.getLogger("mtkit")
 
@@ -41,10 +41,10 @@ register_configs()
 def _hydra_main(cfg: DictConfig) -> None:
     _setup_console_logging()
     # imported here so that config errors are reported before torch loads
-    from mtkit.distributed import env_rank
     from mtkit.runtime import tune_process
-    from mtkit.signals import Aborted
-    from mtkit.trainer import fit
+    from mtkit.training.distributed import env_rank
+    from mtkit.training.signals import Aborted
+    from mtkit.training.trainer import fit
 
     tune_process()
     try:
@@ -64,7 +64,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def _fail(error: MtkitError) -> NoReturn:
     """The one way this command reports a user's mistake: one line, exit status 2 (of the
-    processes that ``train.processes`` starts, rank 0 prints it: mtkit.launch)."""
+    processes that ``train.processes`` starts, rank 0 prints it: mtkit.training.launch)."""
     line = f"mtkit-train: error: {' '.join(str(error).split())}"
     if launch.record_error(line):
         print(line, file=sys.stderr)
@@ -72,7 +72,7 @@ def _fail(error: MtkitError) -> NoReturn:
 
 
 def _setup_console_logging() -> None:
-    from mtkit.distributed import env_rank
+    from mtkit.training.distributed import env_rank
 
     logger = logging.getLogger("mtkit")
     if not logger.handlers:
@@ -166,7 +166,7 @@ def main() -> None:
     from mtkit.runtime import prefer_passive_wait
 
     prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
-    from mtkit.cli_io import exit_on_signals
+    from mtkit.cli.io import exit_on_signals
 
     with exit_on_signals("mtkit-train"):
         _main()
@@ -188,7 +188,9 @@ def _main() -> None:
         from mtkit.runtime import available_cores
 
         raise SystemExit(launch.run_processes(processes, overrides, available_cores()))
-    from mtkit.distributed import env_rank  # torch loads only once the options are known good
+    from mtkit.training.distributed import (
+        env_rank,  # torch loads only once the options are known good
+    )
 
     scratch = None
     if env_rank() > 0:

@@ -27,14 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtkit.cli_io import Output, exit_on_signals, prepare_folder
+from mtkit.cli.io import Output, exit_on_signals, prepare_folder
+from mtkit.corpus.readers import read_lines, require_readable, require_stdin
 from mtkit.errors import ConfigError, MtkitError, run_cli
-from mtkit.readers import read_lines, require_readable, require_stdin
 from mtkit.runtime import prefer_passive_wait, resolve_threads
 
 if TYPE_CHECKING:  # torch loads only once the options are known good
-    from mtkit.search import Hypothesis
-    from mtkit.translator import Translator
+    from mtkit.search.hypothesis import Hypothesis
+    from mtkit.search.translator import Translator
 
 PROG = "mtkit-translate"
 INPUT = "the -i/--input file"
@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_threads_and_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``--threads`` and ``--processes``: each auto or an integer >= 1 (a usage error)."""
-    from mtkit.decode_pool import parse_processes
+    from mtkit.search.pool import parse_processes
 
     try:
         resolve_threads(args.threads)
@@ -217,12 +217,12 @@ def load_translator(
 ) -> Translator:
     """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint);
     ``shortlist`` decodes one checkpoint through its lexical shortlist; ``processes`` > 1
-    searches each batch in that many single-threaded processes (mtkit.decode_pool).
+    searches each batch in that many single-threaded processes (mtkit.search.pool).
 
     Also tunes the process for tensor work (the allocator, ``threads``): only commands do that.
     """
-    from mtkit.decode_pool import DecodePool, LoadSpec
     from mtkit.runtime import set_threads, tune_process
+    from mtkit.search.pool import DecodePool, LoadSpec
 
     if shortlist and (len(checkpoints) > 1 or weights is not None):
         raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
@@ -249,8 +249,8 @@ def load_translator(
 def translator_for(args: argparse.Namespace, sentences: int) -> Translator:
     """The Translator of a command's model options (mtkit-translate, mtkit-evaluate), with
     ``--processes auto`` resolved for this machine and an input of ``sentences`` lines."""
-    from mtkit.decode_pool import resolve_processes
     from mtkit.runtime import available_cores
+    from mtkit.search.pool import resolve_processes
 
     device = args.device
     if device == "auto":
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()
     if plots is not None:
-        from mtkit.plots import save_attention_plots
+        from mtkit.cli.plots import save_attention_plots
 
         written = save_attention_plots(translator, lines, results, plots)
         print(f"{PROG}: {written} attention plot(s) in {plots}", file=sys.stderr)

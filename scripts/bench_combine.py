@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from mtkit.average import average_checkpoints, last_checkpoints
-from mtkit.checkpoint import save_checkpoint
-from mtkit.ensemble import ensemble_translator
+from mtkit.corpus.readers import read_lines
 from mtkit.metrics import bleu
-from mtkit.readers import read_lines
+from mtkit.model.checkpoint import save_checkpoint
 from mtkit.runtime import tune_process
-from mtkit.translator import Translator
+from mtkit.search.ensemble import ensemble_translator
+from mtkit.search.translator import Translator
 
 BEAMS = (1, 5)
 

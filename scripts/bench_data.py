@@ -101,7 +101,7 @@ def timed_load(
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``load_corpus`` (default tokenizer, ``vocab`` pieces); say whether it built."""
     from mtkit.config import DataConfig, TokenizerConfig
-    from mtkit.data import load_corpus
+    from mtkit.corpus.cache import load_corpus
 
     spec = CORPORA.get(corpus, SYNTHETIC)
     cfg = DataConfig(
@@ -140,7 +140,7 @@ def child_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_padding(args: argparse.Namespace) -> dict[str, Any]:
-    from mtkit.batching import TokenBatchSampler, padding_overhead
+    from mtkit.corpus.batching import TokenBatchSampler, padding_overhead
 
     loaded, info = timed_load("multi30k", args.corpus_root, args.cache_dir)
     train = loaded.splits["train"]
@@ -160,7 +160,7 @@ def child_padding(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_epoch(args: argparse.Namespace) -> dict[str, Any]:
-    from mtkit.batching import TokenBatchSampler, collate, padding_overhead
+    from mtkit.corpus.batching import TokenBatchSampler, collate, padding_overhead
 
     loaded, info = timed_load("tatoeba", args.corpus_root, args.cache_dir)
     train = loaded.splits["train"]
@@ -193,7 +193,7 @@ def child_scale_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_scale_reload(args: argparse.Namespace) -> dict[str, Any]:
-    from mtkit.batching import TokenBatchSampler
+    from mtkit.corpus.batching import TokenBatchSampler
 
     loaded, info = timed_load(
         "synthetic", args.corpus_root, args.cache_dir, args.vocab, args.max_sentences

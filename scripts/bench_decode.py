@@ -56,8 +56,8 @@ import torch.nn.functional as F  # noqa: E402
 from mtkit.errors import run_cli  # noqa: E402
 from mtkit.metrics import bleu  # noqa: E402
 from mtkit.runtime import single_thread, tune_process  # noqa: E402
-from mtkit.shortlist import Shortlisted  # noqa: E402
-from mtkit.translator import Translator  # noqa: E402
+from mtkit.search.shortlist import Shortlisted  # noqa: E402
+from mtkit.search.translator import Translator  # noqa: E402
 
 
 def read(path: str) -> list[str]:
@@ -81,7 +81,7 @@ def product_rates(weight: torch.Tensor) -> str:
     """One thread's rate for the output layer's product (weight (M, H)) on random inputs
     in [-1, 1]: fp32 GFLOP/s and int8 GOP/s for 16 rows (a service's step) and 512 rows
     (a batch's step). A search whose time is mostly these products cannot beat them."""
-    from mtkit.int8 import Int8Linear, int8_available
+    from mtkit.search.int8 import Int8Linear, int8_available
 
     weight = weight.detach().float().cpu()
     bias = torch.zeros(weight.size(0))

@@ -6,7 +6,7 @@ Usage::
     python scripts/bench_stream.py CHECKPOINT [--src ../shared/corpora/multi30k/test2016.de]
         [--precision int8] [--in-flight 8,16,32] [--copies 1] [--limit 1000]
 
-``python -m mtkit.serve`` decodes greedy requests in a :class:`~mtkit.serve.stream.GreedyStream`
+``python -m mtkit.serve`` decodes greedy requests in a :class:`~mtkit.search.stream.GreedyStream`
 per model process: sentences join between steps and leave when they end. Under ``C``
 clients that each send one sentence, wait for its answer and send the next, about ``C``
 sentences are in flight. This script replays that load on one stream in one thread,
@@ -41,9 +41,9 @@ import torch  # noqa: E402
 
 from mtkit.errors import run_cli  # noqa: E402
 from mtkit.runtime import tune_process  # noqa: E402
+from mtkit.search.stream import GreedyStream  # noqa: E402
+from mtkit.search.translator import Translator  # noqa: E402
 from mtkit.serve.batcher import JOIN_SHARE, JOIN_STEPS, ready_to_join  # noqa: E402
-from mtkit.serve.stream import GreedyStream  # noqa: E402
-from mtkit.translator import Translator  # noqa: E402
 
 
 def replay(translator: Translator, sources: list[list[int]], in_flight: int) -> str:

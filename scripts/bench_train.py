@@ -62,15 +62,16 @@ prefer_passive_wait()  # before torch loads: OpenMP reads its wait policy only t
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from mtkit.batching import TokenBatchSampler, collate  # noqa: E402
 from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig  # noqa: E402
-from mtkit.data import CorpusSplit, load_corpus  # noqa: E402
+from mtkit.corpus.batching import TokenBatchSampler, collate  # noqa: E402
+from mtkit.corpus.cache import load_corpus  # noqa: E402
+from mtkit.corpus.layout import CorpusSplit  # noqa: E402
+from mtkit.corpus.tokenizer import TextCodec  # noqa: E402
 from mtkit.errors import ConfigError  # noqa: E402
-from mtkit.loss import Criterion  # noqa: E402
-from mtkit.model import Seq2Seq, build_model  # noqa: E402
+from mtkit.model.loss import Criterion  # noqa: E402
+from mtkit.model.seq2seq import Seq2Seq, build_model  # noqa: E402
 from mtkit.runtime import autocast_context, resolve_device, set_threads, tune_process  # noqa: E402
-from mtkit.tokenizer import TextCodec  # noqa: E402
-from mtkit.trainer import train_step  # noqa: E402
+from mtkit.training.trainer import train_step  # noqa: E402
 
 REFERENCE = ModelConfig(
     cell="gru",

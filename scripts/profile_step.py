@@ -36,14 +36,14 @@ prefer_passive_wait()  # before torch loads, as the mtkit commands do
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from mtkit.batching import TokenBatchSampler, collate  # noqa: E402
 from mtkit.config import DataConfig, LossConfig, ModelConfig, TokenizerConfig  # noqa: E402
-from mtkit.data import load_corpus  # noqa: E402
-from mtkit.loss import Criterion  # noqa: E402
-from mtkit.model import build_model  # noqa: E402
+from mtkit.corpus.batching import TokenBatchSampler, collate  # noqa: E402
+from mtkit.corpus.cache import load_corpus  # noqa: E402
+from mtkit.model.loss import Criterion  # noqa: E402
+from mtkit.model.seq2seq import build_model  # noqa: E402
 from mtkit.runtime import autocast_context, tune_process  # noqa: E402
-from mtkit.trainer import train_step  # noqa: E402
-from mtkit.translator import Translator  # noqa: E402
+from mtkit.search.translator import Translator  # noqa: E402
+from mtkit.training.trainer import train_step  # noqa: E402
 
 REFERENCE = ModelConfig(
     cell="gru",

@@ -18,8 +18,8 @@ from mtkit.config import (
     TokenizerConfig,
     TrainConfig,
 )
-from mtkit.run_files import METRIC_FIELDS
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
+from mtkit.training.run_files import METRIC_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 # metrics.csv columns that a fixed seed reproduces exactly (timings are left out)
@@ -111,7 +111,7 @@ def assert_beam_of_one_is_greedy(translator: Translator, sentences: list[str]) -
     """Beam search with beam 1 picks greedy search's tokens, with its scores."""
     import pytest
 
-    from mtkit.batching import pad_sequences
+    from mtkit.corpus.batching import pad_sequences
     from mtkit.search import beam_search
 
     greedy = translator.translate_nbest(sentences, beam_size=1)

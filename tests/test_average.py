@@ -10,8 +10,8 @@ import torch
 from test_ensemble import trained_checkpoint
 
 from mtkit.average import average_checkpoints, last_checkpoints, main
-from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.translator import Translator
+from mtkit.model.checkpoint import load_checkpoint, save_checkpoint
+from mtkit.search.translator import Translator
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from conftest import tiny_pairs, write_lines
 from helpers import tiny_run
 
 from mtkit.errors import CheckpointError
-from mtkit.trainer import fit
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
+from mtkit.training.trainer import fit
 
 PREFIX = "mtkit-train: error:"
 

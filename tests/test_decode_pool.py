@@ -14,17 +14,17 @@ from conftest import tiny_pairs, write_lines
 from helpers import run_module
 from test_translator import SENTENCES, checkpoint  # noqa: F401 - the shared trained model
 
-from mtkit.decode_pool import (
+from mtkit.errors import ConfigError, MtkitError
+from mtkit.runtime import single_thread
+from mtkit.search.int8 import int8_available
+from mtkit.search.pool import (
     AUTO_MIN_SENTENCES,
     DecodePool,
     LoadSpec,
     parse_processes,
     resolve_processes,
 )
-from mtkit.errors import ConfigError, MtkitError
-from mtkit.int8 import int8_available
-from mtkit.runtime import single_thread
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
 
 # Enough lines for several batches at a small budget, with short and long ones mixed.
 LINES = SENTENCES * 4 + tiny_pairs(40, seed=7)[0]

@@ -15,12 +15,12 @@ import torch
 from conftest import tiny_pairs, write_lines
 from helpers import ROOT, assert_beam_of_one_is_greedy, run_module, tiny_run
 
-from mtkit.batching import pad_sequences
-from mtkit.ensemble import Ensemble, ensemble_translator, load_ensemble
+from mtkit.corpus.batching import pad_sequences
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.search import forced_scores
-from mtkit.trainer import fit
-from mtkit.translator import Translator
+from mtkit.search.ensemble import Ensemble, ensemble_translator, load_ensemble
+from mtkit.search.translator import Translator
+from mtkit.training.trainer import fit
 
 SENTENCES = [
     "red cat sleeps",

@@ -30,9 +30,9 @@ import pytest
 from conftest import WORDS, tiny_pairs, write_lines
 from helpers import TINY_OVERRIDES, tiny_run
 
-from mtkit.checkpoint import load_checkpoint
-from mtkit.trainer import fit
-from mtkit.translator import Translator
+from mtkit.model.checkpoint import load_checkpoint
+from mtkit.search.translator import Translator
+from mtkit.training.trainer import fit
 
 pytestmark = pytest.mark.faults
 

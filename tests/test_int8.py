@@ -11,14 +11,14 @@ from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - sh
 
 from mtkit import int8 as int8_module
 from mtkit.errors import ConfigError
-from mtkit.int8 import (
+from mtkit.search.int8 import (
     Int8Linear,
     check_int8,
     int8_available,
     parameter_count,
     reference_linear,
 )
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no int8 CPU backend in this torch")
 

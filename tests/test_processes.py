@@ -18,8 +18,8 @@ import torch
 from helpers import TINY_OVERRIDES, load_weights, read_metrics
 
 from mtkit.config import TrainConfig
-from mtkit.distributed import DistInfo, part
-from mtkit.launch import LOST_PEER, report_errors, resolve_processes
+from mtkit.training.distributed import DistInfo, part
+from mtkit.training.launch import LOST_PEER, report_errors, resolve_processes
 
 TIMEOUT_S = 240
 LINUX = sys.platform.startswith("linux")

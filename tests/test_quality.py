@@ -15,7 +15,7 @@ from conftest import MULTI30K, requires_multi30k
 from helpers import ROOT, run_module
 
 from mtkit.metrics import bleu
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
 
 pytestmark = requires_multi30k
 

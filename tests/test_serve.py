@@ -38,8 +38,10 @@ uvicorn = pytest.importorskip(
     "uvicorn", reason="the service needs uvicorn: pip install -e '.[serve]'"
 )
 
-from mtkit.checkpoint import load_checkpoint, model_from_payload, save_checkpoint  # noqa: E402
-from mtkit.int8 import int8_available  # noqa: E402
+from mtkit.model.checkpoint import load_checkpoint, model_from_payload, save_checkpoint  # noqa: E402
+from mtkit.search.int8 import int8_available  # noqa: E402
+from mtkit.search.stream import GreedyStream  # noqa: E402
+from mtkit.search.translator import Translator  # noqa: E402
 from mtkit.serve.__main__ import bind, main  # noqa: E402
 from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
 from mtkit.serve.batcher import (  # noqa: E402
@@ -51,8 +53,6 @@ from mtkit.serve.batcher import (  # noqa: E402
 )
 from mtkit.serve.pool import ModelPool  # noqa: E402
 from mtkit.serve.process import ModelProcess, WorkerSpec  # noqa: E402
-from mtkit.serve.stream import GreedyStream  # noqa: E402
-from mtkit.translator import Translator  # noqa: E402
 
 SENTENCES = ["red cat sleeps", "the big dog runs near the house", "a tree", "green dog"]
 SETTINGS = ServeSettings(max_beam=8, max_lines=20, max_chars=2000, queue_size=64)

@@ -13,10 +13,10 @@ import pytest
 import torch
 from helpers import ROOT, TINY_OVERRIDES, load_weights, read_metrics, run_module, tiny_run
 
-from mtkit.checkpoint import load_checkpoint
 from mtkit.errors import CheckpointError, ConfigError, TrainingError
-from mtkit.trainer import fit
-from mtkit.translator import Translator
+from mtkit.model.checkpoint import load_checkpoint
+from mtkit.search.translator import Translator
+from mtkit.training.trainer import fit
 
 
 def test_resume_continues_exactly(tiny_corpus_dir: Path, tmp_path: Path):
@@ -69,7 +69,7 @@ def test_run_directory_contents_and_safe_checkpoints(tiny_corpus_dir: Path, tmp_
 def test_nan_loss_skips_the_step_and_counts_it(
     tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import mtkit.loss as loss_module
+    import mtkit.model.loss as loss_module
 
     real = loss_module.FusedLinearCrossEntropy.apply
     calls = {"n": 0}
@@ -89,7 +89,7 @@ def test_nan_loss_skips_the_step_and_counts_it(
 def test_persistent_nan_stops_with_a_clear_error(
     tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import mtkit.loss as loss_module
+    import mtkit.model.loss as loss_module
 
     real = loss_module.FusedLinearCrossEntropy.apply
     monkeypatch.setattr(

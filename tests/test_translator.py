@@ -13,8 +13,8 @@ from conftest import tiny_pairs, write_lines
 from helpers import ROOT, assert_beam_of_one_is_greedy, run_module, tiny_run
 
 from mtkit.errors import ConfigError
-from mtkit.trainer import fit
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
+from mtkit.training.trainer import fit
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +78,7 @@ def test_order_and_line_count_survive_awkward_input(
 ):
     long_line = " ".join(["red cat sleeps near the tree"] * 30)
     lines = ["red cat", "", "red cat", "   ", long_line, "Кошка спит 猫", "a tree", ""]
-    with caplog.at_level(logging.WARNING, logger="mtkit.translator"):
+    with caplog.at_level(logging.WARNING, logger="mtkit.search.translator"):
         out = translator.translate(lines, beam_size=3)
     assert len(out) == len(lines)
     assert out[1] == "" and out[3] == "" and out[7] == ""

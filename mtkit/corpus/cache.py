@@ -35,8 +35,8 @@ from mtkit.corpus.integrity import (
 from mtkit.corpus.layout import CorpusSplit
 from mtkit.corpus.prepare import prepare
 from mtkit.corpus.sources import ROLES, SplitSource, split_sources
+from mtkit.corpus.tokenizer import SubwordModel, TextCodec
 from mtkit.errors import DataError
-from mtkit.tokenizer import SubwordModel, TextCodec
 
 log = logging.getLogger("mtkit.corpus")
 

@@ -30,7 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from mtkit.corpus.layout import TextReader
-from mtkit.tokenizer import EOS_ID, TextCodec
+from mtkit.corpus.tokenizer import EOS_ID, TextCodec
 
 
 @dataclass

@@ -6,7 +6,7 @@
 2. **sentencepiece**: trained in a child process (:mod:`mtkit.corpus.subwords`) on the
    training text, read from ``text.arrow``: all of it in the order earlier versions used
    (blocks of 10,000 pairs: sources, then targets) when it fits the bounded sample
-   (:func:`mtkit.tokenizer.sample_size`), so the same corpus gives the same model; else
+   (:func:`mtkit.corpus.tokenizer.sample_size`), so the same corpus gives the same model; else
    a uniform random sample of that many sentences.
 3. **encode**: every chunk is encoded (in worker processes when there are many), over-long
    training pairs are dropped (counted), and the ids are appended to the split's arrays
@@ -32,8 +32,8 @@ from mtkit.corpus.layout import TEXT_FILE, SplitWriter, TextWriter, lengths_dtyp
 from mtkit.corpus.progress import StageProgress, run_with_heartbeat
 from mtkit.corpus.sources import SplitSource
 from mtkit.corpus.subwords import SubwordJob, SubwordTrainers
+from mtkit.corpus.tokenizer import SAMPLE_CHARACTERS, SubwordModel, TextCodec, sample_size
 from mtkit.errors import ConfigError, DataError
-from mtkit.tokenizer import SAMPLE_CHARACTERS, SubwordModel, TextCodec, sample_size
 
 log = logging.getLogger("mtkit.corpus")
 

@@ -1,7 +1,7 @@
 """Where each split's text comes from: readers, a content fingerprint, and a size for progress.
 
 A :class:`SplitSource` streams ``(source, target)`` string pairs in file order (the
-readers in :mod:`mtkit.readers` validate every line as they go, so an error names its
+readers in :mod:`mtkit.corpus.readers` validate every line as they go, so an error names its
 file and line however deep in the file it is), and carries a fingerprint of the content
 for the cache key. Nothing here holds a whole split in memory.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config import DataConfig
+from mtkit.corpus.readers import Pair, iter_file_pair, iter_jsonl, iter_tsv, require_file
 from mtkit.errors import DataError, MtkitError
-from mtkit.readers import Pair, iter_file_pair, iter_jsonl, iter_tsv, require_file
 
 ROLES = ("train", "valid", "test")
 HF_BATCH = 10_000

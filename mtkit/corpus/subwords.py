@@ -10,10 +10,10 @@ wait policy once, when it is loaded, so the trainer runs in a fresh
 ``text.arrow``, and hands the trainer's memory (about 22 bytes per sampled character)
 back when it exits. It is started before the corpus is read, so its start-up overlaps
 the reading; with separate source and target models, two of them train at once when
-both samples fit :data:`mtkit.tokenizer.SAMPLE_CHARACTERS` together.
+both samples fit :data:`mtkit.corpus.tokenizer.SAMPLE_CHARACTERS` together.
 
 **What it is fed.** A corpus whose sentences all fit the sample
-(:func:`mtkit.tokenizer.sample_size`) is fed whole, in the order earlier versions used
+(:func:`mtkit.corpus.tokenizer.sample_size`) is fed whole, in the order earlier versions used
 (blocks of :data:`SP_BLOCK` pairs: their sources, then their targets), so it trains the
 same model as before. A larger one is fed exactly ``sample`` sentences, a uniform random
 subset drawn here with a fixed seed, record batch by record batch
@@ -42,8 +42,8 @@ import pyarrow as pa
 from mtkit.config import TokenizerConfig
 from mtkit.corpus.encode import child_environment, read_message, write_message
 from mtkit.corpus.layout import TextReader
+from mtkit.corpus.tokenizer import train_subword_model
 from mtkit.errors import DataError
-from mtkit.tokenizer import train_subword_model
 
 SP_BLOCK = 10_000  # sentencepiece reads this many pairs' sources, then their targets
 SAMPLE_SEED = 1  # which sentences a corpus larger than the sample trains on
@@ -54,7 +54,7 @@ class SubwordJob:
     """One model to train: on ``columns`` of ``text`` (``sentences`` of them, ``characters``).
 
     ``sample`` is sentencepiece's ``input_sentence_size``
-    (:func:`mtkit.tokenizer.sample_size`); when it is smaller than ``sentences``,
+    (:func:`mtkit.corpus.tokenizer.sample_size`); when it is smaller than ``sentences``,
     only a uniform random ``sample`` of them is fed.
     """
 

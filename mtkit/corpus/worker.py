@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mtkit.corpus.encode import encode_texts, read_message, write_message
 from mtkit.corpus.layout import TextReader
-from mtkit.tokenizer import SubwordModel, TextCodec
+from mtkit.corpus.tokenizer import SubwordModel, TextCodec
 
 
 def serve() -> None:

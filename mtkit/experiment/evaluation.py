@@ -46,7 +46,7 @@ class TestSet:
 
 def load_test_set(run: RunConfig) -> TestSet:
     """Read the test split of ``run.data`` exactly as training reads it (empty pairs dropped)."""
-    from mtkit.data import split_sources
+    from mtkit.corpus.sources import split_sources
 
     sources = split_sources(run.data)
     if "test" not in sources:
@@ -140,7 +140,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], test: TestSet) -> dict[str
     if cached is not None and cached.get("test_sentences") == len(test):
         return cached
     from mtkit.experiment.overrides import compose
-    from mtkit.translator import Translator
+    from mtkit.search.translator import Translator
 
     start = time.perf_counter()
     translator = Translator.from_checkpoint(run_dir / "best.pt", device="cpu", precision="fp32")
@@ -163,8 +163,8 @@ def evaluate_run(run_dir: Path, overrides: list[str], test: TestSet) -> dict[str
 
 def padding_pct(run: RunConfig) -> float:
     """Padding of the first epoch's training batches, in % of real tokens (both sides)."""
-    from mtkit.batching import TokenBatchSampler, padding_overhead
-    from mtkit.data import load_corpus
+    from mtkit.corpus.batching import TokenBatchSampler, padding_overhead
+    from mtkit.corpus.cache import load_corpus
 
     split = load_corpus(run.data, run.tokenizer).splits["train"]
     sampler = TokenBatchSampler(
@@ -209,7 +209,7 @@ def evaluate_decoding(
             results[name] = cached
             continue
         if translator is None:
-            from mtkit.translator import Translator
+            from mtkit.search.translator import Translator
 
             translator = Translator.from_checkpoint(checkpoint, device="cpu", precision="fp32")
         start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 :mod:`mtkit.serve.batcher` gathers concurrent requests into search batches on one worker
 thread: greedy requests join one running search (:mod:`mtkit.serve.greedy` over
-:mod:`mtkit.serve.stream`), beam requests are decoded in groups; requests, jobs and
+:mod:`mtkit.search.stream`), beam requests are decoded in groups; requests, jobs and
 counters are in :mod:`mtkit.serve.jobs`. :mod:`mtkit.serve.process` runs that batcher in
 a model process of its own (the command line's default), so the HTTP event loop never
 holds the model's interpreter lock. :mod:`mtkit.serve.app` is the HTTP API and web

@@ -28,18 +28,18 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import mtkit
-from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
-from mtkit.ensemble import Ensemble, load_ensemble
 from mtkit.errors import ConfigError
-from mtkit.int8 import parameter_count
-from mtkit.model import Seq2Seq
-from mtkit.search import Hypothesis
+from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
+from mtkit.model.seq2seq import Seq2Seq
+from mtkit.search.ensemble import Ensemble, load_ensemble
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.int8 import parameter_count
+from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
 from mtkit.serve.inline import InlineBatcher
 from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
-from mtkit.translator import Translator
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -93,7 +93,9 @@ def load_model(
         model: torch.nn.Module
         model, codec = model_from_payload(payload, str(paths[0]))
         if shortlist:
-            from mtkit.shortlist import with_shortlist  # loads the corpus code: only when asked
+            from mtkit.search.shortlist import (
+                with_shortlist,  # loads the corpus code: only when asked
+            )
 
             model = with_shortlist(model, payload, str(paths[0]))
         data = [dict(payload["data"])]

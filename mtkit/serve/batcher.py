@@ -6,7 +6,7 @@ request alone wastes most of the machine under load. Here HTTP handlers only *su
 requests; a single worker thread owns the model and decodes them in one of two ways.
 
 Greedy requests (beam size 1, no coverage penalty) join one running greedy search, a
-:class:`~mtkit.serve.stream.GreedyStream` (continuous batching): between two steps the
+:class:`~mtkit.search.stream.GreedyStream` (continuous batching): between two steps the
 worker encodes the greedy requests that have arrived and appends their sentences to the
 active ones, as long as the stream holds at most ``max_rows`` sentences and
 ``batch_tokens`` source tokens (a request always joins an empty stream whole), and a
@@ -18,7 +18,7 @@ follow the total output length over the stream's width. New sentences join in gr
 sentence as for several.
 
 Beam requests are decoded in groups: the oldest waiting beam request with every waiting
-request of the same beam size, in one :meth:`~mtkit.translator.Translator.translate_nbest`
+request of the same beam size, in one :meth:`~mtkit.search.translator.Translator.translate_nbest`
 call, up to one search batch (``batch_tokens / beam_size`` source tokens, estimated).
 While the greedy stream is idle, the worker first waits until the service has been quiet
 for a moment: no request has arrived and no answer has been handed to a client
@@ -32,7 +32,7 @@ duration (``QUIET_SHARE`` and ``GATHER_SHARE`` of it, between ``wait_ms`` and
 once its oldest request has waited that longest gathering.
 
 Results equal translating each request alone: a streamed sentence gets what
-:func:`~mtkit.search.greedy_search` gives it alone (see :mod:`mtkit.serve.stream`), the
+:func:`~mtkit.search.greedy_search` gives it alone (see :mod:`mtkit.search.stream`), the
 Translator's batches give the same hypotheses as one sentence at a time, ``nbest`` only
 cuts a finished n-best list, and keeping attention does not change the search, so
 requests that differ only in ``nbest`` or ``attention`` share a batch and each gets
@@ -49,10 +49,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.translator import Translator
 from mtkit.serve.greedy import GreedyJobs
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
-from mtkit.translator import Translator
 
 __all__ = [
     "Batcher",

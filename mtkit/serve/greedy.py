@@ -1,7 +1,7 @@
 """The greedy requests' side of the service's worker: jobs in, answers out, via a stream.
 
 :class:`GreedyJobs` feeds the sentences of greedy requests into one
-:class:`~mtkit.serve.stream.GreedyStream`, detokenizes the hypotheses that finish after
+:class:`~mtkit.search.stream.GreedyStream`, detokenizes the hypotheses that finish after
 each step, and answers a request once its last sentence has finished (empty texts are
 answered at once, as the Translator does). The stream runs on the Translator's model,
 device and dtype, in inference mode as the Translator searches. A failing step is a bug:
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.stream import GreedyStream
+from mtkit.search.translator import Translator
 from mtkit.serve.jobs import BatcherStats, Job
-from mtkit.serve.stream import GreedyStream
-from mtkit.translator import Translator
 
 log = logging.getLogger(__name__)
 

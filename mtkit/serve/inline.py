@@ -28,11 +28,11 @@ import contextlib
 from concurrent.futures import Future
 from dataclasses import astuple
 
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.translator import Translator
 from mtkit.serve.batcher import MAX_ROWS, Batcher, joining
 from mtkit.serve.greedy import GreedyJobs
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
-from mtkit.translator import Translator
 
 YIELDS = 3  # event loop iterations between two steps (1 measured the same under load)
 

@@ -6,7 +6,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis
 
 
 class QueueFull(Exception):

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import astuple, replace
 from typing import Any
 
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis
 from mtkit.serve.jobs import BatcherStats, Request
 from mtkit.serve.process import ModelProcess, WorkerSpec
 

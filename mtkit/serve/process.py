@@ -34,8 +34,7 @@ from typing import Any
 import torch
 
 from mtkit.errors import MtkitError
-from mtkit.hypothesis import pack, unpack
-from mtkit.search import Hypothesis
+from mtkit.search.hypothesis import Hypothesis, pack, unpack
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, QueueFull, Request
 
 log = logging.getLogger(__name__)

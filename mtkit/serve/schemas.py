@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtkit.search import Hypothesis
-from mtkit.translator import Translator
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.translator import Translator
 
 
 class TranslateBody(BaseModel):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mtkit.attention import (
+from mtkit.config import ATTENTION_TYPES
+from mtkit.model.attention import (
     BLOCK_ELEMENTS,
     Attention,
     additive_scores_reference,
@@ -16,7 +17,6 @@ from mtkit.attention import (
     general_scores_reference,
     sigmoid_scores,
 )
-from mtkit.config import ATTENTION_TYPES
 
 KINDS = [kind for kind in ATTENTION_TYPES if kind != "none"]
 MASK = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
@@ -94,7 +94,7 @@ def test_scores_in_row_blocks_are_the_single_pass_numbers(
     torch.manual_seed(3)
     query, keys, v = torch.randn(rows, steps, 16), torch.randn(rows, length, 16), torch.randn(16)
     single = torch.matmul((query.unsqueeze(2) + keys.unsqueeze(1)).sigmoid(), v)
-    monkeypatch.setattr("mtkit.attention.BLOCK_ELEMENTS", 3 * steps * length * 16)  # 3 rows
+    monkeypatch.setattr("mtkit.model.attention.BLOCK_ELEMENTS", 3 * steps * length * 16)  # 3 rows
     with torch.inference_mode():
         blocked = sigmoid_scores(query, keys, v)
     assert blocked.shape == (rows, steps, length)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtkit.batching import TokenBatchSampler, fill_batches, padding_overhead, sorted_batches
+from mtkit.corpus.batching import TokenBatchSampler, fill_batches, padding_overhead, sorted_batches
 
 BUDGET = 400
 BUCKETS = [[5, 10], [10, 15], [20, 25], [40, 50]]
@@ -210,7 +210,7 @@ def test_batches_of_a_seed_and_epoch_never_change(dtype: type) -> None:
 
 @pytest.mark.parametrize("budget", [1, 7, 40, 400, 10**6])
 def test_the_fast_cut_of_sorted_pools_equals_the_greedy_loop(budget: int) -> None:
-    from mtkit.batching import _ascending_cuts, _greedy_cuts
+    from mtkit.corpus.batching import _ascending_cuts, _greedy_cuts
 
     rng = np.random.default_rng(budget)
     for n in (1, 2, 50, 2000):

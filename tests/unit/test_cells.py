@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkit.cells import GRU, LSTM, make_rnn
 from mtkit.config import ModelConfig
-from mtkit.dropout import dropout
-from mtkit.model import Seq2Seq
+from mtkit.model.cells import GRU, LSTM, make_rnn
+from mtkit.model.dropout import dropout
+from mtkit.model.seq2seq import Seq2Seq
 
 
 def initial_state(cell: str, layers: int, batch: int, hidden: int):
@@ -89,7 +89,7 @@ def test_make_rnn_builds_the_cells_of_this_module():
     assert make_rnn("gru", 3, 4, 1, 0.2).dropout == 0.0  # no dropout after the top layer
 
 
-# Parameter names and shapes of models built before the cells moved to mtkit.cells
+# Parameter names and shapes of models built before the cells moved to mtkit.model.cells
 # (decoder.rnn was a plain torch.nn.LSTM/GRU): checkpoints written then must still load.
 OLD_LSTM_BAHDANAU = {
     "output_ids": (40,),

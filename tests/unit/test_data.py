@@ -14,11 +14,10 @@ import torch
 from conftest import tiny_pairs, write_lines
 
 import mtkit.corpus.cache
-from mtkit.batching import collate
 from mtkit.config import DATA_DIR, DataConfig, TokenizerConfig
-from mtkit.data import Corpus, load_corpus
-from mtkit.errors import ConfigError, DataError
-from mtkit.tokenizer import (
+from mtkit.corpus.batching import collate
+from mtkit.corpus.cache import Corpus, load_corpus
+from mtkit.corpus.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -28,6 +27,7 @@ from mtkit.tokenizer import (
     source_ids,
     train_subword_model,
 )
+from mtkit.errors import ConfigError, DataError
 
 TOK = TokenizerConfig(vocab_size=100)
 
@@ -98,7 +98,7 @@ def test_encode_source_matches_stored_ids(tiny_corpus_dir: Path, tmp_path: Path)
 
 def test_small_and_large_batches_encode_and_decode_alike() -> None:
     """Below SERIAL_BELOW texts are encoded one by one: the ids and texts are the same."""
-    from mtkit.tokenizer import SERIAL_BELOW
+    from mtkit.corpus.tokenizer import SERIAL_BELOW
 
     sentences = [f"the cat {i} sees the dog number {i * 7}" for i in range(2 * SERIAL_BELOW)]
     model = SubwordModel(train_subword_model(sentences, TokenizerConfig(vocab_size=60)))
@@ -845,7 +845,7 @@ def in_memory_build(
     Pairs with an empty side dropped; sentencepiece fed blocks of 10,000 training pairs
     (their sources, then their targets); codec encoding; long training pairs dropped.
     """
-    from mtkit.readers import iter_file_pair
+    from mtkit.corpus.readers import iter_file_pair
 
     roles = [r for r in ("train", "valid", "test") if (directory / f"{r}.xx").is_file()]
     pairs, empty = {}, {}
@@ -1110,15 +1110,15 @@ def test_preparation_logs_progress_with_time_left(
 def test_sentencepiece_sample_is_bounded(
     tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
-    import mtkit.tokenizer
-    from mtkit.tokenizer import sample_size
+    import mtkit.corpus.tokenizer
+    from mtkit.corpus.tokenizer import sample_size
 
     cfg = TokenizerConfig(max_sentences=1000)
-    budget = mtkit.tokenizer.SAMPLE_CHARACTERS
+    budget = mtkit.corpus.tokenizer.SAMPLE_CHARACTERS
     assert sample_size(cfg, 500, 500 * 40) == 1000  # the whole corpus fits
     assert sample_size(cfg, 5000, 5000 * 40) == 1000  # max_sentences of it fit
     assert sample_size(cfg, 10**8, 10**8 * (budget // 100)) == 100  # only 100 sentences fit
-    monkeypatch.setattr(mtkit.tokenizer, "SAMPLE_CHARACTERS", 200 * 30)
+    monkeypatch.setattr(mtkit.corpus.tokenizer, "SAMPLE_CHARACTERS", 200 * 30)
     caplog.set_level("INFO", logger="mtkit")
     corpus = load_corpus(dir_cfg(tiny_corpus_dir), TOK, tmp_path / "cache")
     assert any("random sample of" in r.getMessage() for r in caplog.records)
@@ -1313,7 +1313,7 @@ import os, signal
 from pathlib import Path
 import mtkit.corpus.prepare as prepare
 from mtkit.config import DATA_DIR, DataConfig, TokenizerConfig
-from mtkit.data import load_corpus
+from mtkit.corpus.cache import load_corpus
 
 def killed(*args):
     os.kill(os.getpid(), signal.SIGKILL)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mtkit.config import LossConfig
-from mtkit.loss import (
+from mtkit.model.loss import (
     Criterion,
     FusedLinearCrossEntropy,
     inclusion_probability,

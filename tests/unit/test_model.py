@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtkit.batching import collate
 from mtkit.config import ATTENTION_TYPES, LossConfig, ModelConfig
-from mtkit.loss import Criterion
-from mtkit.model import Seq2Seq
+from mtkit.corpus.batching import collate
+from mtkit.model.loss import Criterion
+from mtkit.model.seq2seq import Seq2Seq
 
 VOCAB = 40
 CELLS = ("gru", "lstm")
@@ -269,8 +269,8 @@ def test_tied_embeddings_share_storage():
 def test_pretrained_embeddings_cover_known_pieces(tmp_path):
     from mtkit import errors
     from mtkit.config import TokenizerConfig
-    from mtkit.model import load_pretrained
-    from mtkit.tokenizer import SubwordModel, train_subword_model
+    from mtkit.corpus.tokenizer import SubwordModel, train_subword_model
+    from mtkit.model.seq2seq import load_pretrained
 
     sentences = ["the cat sees the dog", "a dog runs", "the small cat sleeps"] * 20
     vocab = SubwordModel(train_subword_model(sentences, TokenizerConfig(vocab_size=30)))
@@ -325,7 +325,7 @@ def test_column_counts_count_training_targets_per_output_column():
 
 
 def test_byte_mask_dropout_is_unbiased_and_masks_gradients():
-    from mtkit.dropout import dropout
+    from mtkit.model.dropout import dropout
 
     torch.manual_seed(0)
     x = torch.ones(400, 500, requires_grad=True)
@@ -342,7 +342,7 @@ def test_byte_mask_dropout_is_unbiased_and_masks_gradients():
 def test_byte_mask_dropout_follows_the_bernoulli_definition(p):
     """Same law as x * Bernoulli(1 - p) / (1 - p), with p rounded to 1/256; backward reuses
     the forward mask exactly."""
-    from mtkit.dropout import dropout, dropout_reference, effective_rate
+    from mtkit.model.dropout import dropout, dropout_reference, effective_rate
 
     rate = effective_rate(p)
     assert rate == round(256 * p) / 256 and abs(rate - p) <= 1 / 512
@@ -363,7 +363,7 @@ def test_byte_mask_dropout_follows_the_bernoulli_definition(p):
 
 
 def test_dropout_rounding_edges():
-    from mtkit.dropout import dropout
+    from mtkit.model.dropout import dropout
 
     x = torch.ones(1000)
     assert torch.equal(dropout(x, 1 / 1024, training=True), x)  # below 1/512: drops nothing

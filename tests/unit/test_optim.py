@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mtkit.config import TrainConfig
-from mtkit.optim import EarlyStopping, LearningRate, teacher_forcing_ratio
+from mtkit.training.optim import EarlyStopping, LearningRate, teacher_forcing_ratio
 
 
 def test_early_stopping_on_bleu_counts_validations_without_a_gain():

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
+from mtkit.corpus.tokenizer import EOS_ID
 from mtkit.search import SearchOptions, beam_search, forced_scores, greedy_search
-from mtkit.tokenizer import EOS_ID
 
 A, B, C = 4, 5, 6
 VOCAB = 7

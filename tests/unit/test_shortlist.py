@@ -10,18 +10,18 @@ import torch
 from conftest import tiny_pairs, write_lines
 from helpers import tiny_run
 
-import mtkit.shortlist.step as shortlist_step
-import mtkit.shortlist.table as shortlist_table
-from mtkit.batching import pad_sequences
-from mtkit.checkpoint import build_payload, save_checkpoint
+import mtkit.search.shortlist.step as shortlist_step
+import mtkit.search.shortlist.table as shortlist_table
 from mtkit.config import RunConfig
+from mtkit.corpus.batching import pad_sequences
 from mtkit.corpus.cache import Corpus, load_corpus
+from mtkit.corpus.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from mtkit.errors import CheckpointError
-from mtkit.model import Seq2Seq, build_model
+from mtkit.model.checkpoint import build_payload, save_checkpoint
+from mtkit.model.seq2seq import Seq2Seq, build_model
 from mtkit.search import beam_search, greedy_search
-from mtkit.shortlist import Shortlist, Shortlisted, build_shortlist
-from mtkit.tokenizer import BOS_ID, EOS_ID, UNK_ID
-from mtkit.translator import Translator
+from mtkit.search.shortlist import Shortlist, Shortlisted, build_shortlist
+from mtkit.search.translator import Translator
 
 SENTENCES = [
     "red cat sleeps",
@@ -210,7 +210,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], main, argv: list[str]) ->
 def test_the_command_writes_a_copy_and_refuses_bad_input(
     setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from mtkit.shortlist.__main__ import main
+    from mtkit.shortlist import main
     from mtkit.translate import main as translate_main
 
     run, corpus, model = setup

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from mtkit.config import ModelConfig, SearchOptions
-from mtkit.decoder import DecoderState
-from mtkit.encoder import EncoderOutput
-from mtkit.ensemble import Ensemble
-from mtkit.hypothesis import Hypothesis, StepModel
-from mtkit.model import Seq2Seq
+from mtkit.corpus.tokenizer import EOS_ID
+from mtkit.model.decoder import DecoderState
+from mtkit.model.encoder import EncoderOutput
+from mtkit.model.seq2seq import Seq2Seq
 from mtkit.search import greedy_search
-from mtkit.serve.stream import GreedyStream
-from mtkit.tokenizer import EOS_ID
+from mtkit.search.ensemble import Ensemble
+from mtkit.search.hypothesis import Hypothesis, StepModel
+from mtkit.search.stream import GreedyStream
 
 VOCAB = 40
 OPTIONS = SearchOptions(length_norm="gnmt", length_penalty=0.6, max_len_a=1.0, max_len_b=3)

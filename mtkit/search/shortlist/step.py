@@ -1,6 +1,6 @@
 """Decoding over a sentence's shortlist: a StepModel wrapping a Seq2Seq, as Marian does on CPUs.
 
-``encode`` also works out each sentence's allowed columns (:mod:`mtkit.shortlist.table`),
+``encode`` also works out each sentence's allowed columns (:mod:`mtkit.search.shortlist.table`),
 and ``step`` computes logits, for each group of ``GROUP_ROWS`` rows, over the union of
 the group's allowed columns only, masks each row to its own set and log-softmaxes over
 it. A sentence's result therefore never depends on its batch, and with every column
@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.corpus.layout import CorpusSplit
-from mtkit.decoder import DecoderState
-from mtkit.encoder import EncoderOutput
+from mtkit.corpus.tokenizer import EOS_ID, UNK_ID
 from mtkit.errors import CheckpointError
-from mtkit.model import Seq2Seq
-from mtkit.shortlist.table import SPECIALS, Shortlist
-from mtkit.tokenizer import EOS_ID, UNK_ID
+from mtkit.model.decoder import DecoderState
+from mtkit.model.encoder import EncoderOutput
+from mtkit.model.seq2seq import Seq2Seq
+from mtkit.search.shortlist.table import SPECIALS, Shortlist
 
 GROUP_ROWS = 64  # rows whose allowed columns are scored together
 
@@ -158,7 +158,7 @@ def with_shortlist(model: Seq2Seq, payload: dict[str, Any], source: str) -> Shor
 def coverage(shortlisted: Shortlisted, split: CorpusSplit, batch: int = 256) -> tuple[float, float]:
     """Share of ``split``'s reference target pieces (and EOS) inside their sentence's allowed
     set, and the mean allowed set size as a share of the M columns."""
-    from mtkit.batching import pad_sequences
+    from mtkit.corpus.batching import pad_sequences
 
     column_of = shortlisted.model.column_of
     covered = total = 0

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from mtkit.config import SearchOptions
-from mtkit.tokenizer import EOS_ID
+from mtkit.corpus.tokenizer import EOS_ID
 
 COMPACT = 0.10  # drop finished sentences once they are this share of the active batch
 
 
 class StepModel(Protocol):
-    """A model as search sees it (``mtkit.model.Seq2Seq`` is one)."""
+    """A model as search sees it (``mtkit.model.seq2seq.Seq2Seq`` is one)."""
 
     @property
     def output_ids(self) -> torch.Tensor:

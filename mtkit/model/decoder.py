@@ -12,13 +12,13 @@ Three decoder structures, chosen by ``model.attention`` and ``model.input_feed``
   feeding it is also fed to the next step's RNN input.
 
 :meth:`Decoder.step` is one step from the previous ids, returning the features (the input
-of the output projection, which :class:`~mtkit.model.Seq2Seq` owns). The teacher-forced
+of the output projection, which :class:`~mtkit.model.seq2seq.Seq2Seq` owns). The teacher-forced
 :meth:`Decoder.forward` computes the same as a loop of steps, faster: when nothing feeds
 back (``none``, or Luong without input feeding) the target goes through the RNN in one
 call; otherwise it loops over the RNN/attention part of a step (``_advance``), with what
 does not depend on the previous step (the embedding half of the first layer's input
 projection, the final feature layer for ``bahdanau``) computed for all steps in single
-batched calls. The cell equations live in :mod:`mtkit.cells`.
+batched calls. The cell equations live in :mod:`mtkit.model.cells`.
 
 Shapes: B batch, S source length, T target length, E embedding, H hidden, D encoder
 output size, G first-layer gates, L decoder layers.
@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkit.attention import Attention
-from mtkit.cells import make_rnn
 from mtkit.config import ModelConfig
-from mtkit.dropout import Dropout
-from mtkit.encoder import EncoderOutput
-from mtkit.tokenizer import PAD_ID
+from mtkit.corpus.tokenizer import PAD_ID
+from mtkit.model.attention import Attention
+from mtkit.model.cells import make_rnn
+from mtkit.model.dropout import Dropout
+from mtkit.model.encoder import EncoderOutput
 
 
 @dataclass
@@ -202,7 +202,7 @@ class Decoder(nn.Module):
         Those gates depend only on the previous token, so for a model that no longer
         trains they are one table (V, G), computed here in fp32: a step then looks its B
         rows up instead of multiplying (B, E) by (E, G), which for a few rows is a
-        product's fixed cost, not its arithmetic (mtkit.int8 uses it). Only in eval
+        product's fixed cost, not its arithmetic (mtkit.search.int8 uses it). Only in eval
         mode; training ignores the table, which is not saved with the model.
         """
         with torch.no_grad():

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from mtkit.config import DataConfig
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mtkit.corpus.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:
-    from mtkit.data import CorpusSplit
+    from mtkit.corpus.layout import CorpusSplit
 
 
 @dataclass

@@ -24,14 +24,14 @@ group, U columns in its union, H features, k candidates per source piece.
 
 from __future__ import annotations
 
-from mtkit.shortlist.step import (
+from mtkit.search.shortlist.step import (
     GROUP_ROWS,
     Shortlisted,
     ShortlistEncoding,
     coverage,
     with_shortlist,
 )
-from mtkit.shortlist.table import Shortlist, build_shortlist
+from mtkit.search.shortlist.table import Shortlist, build_shortlist
 
 __all__ = [
     "GROUP_ROWS",

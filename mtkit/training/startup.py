@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from mtkit import distributed, launch
-from mtkit.checkpoint import remove_stale_temp_files, step_checkpoints
 from mtkit.config import RunConfig, TrainConfig
-from mtkit.data import Corpus, load_corpus
+from mtkit.corpus.cache import Corpus, load_corpus
 from mtkit.errors import ConfigError, DataError, MtkitError
-from mtkit.model import Seq2Seq
-from mtkit.validation import long_pairs
+from mtkit.model.checkpoint import remove_stale_temp_files, step_checkpoints
+from mtkit.model.seq2seq import Seq2Seq
+from mtkit.training import distributed, launch
+from mtkit.training.validation import long_pairs
 
 log = logging.getLogger("mtkit")
 

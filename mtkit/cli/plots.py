@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtkit.cli_io import new_file_mode
 from mtkit.errors import DataError, MtkitError
-from mtkit.search import Hypothesis
-from mtkit.translator import Translator
+from mtkit.runtime import new_file_mode
+from mtkit.search.hypothesis import Hypothesis
+from mtkit.search.translator import Translator
 
 
 def save_attention_plots(

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtkit.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
 from mtkit.corpus.cache import Corpus, load_corpus
 from mtkit.errors import CheckpointError, ConfigError, run_cli
-from mtkit.shortlist.step import Shortlisted, coverage
-from mtkit.shortlist.table import MAX_PAIRS, build_shortlist
+from mtkit.model.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
+from mtkit.search.shortlist.step import Shortlisted, coverage
+from mtkit.search.shortlist.table import MAX_PAIRS, build_shortlist
 
 PROG = "mtkit-shortlist"
 

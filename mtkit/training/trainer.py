@@ -2,9 +2,9 @@
 
 ``fit(run, run_dir)`` takes plain dataclasses (no Hydra), so tests drive it directly.
 A run directory ends up with ``config.yaml``, ``train.log``, ``metrics.csv``,
-``summary.json`` (see :mod:`mtkit.run_files`), ``best.pt``, ``last.pt`` and the last
+``summary.json`` (see :mod:`mtkit.training.run_files`), ``best.pt``, ``last.pt`` and the last
 ``train.keep_checkpoints`` validation checkpoints ``step-XXXXXX.pt`` (see
-:mod:`mtkit.checkpoint`). ``last.pt`` carries the optimizer, schedule, RNG and
+:mod:`mtkit.model.checkpoint`). ``last.pt`` carries the optimizer, schedule, RNG and
 data-order state: resuming from it continues exactly where the run stopped.
 """
 
@@ -23,26 +23,27 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mtkit import checkpoint, distributed, launch
-from mtkit.batching import Batch, TokenBatchSampler, collate
 from mtkit.config import RunConfig
-from mtkit.data import Corpus
+from mtkit.corpus.batching import Batch, TokenBatchSampler, collate
+from mtkit.corpus.cache import Corpus
 from mtkit.errors import ConfigError, TrainingError
-from mtkit.loss import Criterion, LossResult
-from mtkit.model import Seq2Seq, build_model
-from mtkit.optim import EarlyStopping, LearningRate, build_optimizer, teacher_forcing_ratio
-from mtkit.progress import Progress
-from mtkit.run_files import RunFiles, log_file
+from mtkit.model import checkpoint
+from mtkit.model.loss import Criterion, LossResult
+from mtkit.model.seq2seq import Seq2Seq, build_model
 from mtkit.runtime import autocast_context, resolve_device, resolve_precision, set_threads
-from mtkit.signals import Interrupted, StopSignals
-from mtkit.startup import (
+from mtkit.training import distributed, launch
+from mtkit.training.optim import EarlyStopping, LearningRate, build_optimizer, teacher_forcing_ratio
+from mtkit.training.progress import Progress
+from mtkit.training.run_files import RunFiles, log_file
+from mtkit.training.signals import Interrupted, StopSignals
+from mtkit.training.startup import (
     carry_best,
     check_loss_settings,
     check_run_directory,
     describe_start,
     load_shared_corpus,
 )
-from mtkit.validation import Scorer
+from mtkit.training.validation import Scorer
 
 log = logging.getLogger("mtkit")
 
@@ -61,7 +62,7 @@ def train_step(
     """Forward, loss, backward, clip, update. Returns the loss and whether the update happened.
 
     ``loss_weight`` scales the loss before backward (a process's part of a split batch:
-    :func:`mtkit.distributed.part`).
+    :func:`mtkit.training.distributed.part`).
 
     A step whose gradient norm is not finite (NaN/inf loss) is skipped: no update, so the
     weights (and any checkpoint written later) stay finite.

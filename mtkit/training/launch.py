@@ -13,7 +13,7 @@ torch only to ask whether CUDA is there when ``train.device=auto``): it starts `
 copies of itself with the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``/``MASTER_PORT`` on a free loopback port) plus ``MTKIT_PROCESSES``, so
 each copy trains through the same distributed code as under ``torchrun``; only the
-batches differ (:func:`mtkit.distributed.part`). The supervisor forwards Ctrl-C and
+batches differ (:func:`mtkit.training.distributed.part`). The supervisor forwards Ctrl-C and
 SIGTERM to every copy exactly once (the copies have their own process group, so the
 terminal does not signal them a second time), stops the others when one fails, and
 exits with the status of the first that failed. A copy dies with the supervisor (Linux:
@@ -25,7 +25,6 @@ error when rank 0 has none of its own (:func:`report_errors`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -38,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from mtkit.config import TrainConfig
+from mtkit.runtime import own_group_and_die_with_parent
 
 ENV_PROCESSES = "MTKIT_PROCESSES"
 """Set in the processes :func:`run_processes` starts: the number of them."""
@@ -48,7 +48,6 @@ LOST_PEER = "another process of this run stopped"
 
 PEER_NOTICE_S = 10.0  # after one process failed: time for the others to notice and stop
 STOP_GRACE_S = 20.0  # then how long they get to stop on SIGTERM before SIGKILL
-_PR_SET_PDEATHSIG = 1
 
 
 def started_here() -> int:
@@ -113,16 +112,6 @@ def child_environment(
     env[ENV_PROCESSES] = str(count)
     env.setdefault("OMP_NUM_THREADS", str(threads))
     return env
-
-
-def own_group_and_die_with_parent(parent: int) -> None:
-    """In the child before exec: a process group of its own (the terminal's Ctrl-C reaches
-    only the supervisor, which forwards it once) and death with the supervisor."""
-    os.setpgid(0, 0)
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the supervisor died before prctl took effect
-            os._exit(1)
 
 
 def start(

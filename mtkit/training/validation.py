@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mtkit.batching import collate, sorted_batches
 from mtkit.config import DecodeConfig
-from mtkit.data import CorpusSplit
-from mtkit.loss import Criterion
+from mtkit.corpus.batching import collate, sorted_batches
+from mtkit.corpus.layout import CorpusSplit
+from mtkit.corpus.tokenizer import TextCodec
 from mtkit.metrics import Score, bleu, perplexity
-from mtkit.model import Seq2Seq
+from mtkit.model.loss import Criterion
+from mtkit.model.seq2seq import Seq2Seq
 from mtkit.runtime import autocast_context
-from mtkit.tokenizer import TextCodec
-from mtkit.translator import Translator
+from mtkit.search.translator import Translator
 
 
 @dataclass

@@ -1,16 +1,8 @@
-"""Search over a model's step function: greedy search, beam search and forced decoding.
+"""Greedy search: all B sentences advance together, each taking its most likely column.
 
-The public face of search::
-
-    from mtkit.search import SearchOptions, beam_search, greedy_search, forced_scores
-
-Both searches take a :class:`StepModel` (see :mod:`mtkit.hypothesis`), source ids (B, S)
-and lengths (B,), and return ``list[list[Hypothesis]]``: for each sentence its
-hypotheses, best first (greedy search: exactly one). Their ``text`` is left empty for
-the caller to detokenize. Beam search lives in :mod:`mtkit.beam`; greedy search is
-below: all B sentences advance together, each taking its most likely column, and those
-that have emitted EOS leave the batch in chunks (``COMPACT``). Shapes: B sentences,
-A active, M output columns, S source length, T steps.
+Those that have emitted EOS leave the batch in chunks (``COMPACT``). Shapes: B sentences,
+A active, M output columns, S source length, T steps. Beam search lives in
+:mod:`mtkit.search.beam`; :mod:`mtkit.search` re-exports both.
 """
 
 from __future__ import annotations
@@ -20,9 +12,9 @@ from typing import Any
 
 import torch
 
-from mtkit.beam import beam_search
 from mtkit.config import SearchOptions
-from mtkit.hypothesis import (
+from mtkit.corpus.tokenizer import BOS_ID, EOS_ID
+from mtkit.search.hypothesis import (
     COMPACT,
     Hypothesis,
     OutputColumns,
@@ -32,16 +24,8 @@ from mtkit.hypothesis import (
     limit_length,
     max_lengths,
 )
-from mtkit.tokenizer import BOS_ID, EOS_ID
 
-__all__ = [
-    "Hypothesis",
-    "SearchOptions",
-    "StepModel",
-    "beam_search",
-    "forced_scores",
-    "greedy_search",
-]
+__all__ = ["forced_scores", "greedy_search"]
 
 
 @dataclass

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mtkit.cells import make_rnn
 from mtkit.config import ModelConfig
-from mtkit.dropout import Dropout
-from mtkit.tokenizer import PAD_ID
+from mtkit.corpus.tokenizer import PAD_ID
+from mtkit.model.cells import make_rnn
+from mtkit.model.dropout import Dropout
 
 
 @dataclass

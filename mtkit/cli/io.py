@@ -22,7 +22,8 @@ from types import FrameType, TracebackType
 from typing import TextIO
 
 from mtkit.errors import DataError
-from mtkit.signals import Aborted
+from mtkit.runtime import new_file_mode
+from mtkit.training.signals import Aborted
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -119,14 +120,6 @@ class Output:
         if self.temp is not None:
             self.temp.unlink(missing_ok=True)
             self.temp = None
-
-
-def new_file_mode() -> int:
-    """The mode a new file gets under the process's umask (0o666 & ~umask), for files
-    written through a temporary file and renamed into place (mkstemp creates 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def silence_stdout() -> None:

@@ -2,7 +2,7 @@
 
 Under ``torchrun --nproc_per_node=N`` every process trains on its own shard of each
 epoch's batches (:func:`shard`). The processes that ``train.processes=N`` starts
-(:mod:`mtkit.launch`) instead split every batch between them (:func:`part`), so they
+(:mod:`mtkit.training.launch`) instead split every batch between them (:func:`part`), so they
 train on the batches one process would. Either way rank 0 alone validates and writes
 files, and decisions that must be the same everywhere (stop now, the learning rate
 after a plateau) are broadcast from it.

@@ -1,6 +1,6 @@
 """Translator: text in, text out, with exactly the source processing the model was trained with.
 
-Inputs are encoded by the checkpoint's own :class:`~mtkit.tokenizer.TextCodec`
+Inputs are encoded by the checkpoint's own :class:`~mtkit.corpus.tokenizer.TextCodec`
 (sentencepiece, reversal, EOS), sorted by length into token-budget batches for speed,
 searched, detokenized and put back in input order. Empty inputs give empty outputs.
 Search options are passed by name and checked: ``translate(texts, beam_size=5)``.
@@ -20,15 +20,17 @@ from typing import Any, cast
 
 import torch
 
-from mtkit.batching import pad_sequences, sorted_batches
-from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.config import DecodeConfig, SearchOptions
-from mtkit.decode_pool import DecodePool, LoadSpec, check_processes
+from mtkit.corpus.batching import pad_sequences, sorted_batches
+from mtkit.corpus.tokenizer import TextCodec
 from mtkit.errors import ConfigError
-from mtkit.int8 import check_int8, quantize_for_inference
+from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.runtime import resolve_device, single_thread
-from mtkit.search import Hypothesis, StepModel, beam_search, forced_scores, greedy_search
-from mtkit.tokenizer import TextCodec
+from mtkit.search.beam import beam_search
+from mtkit.search.greedy import forced_scores, greedy_search
+from mtkit.search.hypothesis import Hypothesis, StepModel
+from mtkit.search.int8 import check_int8, quantize_for_inference
+from mtkit.search.pool import DecodePool, LoadSpec, check_processes
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class Translator:
             # casts (the caller's model, possibly still training, is left as it is).
             model = copy.deepcopy(model).to(torch.bfloat16)
         elif precision == "int8":
-            check_int8(self.device)  # a copy with int8 step products (mtkit.int8)
+            check_int8(self.device)  # a copy with int8 step products (mtkit.search.int8)
             model = quantize_for_inference(model)
         elif precision != "fp32":
             raise ConfigError(f"precision={precision!r}; expected fp32, bf16 or int8")
@@ -101,7 +103,7 @@ class Translator:
         (:mod:`mtkit.shortlist`; a one-line CheckpointError if it holds none).
 
         ``processes`` > 1 searches every batch in that many single-threaded processes
-        (:mod:`mtkit.decode_pool`; the CPU only); :meth:`close` stops the helpers.
+        (:mod:`mtkit.search.pool`; the CPU only); :meth:`close` stops the helpers.
         """
         if check_processes(processes) > 1:
             spec = LoadSpec((str(path),), None, precision, shortlist, device)
@@ -110,7 +112,9 @@ class Translator:
         model: torch.nn.Module
         model, codec = model_from_payload(payload, str(path))
         if shortlist:
-            from mtkit.shortlist import with_shortlist  # loads the corpus code: only when asked
+            from mtkit.search.shortlist import (
+                with_shortlist,  # loads the corpus code: only when asked
+            )
 
             model = with_shortlist(model, payload, str(path))
         return cls(
@@ -137,7 +141,7 @@ class Translator:
         output vocabulary (else a one-line CheckpointError names the one that differs).
         ``processes`` as for :meth:`from_checkpoint`.
         """
-        from mtkit.ensemble import ensemble_translator  # ensemble.py builds on this module
+        from mtkit.search.ensemble import ensemble_translator  # ensemble.py builds on this module
 
         if check_processes(processes) > 1:
             spec = LoadSpec(
@@ -153,7 +157,7 @@ class Translator:
     @classmethod
     def with_helpers(cls, spec: LoadSpec, processes: int) -> Translator:
         """The Translator ``spec`` loads, searching each batch in ``processes`` processes:
-        this one and ``processes - 1`` helpers, one thread each (:mod:`mtkit.decode_pool`).
+        this one and ``processes - 1`` helpers, one thread each (:mod:`mtkit.search.pool`).
 
         The helpers start first, so they load while this process loads its own copy.
         """
@@ -332,7 +336,7 @@ class Translator:
         self, sources: list[list[int]], options: SearchOptions, return_attention: bool
     ) -> list[list[Hypothesis]]:
         """One batch, in this process or shared with the helpers: of P processes, process
-        k searches sentences k, k + P, ... (see :mod:`mtkit.decode_pool`)."""
+        k searches sentences k, k + P, ... (see :mod:`mtkit.search.pool`)."""
         if self.pool is None:
             return self.search_ids(sources, options, return_attention)
         share = self.processes

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mtkit.errors import ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 
 
@@ -224,8 +224,8 @@ class RuntimeConfig:
     # because OmegaConf 2.3 has no int-or-str fields; __post_init__ checks the value.
     threads: Any = "auto"
     # Data-parallel CPU training processes that python -m mtkit.train starts itself
-    # (mtkit.launch), each training on its part of every batch: an integer >= 1, or auto
-    # (2 on a CPU of 2 or more cores when threads=auto, else 1; mtkit.launch.resolve_processes).
+    # (mtkit.training.launch), each training on its part of every batch: an integer >= 1, or auto
+    # (2 on a CPU of 2 or more cores when threads=auto, else 1; mtkit.training.launch.resolve_processes).
     processes: Any = "auto"
 
     def __post_init__(self) -> None:

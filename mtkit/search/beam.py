@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 import torch
 
 from mtkit.config import SearchOptions
-from mtkit.hypothesis import (
+from mtkit.corpus.tokenizer import BOS_ID
+from mtkit.search.hypothesis import (
     COMPACT,
     Hypothesis,
     OutputColumns,
@@ -33,7 +34,6 @@ from mtkit.hypothesis import (
     limit_length,
     max_lengths,
 )
-from mtkit.tokenizer import BOS_ID
 
 Finished = list[tuple[float, list[int], torch.Tensor | None]]  # (score, ids, attention (T, S))
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkit.dropout import dropout
+from mtkit.model.dropout import dropout
 
 
 class StackedRNN(nn.RNNBase):
@@ -28,12 +28,12 @@ class StackedRNN(nn.RNNBase):
 
     Layer ``l > 0`` reads ``drop(output of layer l - 1)`` at the module's ``dropout`` rate in
     training, as the fused path does (there torch draws the mask, here
-    :func:`mtkit.dropout.dropout`). Stepping is for unidirectional stacks (the decoder).
+    :func:`mtkit.model.dropout.dropout`). Stepping is for unidirectional stacks (the decoder).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # int8 copies of the step's products (mtkit.int8), keyed by (weight name, first
+        # int8 copies of the step's products (mtkit.search.int8), keyed by (weight name, first
         # input column, columns, with bias); empty unless quantize_ made them.
         self.int8: dict[tuple[str, int, int, bool], nn.Module] = {}
 
@@ -58,13 +58,13 @@ class StackedRNN(nn.RNNBase):
         return weight, self._param(name.replace("weight", "bias")) if bias else None
 
     def quantize_(self, first_layer_splits: list[tuple[int, int, bool, float]]) -> None:
-        """Make int8 copies (:class:`mtkit.int8.Int8Linear`) of every product of a step.
+        """Make int8 copies (:class:`mtkit.search.int8.Int8Linear`) of every product of a step.
 
         ``first_layer_splits``: the (first column, columns, with bias, input bound) groups
         in which :meth:`input_gates` is called on the first layer's input. The hidden
         states the other products read lie in [-1, 1].
         """
-        from mtkit.int8 import Int8Linear
+        from mtkit.search.int8 import Int8Linear
 
         def copy(name: str, first: int, size: int, bias: bool, bound: float) -> None:
             weight, b = self._weight_and_bias(name, first, size, bias)

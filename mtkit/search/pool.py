@@ -7,7 +7,7 @@ added only a quarter to a third (``scripts/bench_decode.py``, int8: greedy 385 -
 sentences/s, beam 5 105 -> 142). Two single-threaded processes, each searching its own
 sentences, share nothing while they search: see README, "Results" for what they reach.
 
-**How a batch is shared.** The :class:`~mtkit.translator.Translator` cuts its
+**How a batch is shared.** The :class:`~mtkit.search.translator.Translator` cuts its
 length-sorted batches as before. Of each batch of n sentences, process k (0 is the
 calling process, 1 .. P-1 the helpers) searches the sentences at positions k, k + P,
 k + 2P, ...: neighbours in length order, so every part has nearly the same lengths and
@@ -16,7 +16,7 @@ processes always gives the same output; each part is searched as a batch of its 
 so the translations are those of one process wherever search is batch-invariant (it is
 in fp32 up to the last bit of a few rows; see README, "int8 decoding").
 
-**The helpers** are ``python -m mtkit.decode_pool`` processes, each connected by a
+**The helpers** are ``python -m mtkit.search.pool`` processes, each connected by a
 socket pair: they import nothing of the caller's script (so a script needs no
 ``if __name__ == "__main__"`` guard) and load the same checkpoints themselves, with one
 thread, while the calling process loads its own copy. They run in a process group of
@@ -47,8 +47,8 @@ from mtkit.config import SearchOptions
 from mtkit.errors import ConfigError, MtkitError
 
 if TYPE_CHECKING:  # torch loads in the helpers and in the caller's model code, not here:
-    from mtkit.hypothesis import Hypothesis  # a command starts its helpers before it
-    from mtkit.translator import Translator  # imports torch, so both load at once
+    from mtkit.search.hypothesis import Hypothesis  # a command starts its helpers before it
+    from mtkit.search.translator import Translator  # imports torch, so both load at once
 
 START_TIMEOUT_S = 300.0  # loading a large ensemble on a slow disk can take a while
 
@@ -102,7 +102,7 @@ class LoadSpec:
     def load(self) -> Translator:
         """The Translator these options give (one checkpoint, or an ensemble of several),
         without helpers of its own."""
-        from mtkit.translator import Translator
+        from mtkit.search.translator import Translator
 
         if len(self.checkpoints) == 1 and self.weights is None:
             return Translator.from_checkpoint(
@@ -163,7 +163,7 @@ class DecodePool:
             if message[0] != "done":
                 self.close()
                 raise MtkitError(f"decoding process {number + 1}: {message[1]}")
-            from mtkit.hypothesis import unpack
+            from mtkit.search.hypothesis import unpack
 
             results.append(unpack(message[1]))
         return results
@@ -214,14 +214,14 @@ class DecodePool:
 
 
 def _start_helper() -> tuple[Connection, subprocess.Popen]:
-    """``python -m mtkit.decode_pool FD`` on one end of a socket pair; the other end."""
-    from mtkit.launch import own_group_and_die_with_parent
+    """``python -m mtkit.search.pool FD`` on one end of a socket pair; the other end."""
+    from mtkit.runtime import own_group_and_die_with_parent
 
     ours, theirs = socket.socketpair()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     parent = os.getpid()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mtkit.decode_pool", str(theirs.fileno())],
+        [sys.executable, "-m", "mtkit.search.pool", str(theirs.fileno())],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         env=env,
@@ -241,8 +241,8 @@ def helper_main(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller stops us
     import torch
 
-    from mtkit.hypothesis import pack
     from mtkit.runtime import tune_process
+    from mtkit.search.hypothesis import pack
 
     def send(message: tuple[Any, ...]) -> None:
         try:

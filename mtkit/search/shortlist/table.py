@@ -22,7 +22,7 @@ import torch
 
 from mtkit.corpus.layout import CorpusSplit
 from mtkit.errors import CheckpointError
-from mtkit.model import Seq2Seq
+from mtkit.model.seq2seq import Seq2Seq
 
 MAX_PAIRS = 2_000_000  # training pairs counted at most (the first ones)
 MIN_COUNT = 2  # a candidate must co-occur with its source piece in this many pairs

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkit.batching import Batch
 from mtkit.config import ModelConfig
-from mtkit.decoder import Decoder, DecoderState
-from mtkit.encoder import Encoder, EncoderOutput
+from mtkit.corpus.batching import Batch
+from mtkit.corpus.tokenizer import EOS_ID, PAD_ID, UNK_ID, SubwordModel
 from mtkit.errors import ConfigError
-from mtkit.tokenizer import EOS_ID, PAD_ID, UNK_ID, SubwordModel
+from mtkit.model.decoder import Decoder, DecoderState
+from mtkit.model.encoder import Encoder, EncoderOutput
 
 log = logging.getLogger(__name__)
 

@@ -46,11 +46,11 @@ CPU, ``torch._int_mm`` and ``torch._weight_int8pack_mm``, measured 30 to 100 tim
 ``linear_dynamic`` 16 ms), so they are no option there yet. Should a later PyTorch drop
 the packed path, :func:`check_int8` turns ``--precision int8`` into a one-line error.
 
-What is quantized (:func:`quantize_for_inference`): in each :class:`~mtkit.model.Seq2Seq`,
+What is quantized (:func:`quantize_for_inference`): in each :class:`~mtkit.model.seq2seq.Seq2Seq`,
 the output layer, the decoder's attention projections and feature layer, and every
 matrix of the decoder RNN's step but one: the embedding half of the first layer's input
 gates depends only on the previous token, so it becomes a table of fp32 gates, one row
-per vocabulary entry (:meth:`~mtkit.decoder.Decoder.tabulate_embedding_gates`, while the
+per vocabulary entry (:meth:`~mtkit.model.decoder.Decoder.tabulate_embedding_gates`, while the
 table stays under ``GATE_TABLE_BYTES``; above, that product is int8 too). A lookup of a
 step's rows replaces a product whose cost, for the few rows of a service's step, is
 mostly fixed: a 13-row int8 step of a Multi30k model went from ~3.0 to ~2.7 ms on one
@@ -163,7 +163,7 @@ def quantize_for_inference(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose Seq2Seq decoders (one, or an ensemble's members, also
     under a shortlist) run their step's products in int8. The copy is for inference only:
     the quantized layers hold no trainable parameters."""
-    from mtkit.model import Seq2Seq  # model.py does not depend on this module
+    from mtkit.model.seq2seq import Seq2Seq  # model.py does not depend on this module
 
     model = copy.deepcopy(model).float()
     for module in list(model.modules()):

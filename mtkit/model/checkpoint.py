@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from mtkit.cli_io import new_file_mode
 from mtkit.config import DecodeConfig, ModelConfig, RunConfig, from_dict
+from mtkit.corpus.tokenizer import TextCodec
 from mtkit.errors import CheckpointError, ConfigError
-from mtkit.model import Seq2Seq
-from mtkit.tokenizer import TextCodec
+from mtkit.model.seq2seq import Seq2Seq
+from mtkit.runtime import new_file_mode
 
 FORMAT = "mtkit-checkpoint"
 VERSION = 1

@@ -11,7 +11,7 @@ follows the total number of target tokens over A, not the longest sentence of ea
 
 Each sentence gets what ``greedy_search`` gives it alone: its own step count drives the
 length limits (``max_lengths``/``limit_length``), ``min_len`` and ``no_repeat_ngram``, and
-its score is :func:`~mtkit.hypothesis.final_score` of its summed log-probabilities.
+its score is :func:`~mtkit.search.hypothesis.final_score` of its summed log-probabilities.
 Padding is masked in attention, so a row's source is read alike in any batch. Shapes:
 A active sentences, W columns of history, S source length (the longest active one).
 """
@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from mtkit.batching import pad_sequences
 from mtkit.config import SearchOptions
-from mtkit.hypothesis import (
+from mtkit.corpus.batching import pad_sequences
+from mtkit.corpus.tokenizer import BOS_ID
+from mtkit.search.hypothesis import (
     Hypothesis,
     OutputColumns,
     StepModel,
@@ -35,7 +36,6 @@ from mtkit.hypothesis import (
     limit_length,
     max_lengths,
 )
-from mtkit.tokenizer import BOS_ID
 
 
 @dataclass
@@ -92,7 +92,7 @@ class _Rows:
 class GreedyStream:
     """A running greedy search that sentences join (:meth:`add`) and leave (:meth:`step`).
 
-    ``model`` must be a :class:`~mtkit.hypothesis.StepModel` whose encoder outputs and
+    ``model`` must be a :class:`~mtkit.search.hypothesis.StepModel` whose encoder outputs and
     decoder states have ``cat`` as well as ``select`` (a Seq2Seq or an Ensemble). Call it
     inside the model's inference settings (the service uses the Translator's dtype and
     device); each method also runs under ``torch.inference_mode``.

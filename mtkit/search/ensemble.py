@@ -1,7 +1,7 @@
 """Ensembles: several models decoded as one, through the same step API as a single model.
 
 :class:`Ensemble` satisfies :class:`mtkit.search.StepModel`, so greedy and beam search,
-forced scoring and the :class:`~mtkit.translator.Translator` use it unchanged. Each step
+forced scoring and the :class:`~mtkit.search.translator.Translator` use it unchanged. Each step
 returns the weighted mean of the members' log-probabilities (OpenNMT-py and Marian
 combine members the same way), ``sum_i w_i log p_i`` with the weights summing to 1: the
 log of a weighted geometric mean. It is not renormalised, so a hypothesis's score is the
@@ -26,13 +26,13 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from mtkit.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.config import DecodeConfig
+from mtkit.corpus.tokenizer import TextCodec
 from mtkit.errors import CheckpointError, ConfigError
-from mtkit.model import Seq2Seq
-from mtkit.search import StepModel
-from mtkit.tokenizer import TextCodec
-from mtkit.translator import Translator
+from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
+from mtkit.model.seq2seq import Seq2Seq
+from mtkit.search.hypothesis import StepModel
+from mtkit.search.translator import Translator
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""What the commands share: output files, signals, option checks and plots."""

@@ -1,0 +1,1 @@
+"""The model: embeddings, recurrent cells, attention, encoder, decoder, loss and checkpoints."""

@@ -1,0 +1,1 @@
+"""Training: the loop, its optimiser, validation, progress, signals and processes."""

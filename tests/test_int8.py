@@ -9,15 +9,9 @@ import torch
 from helpers import assert_beam_of_one_is_greedy
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
-from mtkit import int8 as int8_module
 from mtkit.errors import ConfigError
-from mtkit.search.int8 import (
-    Int8Linear,
-    check_int8,
-    int8_available,
-    parameter_count,
-    reference_linear,
-)
+from mtkit.search.int8 import Int8Linear, int8_available, reference_linear
+from mtkit.search.quantize import check_int8, parameter_count
 from mtkit.search.translator import Translator
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no int8 CPU backend in this torch")
@@ -130,7 +124,7 @@ def test_embedding_gates_are_a_table_or_an_int8_product_above_its_cap(
     decoder = int8.model.decoder
     embedding_product = ("weight_ih_l0", 0, decoder.embed_dim, True)
     assert decoder.gate_table is not None and embedding_product not in decoder.rnn.int8
-    monkeypatch.setattr(int8_module, "GATE_TABLE_BYTES", 0)
+    monkeypatch.setattr(quantize, "GATE_TABLE_BYTES", 0)
     untabulated = Translator.from_checkpoint(checkpoint, precision="int8")
     decoder = untabulated.model.decoder
     assert decoder.gate_table is None and embedding_product in decoder.rnn.int8

@@ -62,19 +62,12 @@ CPU for every batch of more than one sentence, so it was not kept.)
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from mtkit.errors import ConfigError
-
-# The largest table of embedding gates (Decoder.tabulate_embedding_gates) an int8 copy
-# keeps: vocabulary x gates x 4 bytes, 49 MB for 8k pieces and a GRU of 512.
-GATE_TABLE_BYTES = 64 * 1024 * 1024
 
 
 class Int8Linear(nn.Module):
@@ -149,61 +142,3 @@ def int8_available() -> bool:
         return bool(torch.isfinite(layer(torch.ones(1, 2))).all())
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
-
-
-def check_int8(device: torch.device) -> None:
-    """A one-line ConfigError where int8 decoding cannot run (not a CPU, no backend)."""
-    if device.type != "cpu":
-        raise ConfigError(f"--precision int8 runs on the CPU only, not on {device.type}")
-    if not int8_available():
-        raise ConfigError("--precision int8: this PyTorch build has no int8 CPU backend")
-
-
-def quantize_for_inference(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose Seq2Seq decoders (one, or an ensemble's members, also
-    under a shortlist) run their step's products in int8. The copy is for inference only:
-    the quantized layers hold no trainable parameters."""
-    from mtkit.model.seq2seq import Seq2Seq  # model.py does not depend on this module
-
-    model = copy.deepcopy(model).float()
-    for module in list(model.modules()):
-        if isinstance(module, Seq2Seq):
-            _quantize_seq2seq(module)
-    return model
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Parameters of a model, counting the weights its int8 layers replaced."""
-    count = sum(p.numel() for p in model.parameters())
-    for module in model.modules():
-        if isinstance(module, Int8Linear):
-            count += module.weight.numel() + (0 if module.bias is None else module.bias.numel())
-    return count
-
-
-def _quantize_seq2seq(model: Any) -> None:
-    decoder = model.decoder
-    model.output = _int8(model.output)
-    if decoder.feature_layer is not None:
-        decoder.feature_layer = _int8(decoder.feature_layer)
-    if decoder.attention is not None:
-        for name, child in list(decoder.attention.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(decoder.attention, name, _int8(child))
-    extra = decoder.rnn.input_size - decoder.embed_dim
-    splits = []
-    table_bytes = decoder.embed.num_embeddings * decoder.rnn.weight_ih_l0.size(0) * 4
-    if table_bytes <= GATE_TABLE_BYTES:
-        decoder.tabulate_embedding_gates()  # in fp32: no int8 product for the embedding
-    else:
-        embedded = float(decoder.embed.weight.detach().abs().max())
-        splits.append((0, decoder.embed_dim, True, embedded))
-    if extra:  # the attention context (Bahdanau) or the fed attentional vector (Luong)
-        splits.append((decoder.embed_dim, extra, False, 1.0))
-    decoder.rnn.quantize_(splits)
-
-
-def _int8(layer: nn.Module) -> Int8Linear:
-    """An int8 copy of a layer whose inputs lie in [-1, 1] (states, contexts, features)."""
-    assert isinstance(layer, nn.Linear)
-    return Int8Linear(layer.weight, layer.bias, bound=1.0)

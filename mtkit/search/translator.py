@@ -29,8 +29,8 @@ from mtkit.runtime import resolve_device, single_thread
 from mtkit.search.beam import beam_search
 from mtkit.search.greedy import forced_scores, greedy_search
 from mtkit.search.hypothesis import Hypothesis, StepModel
-from mtkit.search.int8 import check_int8, quantize_for_inference
 from mtkit.search.pool import DecodePool, LoadSpec, check_processes
+from mtkit.search.quantize import check_int8, quantize_for_inference
 
 log = logging.getLogger(__name__)
 

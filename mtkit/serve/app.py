@@ -33,7 +33,7 @@ from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, 
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.search.ensemble import Ensemble, load_ensemble
 from mtkit.search.hypothesis import Hypothesis
-from mtkit.search.int8 import parameter_count
+from mtkit.search.quantize import parameter_count
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
 from mtkit.serve.inline import InlineBatcher

@@ -10,6 +10,7 @@ from helpers import assert_beam_of_one_is_greedy
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
 from mtkit.errors import ConfigError
+from mtkit.search import quantize
 from mtkit.search.int8 import Int8Linear, int8_available, reference_linear
 from mtkit.search.quantize import check_int8, parameter_count
 from mtkit.search.translator import Translator

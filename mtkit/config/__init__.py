@@ -225,7 +225,8 @@ class RuntimeConfig:
     threads: Any = "auto"
     # Data-parallel CPU training processes that python -m mtkit.train starts itself
     # (mtkit.training.launch), each training on its part of every batch: an integer >= 1, or auto
-    # (2 on a CPU of 2 or more cores when threads=auto, else 1; mtkit.training.launch.resolve_processes).
+    # (2 on a CPU of 2 or more cores when threads=auto, else 1; see
+    # mtkit.training.launch.resolve_processes).
     processes: Any = "auto"
 
     def __post_init__(self) -> None:

@@ -131,6 +131,16 @@ def final_score(
     return log_prob / length_normalizer(length, options) + coverage_score(attention, options)
 
 
+def output_cap(options: SearchOptions, train_max_len: int) -> int:
+    """``a * train_max_len + b``: the output limit of the longest training sentence.
+
+    No training target was longer than ``data.max_len``, so a longer output is the model
+    running on, and a 100,000-character input must not search for thousands of steps.
+    Only inputs longer than any training sentence reach it.
+    """
+    return int(options.max_len_a * train_max_len) + options.max_len_b
+
+
 def max_lengths(src_lengths: torch.Tensor, options: SearchOptions) -> torch.Tensor:
     """Maximum number of target tokens (before EOS): ``a * source length + b``, capped."""
     words = (src_lengths - 1).clamp(min=0).float()  # source lengths include EOS

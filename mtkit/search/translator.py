@@ -28,7 +28,7 @@ from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, 
 from mtkit.runtime import resolve_device, single_thread
 from mtkit.search.beam import beam_search
 from mtkit.search.greedy import forced_scores, greedy_search
-from mtkit.search.hypothesis import Hypothesis, StepModel
+from mtkit.search.hypothesis import Hypothesis, StepModel, output_cap
 from mtkit.search.pool import DecodePool, LoadSpec, check_processes
 from mtkit.search.quantize import check_int8, quantize_for_inference
 
@@ -230,16 +230,9 @@ class Translator:
         return replace(options, nbest=nbest, max_len_cap=cap)
 
     def output_cap(self, options: SearchOptions) -> int | None:
-        """``a * data.max_len + b``: the output limit of the longest training sentence.
-
-        No training target was longer than ``data.max_len``, so a longer output is the model
-        running on, and a 100,000-character input must not search for thousands of steps.
-        Only inputs longer than any training sentence reach it. None when the training
-        limit is unknown.
-        """
-        if self.train_max_len is None:
-            return None
-        return int(options.max_len_a * self.train_max_len) + options.max_len_b
+        """:func:`~mtkit.search.hypothesis.output_cap` for this model; None when the
+        training limit is unknown."""
+        return None if self.train_max_len is None else output_cap(options, self.train_max_len)
 
     def translate(
         self,

@@ -20,6 +20,7 @@ from mtkit.metrics import Score, bleu, perplexity
 from mtkit.model.loss import Criterion
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.runtime import autocast_context
+from mtkit.search.hypothesis import output_cap
 from mtkit.search.translator import Translator
 
 
@@ -37,9 +38,9 @@ class Scorer:
 
     @property
     def output_cap(self) -> int:
-        """Outputs longer than any training target gets are cut here: a source of 100,000
-        characters must not make validation search for thousands of steps."""
-        return int(self.decode.max_len_a * self.max_len) + self.decode.max_len_b
+        """Outputs longer than any training target are cut here
+        (:func:`~mtkit.search.hypothesis.output_cap`)."""
+        return output_cap(self.decode, self.max_len)
 
     @torch.no_grad()
     def loss(self, model: Seq2Seq, split: CorpusSplit) -> tuple[float, float]:

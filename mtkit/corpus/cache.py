@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config import DataConfig, TokenizerConfig
+from mtkit.corpus.fingerprint import default_cache_dir
 from mtkit.corpus.integrity import (
     OWNER_FILE,
     check_files,
@@ -58,11 +59,6 @@ class Corpus:
     stats: dict[str, Any]
     folder: Path | None = None
     built: bool = field(default=False, compare=False)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("MTKIT_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "mtkit"
 
 
 def cache_folder(

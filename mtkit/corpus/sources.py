@@ -3,24 +3,20 @@
 A :class:`SplitSource` streams ``(source, target)`` string pairs in file order (the
 readers in :mod:`mtkit.corpus.readers` validate every line as they go, so an error names its
 file and line however deep in the file it is), and carries a fingerprint of the content
-for the cache key. Nothing here holds a whole split in memory.
+for the cache key (:mod:`mtkit.corpus.fingerprint`). Nothing here holds a whole split in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
-import os
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtkit.config import DataConfig
+from mtkit.corpus.fingerprint import file_digest
 from mtkit.corpus.readers import Pair, iter_file_pair, iter_jsonl, iter_tsv, require_file
 from mtkit.errors import DataError, MtkitError
 
@@ -94,76 +90,10 @@ def _file_source(role: str, cfg: DataConfig, paths: list[Path]) -> SplitSource:
         pairs = functools.partial(iter_jsonl, paths[0], cfg.src_lang, cfg.tgt_lang)
     digest = hashlib.sha256(cfg.format.encode())
     for path in paths:
-        digest.update(_file_digest(path).encode())
+        digest.update(file_digest(path).encode())
     description = " + ".join(str(p) for p in paths)
     size = sum(p.stat().st_size for p in paths)
     return SplitSource(role, description, digest.hexdigest(), pairs, size, "bytes")
-
-
-def _file_digest(path: Path) -> str:
-    """SHA-256 of a file; of a big one, remembered while the file stays unchanged.
-
-    Every run fingerprints its corpus for the cache key, which for a 10 GB corpus means
-    seconds of hashing per process. A file of at least :data:`MEMO_MIN_BYTES` is looked
-    up in :data:`MEMO_FILE` (under the default cache folder) by its path, size, inode
-    and modification and change times (the change time moves on any write, and cannot
-    be set back). Like git's index, a file changed in the last :data:`RACY_S` seconds
-    is not remembered, so a rewrite within the timestamps' granularity is not missed.
-    """
-    stat = path.stat()
-    if stat.st_size < MEMO_MIN_BYTES:
-        return _sha256(path)
-    key = str(path.resolve())
-    signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
-    memo = _read_memo()
-    known = memo.get(key)
-    if isinstance(known, dict) and known.get("stat") == signature:
-        return str(known["sha256"])
-    digest = _sha256(path)
-    if time.time() - stat.st_ctime > RACY_S:
-        memo.pop(key, None)
-        memo[key] = {"stat": signature, "sha256": digest}
-        _write_memo(dict(list(memo.items())[-MEMO_ENTRIES:]))
-    return digest
-
-
-MEMO_FILE = "fingerprints.json"
-MEMO_MIN_BYTES = 64 << 20
-MEMO_ENTRIES = 1000
-RACY_S = 2.0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _memo_path() -> Path:
-    from mtkit.corpus.cache import default_cache_dir
-
-    return default_cache_dir() / MEMO_FILE
-
-
-def _read_memo() -> dict[str, Any]:
-    try:
-        memo = json.loads(_memo_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def _write_memo(memo: dict[str, Any]) -> None:
-    """Replace the memo atomically; a memo that cannot be written is simply not kept."""
-    path = _memo_path()
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{MEMO_FILE}.", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(memo, stream)
-        os.replace(temp, path)
 
 
 def _hf_sources(cfg: DataConfig, names: dict[str, str | None]) -> dict[str, SplitSource]:

@@ -1417,23 +1417,23 @@ def test_fingerprints_of_big_files_are_remembered_until_they_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big corpus is not hashed again on every run; a changed file always is."""
-    import mtkit.corpus.sources as sources
+    import mtkit.corpus.fingerprint as fingerprint
 
     monkeypatch.setenv("MTKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10)
+    monkeypatch.setattr(fingerprint, "MEMO_MIN_BYTES", 10)
     path = write_lines(tmp_path / "train.xx", ["red cat"] * 50)
-    expected = sources._sha256(path)
-    monkeypatch.setattr(sources, "RACY_S", 3600.0)  # just written: not remembered yet
-    assert sources._file_digest(path) == expected
-    assert not (tmp_path / "cache" / sources.MEMO_FILE).exists()
-    monkeypatch.setattr(sources, "RACY_S", -1.0)
-    assert sources._file_digest(path) == expected
-    assert (tmp_path / "cache" / sources.MEMO_FILE).is_file()
+    expected = fingerprint.sha256_file(path)
+    monkeypatch.setattr(fingerprint, "RACY_S", 3600.0)  # just written: not remembered yet
+    assert fingerprint.file_digest(path) == expected
+    assert not (tmp_path / "cache" / fingerprint.MEMO_FILE).exists()
+    monkeypatch.setattr(fingerprint, "RACY_S", -1.0)
+    assert fingerprint.file_digest(path) == expected
+    assert (tmp_path / "cache" / fingerprint.MEMO_FILE).is_file()
     hashed = []
-    real = sources._sha256
-    monkeypatch.setattr(sources, "_sha256", lambda p: hashed.append(p) or real(p))
-    assert sources._file_digest(path) == expected and hashed == []  # remembered
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert fingerprint.file_digest(path) == expected and hashed == []  # remembered
     write_lines(path, ["big cat"] * 50)  # same size, new content
-    assert sources._file_digest(path) == real(path) != expected and hashed == [path]
-    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10**9)
-    assert sources._file_digest(path) == real(path)  # small files: always hashed
+    assert fingerprint.file_digest(path) == real(path) != expected and hashed == [path]
+    monkeypatch.setattr(fingerprint, "MEMO_MIN_BYTES", 10**9)
+    assert fingerprint.file_digest(path) == real(path)  # small files: always hashed

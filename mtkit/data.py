@@ -32,16 +32,9 @@ def _prepare() -> str:
     import logging
     import sys
 
-    from mtkit.train import check_overrides  # one-line errors for bad options
+    from mtkit.config.compose import compose_run
 
-    overrides = sys.argv[1:]
-    check_overrides(overrides)
-    from hydra import compose, initialize_config_dir
-
-    from mtkit.config import CONF_DIR, to_run_config
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        run = to_run_config(compose(config_name="train", overrides=overrides))
+    run = compose_run(sys.argv[1:])  # one-line errors for bad options
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("mtkit")

@@ -45,14 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def training_corpus(overrides: list[str], payload: dict[str, Any], source: str) -> Corpus:
     """The corpus cache of the training data settings; its sentencepiece must be the model's."""
-    from hydra import compose, initialize_config_dir
+    from mtkit.config.compose import compose_run
 
-    from mtkit.config import CONF_DIR, to_run_config
-    from mtkit.train import check_overrides
-
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        run = to_run_config(compose(config_name="train", overrides=overrides))
+    run = compose_run(overrides)
     corpus = load_corpus(run.data, run.tokenizer)
     state = corpus.codec.to_state()
     if any(state[key] != payload["codec"].get(key) for key in ("src_model", "tgt_model")):

@@ -17,24 +17,14 @@ from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from mtkit.config import (
-    CONF_DIR,
-    RunConfig,
-    describe_omegaconf_error,
-    register_configs,
-    to_run_config,
-)
+from mtkit.config import CONF_DIR, RunConfig, to_run_config
+from mtkit.config.compose import check_overrides, register_configs
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.training import launch
 
 log = logging.getLogger("mtkit")
-
-
-register_configs()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -83,23 +73,6 @@ def _setup_console_logging() -> None:
     logger.propagate = False
 
 
-def check_overrides(overrides: list[str]) -> RunConfig:
-    """Compose the config with ``overrides``; raise a one-line ConfigError if it is invalid."""
-    from hydra import compose, initialize_config_dir
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-        run_dir = str(cfg.hydra.run.dir)
-        run = to_run_config(cfg)
-    except HydraException as error:
-        raise ConfigError(_describe_hydra_error(error)) from None
-    except OmegaConfBaseException as error:
-        raise ConfigError(describe_omegaconf_error(error)) from None
-    _check_writable(Path(run_dir))
-    return run
-
-
 def _processes(run: RunConfig) -> int:
     """How many training processes to start (``train.processes``; ``auto`` asks whether
     CUDA is there only when the device is ``auto``, which loads torch)."""
@@ -122,38 +95,6 @@ def _check_processes(run: RunConfig) -> None:
             f"train.processes={processes} starts its own training processes; under torchrun "
             "leave it at 1 (torchrun's --nproc_per_node sets the processes)"
         )
-
-
-def _describe_hydra_error(error: HydraException) -> str:
-    cause = error.__cause__
-    if isinstance(cause, OmegaConfBaseException):
-        return describe_omegaconf_error(cause)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("Available options"):  # an unknown preset: list the choices
-            choices = []
-            for option in lines[i + 1 :]:
-                if option.startswith("Config search path"):
-                    break
-                choices.append(option)
-            return f"{' '.join(lines[:i])}; {line} {', '.join(choices)}"
-    return "; ".join(lines[:2]) if lines else type(error).__name__
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Try to create a scratch folder where the run directory will go."""
-    existing = run_dir.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is not a directory")
-        Path(tempfile.mkdtemp(prefix=".mtkit-check-", dir=existing)).rmdir()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ConfigError(
-            f"cannot write the run directory {run_dir} (hydra.run.dir): {reason}"
-        ) from None
 
 
 def main() -> None:
@@ -197,6 +138,7 @@ def _main() -> None:
         # Only rank 0 writes a run directory; the others get a throwaway one.
         scratch = tempfile.mkdtemp(prefix="mtkit-rank-")
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    register_configs()  # @hydra.main composes against the schema
     try:
         _hydra_main()
     finally:

@@ -133,7 +133,7 @@ def competitor(kind: str) -> Iterator[None]:
             command = [sys.executable, "-c", "while True: pass"]
         else:
             command = [sys.executable, "-m", "mtkit.train", f"hydra.run.dir={run_dir}"]
-            command.append("train.max_minutes=600")
+            command += ["train.max_minutes=600", "train.max_steps=null"]
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

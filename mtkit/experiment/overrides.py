@@ -90,7 +90,7 @@ def check_stages(stages: list[tuple[str, list[str]]], where: str, run_dir: Path)
 
 def _compose_error(overrides: list[str]) -> str | None:
     """The one-line message of composing ``overrides``, or None when they are fine."""
-    from mtkit.train import check_overrides
+    from mtkit.config.compose import check_overrides
 
     try:
         check_overrides(overrides)
@@ -101,18 +101,6 @@ def _compose_error(overrides: list[str]) -> str | None:
 
 def compose(overrides: list[str]) -> RunConfig:
     """The checked :class:`RunConfig` a training run with ``overrides`` would get."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from mtkit.config.compose import compose_run
 
-    import mtkit.train  # noqa: F401  (registers the schema and the mtkit_data resolver)
-    from mtkit.config import CONF_DIR, to_run_config
-
-    plain = [o for o in overrides if not override_key(o).startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="train", overrides=plain)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
-    return to_run_config(cfg)
+    return compose_run([o for o in overrides if not override_key(o).startswith("hydra")])

@@ -28,6 +28,7 @@ from mtkit.config import (
     SearchOptions,
     TrainConfig,
     from_dict,
+    paths,
     register_configs,
     to_run_config,
 )
@@ -139,8 +140,10 @@ def test_default_composition_is_the_embedded_corpus() -> None:
     assert (run.data.src_lang, run.data.tgt_lang) == ("en", "zd")
     assert (Path(run.data.dir or "") / "train.en").is_file()
     assert run.model.cell == "gru" and run.model.attention == "bahdanau"
-    # the synth preset's budget wins over train/default.yaml
-    assert run.train.max_minutes == 4 and run.train.valid_every == 100
+    # the synth preset's budget (a number of updates, the same on every machine) wins over
+    # train/default.yaml
+    assert run.train.max_steps == 400 and run.train.valid_every == 100
+    assert run.train.max_minutes is None
     assert run.data.batch_tokens == 2000
 
 
@@ -168,7 +171,7 @@ def test_groups_combine() -> None:
     assert run.decode.beam_size == 1
     assert run.tokenizer.type == "bpe"
     assert run.data.valid_split == "val"
-    assert run.train.max_minutes is None  # the synth preset's budget does not leak
+    assert run.train.max_steps is None  # the synth preset's budget does not leak
 
 
 @pytest.mark.parametrize(
@@ -192,7 +195,7 @@ def test_unknown_key_named_with_valid_keys(override: str, key: str, some_valid: 
 
 def run_config_checked(overrides: list[str]) -> RunConfig:
     """Compose like the command line does: a Hydra error becomes a ConfigError."""
-    from mtkit.train import check_overrides
+    from mtkit.config.compose import check_overrides
 
     check_overrides(overrides)
     return run_config(overrides)
@@ -342,12 +345,12 @@ def test_a_wheel_install_reads_the_copies_shipped_in_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     package = tmp_path / "site-packages" / "mtkit"
-    monkeypatch.setattr(mtkit.config, "PACKAGE_DIR", package)
-    monkeypatch.setattr(mtkit.config, "PROJECT_ROOT", tmp_path / "checkout")
-    assert mtkit.config._project_dir("conf") == tmp_path / "checkout" / "conf"
+    monkeypatch.setattr(paths, "PACKAGE_DIR", package)
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "checkout")
+    assert paths.project_dir("conf") == tmp_path / "checkout" / "conf"
     (package / "_conf").mkdir(parents=True)
-    assert mtkit.config._project_dir("conf") == package / "_conf"
-    assert mtkit.config._project_dir("data") == tmp_path / "checkout" / "data"
+    assert paths.project_dir("conf") == package / "_conf"
+    assert paths.project_dir("data") == tmp_path / "checkout" / "data"
 
 
 TRAIN_GROUPS = (
@@ -361,6 +364,7 @@ TRAIN_GROUPS = (
 
 
 def test_train_keys_stay_flat_in_group_order() -> None:
+    assert mtkit.config.TRAIN_GROUPS == TRAIN_GROUPS
     names = [f.name for group in TRAIN_GROUPS for f in fields(group)]
     assert len(names) == len(set(names)) == 35
     assert [f.name for f in fields(TrainConfig)] == names
@@ -445,3 +449,39 @@ def test_config_module_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_only_compose_loads_hydra() -> None:
+    """The layers below the commands import mtkit.config; Hydra loads only for composing."""
+    code = (
+        "import sys, mtkit.config, mtkit.config.run; print('hydra' in sys.modules);"
+        "from mtkit.config import register_configs; print('hydra' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_compose_run_gives_one_line_errors_and_the_run() -> None:
+    from mtkit.config.compose import compose_run
+
+    run = compose_run(["model=small", "train.max_steps=7"])
+    assert run.model.embed_dim == 64 and run.train.max_steps == 7
+    for bad, fragment in (
+        (["model.hiddn=3"], "unknown config key 'model.hiddn'"),
+        (["train.lr=fast"], "config key 'train.lr'"),
+        (["data=nope"], "data/nope"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            compose_run(bad)
+        assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_overrides_refuses_an_unwritable_run_directory(tmp_path: Path) -> None:
+    from mtkit.config.compose import check_overrides
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"cannot write the run directory .*hydra\.run\.dir"):
+        check_overrides([f"hydra.run.dir={blocker / 'run'}"])
+    assert check_overrides([f"hydra.run.dir={tmp_path / 'run'}"]).train.seed == 1234

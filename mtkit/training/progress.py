@@ -1,16 +1,22 @@
-"""Where a training run stands: counters, the running loss and speed, and the metrics rows.
+"""Where a training run stands: counters, the running loss and speed, the metrics rows,
+and how far it is through its budget.
 
 :class:`Progress` is saved in ``last.pt`` (as a plain dict) for an exact resume, so
-everything in it is a number, a string or a list of metric rows.
+everything in it is a number, a string or a list of metric rows. :class:`Eta` only
+reads the clock for the progress lines; nothing of it is saved.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mtkit.config import TrainConfig
 from mtkit.errors import TrainingError
 from mtkit.metrics import perplexity
 
@@ -102,3 +108,76 @@ class Progress:
         self.validated_step = self.step
         self.interval_loss, self.interval_tokens, self.interval_time = 0.0, 0, 0.0
         return row
+
+
+class Eta:
+    """How far a run is through its budget, and the time it has left.
+
+    A step budget (``train.max_steps``, or ``train.max_epochs`` times the steps of an
+    epoch: the smaller) has ``steps left x recent seconds per step`` left, the recent
+    pace being the wall-clock time over the last ``window`` progress lines (validations
+    included) divided by their steps. A time budget (``train.max_minutes``) has its
+    minutes less the time elapsed. With both, the one that ends sooner counts; a run
+    with neither (it stops early, or on a signal) has no ETA.
+    """
+
+    def __init__(
+        self,
+        total_steps: int | None,
+        total_seconds: float | None,
+        step: int,
+        clock: Callable[[], float] = time.perf_counter,
+        window: int = 5,
+    ) -> None:
+        self.total_steps, self.total_seconds, self.clock = total_steps, total_seconds, clock
+        self.marks: deque[tuple[float, int]] = deque([(clock(), step)], maxlen=window + 1)
+
+    @classmethod
+    def for_run(
+        cls,
+        cfg: TrainConfig,
+        steps_per_epoch: int,
+        step: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Eta:
+        """The budget of ``cfg``, counted from ``step`` (where this process starts)."""
+        by_epochs = None if cfg.max_epochs is None else cfg.max_epochs * steps_per_epoch
+        steps = [n for n in (cfg.max_steps, by_epochs) if n is not None]
+        seconds = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+        return cls(min(steps) if steps else None, seconds, step, clock)
+
+    def estimate(self, step: int, elapsed: float) -> tuple[float, float] | None:
+        """(fraction done, seconds left) at ``step`` after ``elapsed`` seconds of training,
+        or None without a budget. Each call is a mark of the recent pace."""
+        now = self.clock()
+        self.marks.append((now, step))
+        then, before = self.marks[0]  # ``window`` progress lines ago, or the start
+        ends: list[tuple[float, float]] = []  # (seconds left, fraction done) per budget
+        if self.total_steps is not None and step > before:
+            pace = (now - then) / (step - before)
+            ends.append((max(self.total_steps - step, 0) * pace, step / self.total_steps))
+        if self.total_seconds is not None:
+            left = max(self.total_seconds - elapsed, 0.0)
+            ends.append((left, elapsed / self.total_seconds))
+        if not ends:
+            return None
+        left, fraction = min(ends)
+        return min(fraction, 1.0), left
+
+    def describe(self, step: int, elapsed: float) -> str:
+        """``' | 25% ETA 3m12s'``, to end a progress line with ('' without a budget)."""
+        found = self.estimate(step, elapsed)
+        if found is None:
+            return ""
+        fraction, left = found
+        return f" | {100 * fraction:.0f}% ETA {format_duration(left)}"
+
+
+def format_duration(seconds: float) -> str:
+    """``'45s'``, ``'3m12s'``, ``'2h05m'``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

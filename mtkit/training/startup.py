@@ -8,7 +8,6 @@ about to be trained.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -61,15 +60,6 @@ def check_loss_settings(run: RunConfig, output_columns: int) -> None:
             f"loss.num_samples={run.loss.num_samples} is not valid; expected fewer than the "
             f"model's {output_columns} output columns (or loss.sampled_softmax=false)"
         )
-
-
-def carry_best(resumed_from: Path, run_dir: Path) -> None:
-    """Resuming into a new run directory brings the old ``best.pt`` along."""
-    best = resumed_from.parent / "best.pt"
-    target = run_dir / "best.pt"
-    if best.is_file() and best.resolve() != target.resolve():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(best, target)
 
 
 def load_shared_corpus(run: RunConfig, dist: distributed.DistInfo, device: torch.device) -> Corpus:

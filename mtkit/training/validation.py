@@ -7,7 +7,11 @@ as a user would translate it (sacrebleu on detokenized text).
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,11 +21,14 @@ from mtkit.corpus.batching import collate, sorted_batches
 from mtkit.corpus.layout import CorpusSplit
 from mtkit.corpus.tokenizer import TextCodec
 from mtkit.metrics import Score, bleu, perplexity
+from mtkit.model.checkpoint import load_model
 from mtkit.model.loss import Criterion
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.runtime import autocast_context
 from mtkit.search.hypothesis import output_cap
 from mtkit.search.translator import Translator
+
+log = logging.getLogger("mtkit")
 
 
 @dataclass
@@ -80,6 +87,30 @@ class Scorer:
         )
         model.train(was_training)
         return bleu(hypotheses, split.texts("tgt"))
+
+    def validate(
+        self, model: Seq2Seq, split: CorpusSplit, step: int, with_bleu: bool
+    ) -> dict[str, float]:
+        """Validation loss, perplexity and greedy BLEU (NaN unless ``with_bleu``), logged."""
+        loss, ppl = self.loss(model, split)
+        metrics = {"val_loss": loss, "val_ppl": ppl, "val_bleu": math.nan}
+        message = f"step {step} validation: loss {loss:.4f} ppl {ppl:.2f}"
+        if with_bleu:
+            score = self.bleu(model, split)
+            metrics["val_bleu"] = score.score
+            message += f" BLEU {score.score:.2f} ({score.signature})"
+        log.info(message)
+        return metrics
+
+    def test_best(self, best: Path, model: Seq2Seq, split: CorpusSplit) -> dict[str, Any]:
+        """Greedy BLEU of ``best`` (best.pt), or of ``model`` if it was never saved, on the
+        test ``split``; logged."""
+        codec = self.codec
+        if best.is_file():
+            model, codec, _ = load_model(best)
+        score = self.bleu(model.to(self.device), split, codec=codec)
+        log.info("test (best.pt, greedy): BLEU %.2f (%s)", score.score, score.signature)
+        return {"bleu_greedy": round(score.score, 2), "signature": score.signature}
 
 
 def long_pairs(split: CorpusSplit, max_len: int) -> list[int]:

@@ -15,11 +15,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
+from mtkit.cli.decoding import open_translator
 from mtkit.cli.io import Output, exit_on_signals
+from mtkit.cli.options import (
+    add_checkpoint_options,
+    add_decoding_options,
+    check_decoding_options,
+    check_positive,
+)
 from mtkit.corpus.readers import read_lines
 from mtkit.errors import DataError, run_cli
 from mtkit.runtime import prefer_passive_wait
-from mtkit.translate import check_threads_and_processes
 
 PROG = "mtkit-evaluate"
 
@@ -30,37 +36,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Score translations with sacrebleu: translate --src with CHECKPOINT, "
         "or score existing --hyp output, against --ref.",
     )
-    parser.add_argument(
-        "checkpoints",
-        nargs="*",
-        metavar="CHECKPOINT",
-        help="checkpoint to translate --src with; several translate as an ensemble",
+    add = parser.add_argument
+    add_checkpoint_options(
+        add, "*", "checkpoint to translate --src with; several translate as an ensemble"
     )
-    parser.add_argument(
-        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
-    )
-    parser.add_argument("--src", help="source file to translate")
-    parser.add_argument("--hyp", help="existing translations, one per line")
-    parser.add_argument("--ref", required=True, help="reference translations, one per line")
-    parser.add_argument("--beam-size", type=int, help="beam size (default: the checkpoint's)")
-    parser.add_argument("--batch-tokens", type=int, help="source tokens x beams per batch")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        help="CPU threads: auto (one per core this process may use; the default) or N",
-    )
-    parser.add_argument(
-        "--processes",
-        default="auto",
-        help="decoding processes of one thread each: auto (the default) or N, as for "
-        "mtkit-translate",
-    )
-    parser.add_argument(
-        "--shortlist", action="store_true", help="decode through the checkpoint's shortlist"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add("--src", help="source file to translate")
+    add("--hyp", help="existing translations, one per line")
+    add("--ref", required=True, help="reference translations, one per line")
+    add("--beam-size", type=int, help="beam size (default: the checkpoint's)")
+    add("--batch-tokens", type=int, help="source tokens x beams per batch")
+    add_decoding_options(add)
+    add("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.hyp is not None and (args.checkpoints or args.src):
         parser.error("give either CHECKPOINT --src, or --hyp, not both")
@@ -68,11 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--shortlist applies to CHECKPOINT --src, not to --hyp")
     if args.hyp is None and not (args.checkpoints and args.src):
         parser.error("give CHECKPOINT --src FILE --ref FILE, or --hyp FILE --ref FILE")
-    check_threads_and_processes(parser, args)
-    for name in ("beam_size", "batch_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    check_decoding_options(parser, args)
+    check_positive(parser, args, ("beam_size", "batch_tokens"))
     return args
 
 
@@ -109,9 +92,7 @@ def translate_sources(args: argparse.Namespace, n_references: int) -> list[str]:
         raise DataError(f"{args.src} has {len(sources)} lines but {args.ref} has {n_references}")
     if not sources:
         raise DataError(f"{args.ref} is empty: there is nothing to score")
-    from mtkit.translate import translator_for
-
-    with translator_for(args, len(sources)) as translator:
+    with open_translator(args, len(sources)) as translator:
         return translator.translate(
             sources, beam_size=args.beam_size, batch_tokens=args.batch_tokens
         )

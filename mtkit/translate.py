@@ -23,14 +23,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtkit.cli.decoding import open_translator
 from mtkit.cli.io import Output, exit_on_signals, prepare_folder
+from mtkit.cli.options import (
+    add_checkpoint_options,
+    add_decoding_options,
+    check_decoding_options,
+    check_positive,
+)
 from mtkit.corpus.readers import read_lines, require_readable, require_stdin
 from mtkit.errors import ConfigError, MtkitError, run_cli
-from mtkit.runtime import prefer_passive_wait, resolve_threads
+from mtkit.runtime import prefer_passive_wait
 
 if TYPE_CHECKING:  # torch loads only once the options are known good
     from mtkit.search.hypothesis import Hypothesis
@@ -48,86 +55,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Formats: --scores gives 'SCORE<TAB>TEXT'; --nbest N gives N lines per input, "
         "'INDEX<TAB>RANK<TAB>SCORE<TAB>TEXT'.",
     )
-    parser.add_argument(
-        "checkpoints",
-        nargs="+",
-        metavar="CHECKPOINT",
-        help="a best.pt or last.pt written by mtkit.train; several translate as an ensemble",
+    add = parser.add_argument
+    add_checkpoint_options(
+        add, "+", "a best.pt or last.pt written by mtkit.train; several translate as an ensemble"
     )
-    parser.add_argument(
-        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
-    )
-    parser.add_argument("-i", "--input", help="input file (default: stdin)")
-    parser.add_argument(
-        "-o", "--output", help="output file, replaced only once complete (default: stdout)"
-    )
-    parser.add_argument(
-        "--beam-size", type=int, help="beam size (default: the checkpoint's, 1 = greedy)"
-    )
-    parser.add_argument("--nbest", type=int, default=1, help="hypotheses per input line")
-    parser.add_argument("--scores", action="store_true", help="prefix each line with its score")
-    parser.add_argument("--batch-tokens", type=int, help="source tokens x beams per batch")
-    parser.add_argument(
-        "--max-len-ratio",
-        type=float,
-        help="maximum output length = RATIO * source length + b (sets decode.max_len_a)",
-    )
-    parser.add_argument(
-        "--length-penalty", type=float, help="length normalisation exponent (decode.length_penalty)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        help="CPU threads: auto (one per core this process may use; the default) or N",
-    )
-    parser.add_argument(
-        "--processes",
-        default="auto",
-        help="decoding processes of one thread each: auto (2 on a CPU with 2+ cores for "
-        "200+ lines when --threads is auto; the default) or N",
-    )
-    parser.add_argument(
-        "--shortlist",
-        action="store_true",
-        help="score only the target pieces the checkpoint's lexical shortlist allows "
-        "(faster; add one with mtkit-shortlist)",
-    )
-    parser.add_argument(
+    add("-i", "--input", help="input file (default: stdin)")
+    add("-o", "--output", help="output file, replaced only once complete (default: stdout)")
+    _search_options(add)
+    add_decoding_options(add)
+    add(
         "--attention-plots",
         metavar="DIR",
         help="write one attention heatmap PNG per input line (needs matplotlib)",
     )
-    parser.add_argument(
+    add(
         "--errors",
         choices=("strict", "replace"),
         default="strict",
         help="invalid UTF-8 in the input: stop with an error, or replace it",
     )
     args = parser.parse_args(argv)
-    check_threads_and_processes(parser, args)
-    for name in ("beam_size", "nbest", "batch_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    check_decoding_options(parser, args)
+    check_positive(parser, args, ("beam_size", "nbest", "batch_tokens"))
     if args.beam_size is not None and args.nbest > args.beam_size:
         parser.error("--nbest must not exceed --beam-size")
     return args
 
 
-def check_threads_and_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--threads`` and ``--processes``: each auto or an integer >= 1 (a usage error)."""
-    from mtkit.search.pool import parse_processes
-
-    try:
-        resolve_threads(args.threads)
-    except ConfigError:
-        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
-    try:
-        args.processes = parse_processes(args.processes)
-    except ConfigError as error:
-        parser.error(str(error))
+def _search_options(add: Callable[..., Any]) -> None:
+    """Beam, n-best, scores, batch size and the search options set by flags."""
+    add("--beam-size", type=int, help="beam size (default: the checkpoint's, 1 = greedy)")
+    add("--nbest", type=int, default=1, help="hypotheses per input line")
+    add("--scores", action="store_true", help="prefix each line with its score")
+    add("--batch-tokens", type=int, help="source tokens x beams per batch")
+    add(
+        "--max-len-ratio",
+        type=float,
+        help="maximum output length = RATIO * source length + b (sets decode.max_len_a)",
+    )
+    add(
+        "--length-penalty", type=float, help="length normalisation exponent (decode.length_penalty)"
+    )
 
 
 # Search options set by flags: option name -> (flag, argparse destination).
@@ -206,71 +174,6 @@ def translate_lines(
         )
 
 
-def load_translator(
-    checkpoints: Sequence[str],
-    weights: Sequence[float] | None,
-    device: str,
-    precision: str,
-    shortlist: bool = False,
-    threads: int | str | None = "auto",
-    processes: int = 1,
-) -> Translator:
-    """One checkpoint, or an ensemble of several (``--weights``: one number per checkpoint);
-    ``shortlist`` decodes one checkpoint through its lexical shortlist; ``processes`` > 1
-    searches each batch in that many single-threaded processes (mtkit.search.pool).
-
-    Also tunes the process for tensor work (the allocator, ``threads``): only commands do that.
-    """
-    from mtkit.runtime import set_threads, tune_process
-    from mtkit.search.pool import DecodePool, LoadSpec
-
-    if shortlist and (len(checkpoints) > 1 or weights is not None):
-        raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
-    weighted = None if weights is None else tuple(weights)
-    spec = LoadSpec(tuple(checkpoints), weighted, precision, shortlist, device)
-    pool = None
-    if processes > 1:  # started first: the helpers load while this process does
-        if device != "cpu":
-            raise ConfigError(f"--processes {processes} decodes on the CPU only, not {device}")
-        pool = DecodePool(spec, processes - 1)
-    try:
-        tune_process()
-        set_threads(threads)
-        translator = spec.load()
-        if pool is not None:
-            translator.attach(pool)
-    except BaseException:
-        if pool is not None:
-            pool.close()
-        raise
-    return translator
-
-
-def translator_for(args: argparse.Namespace, sentences: int) -> Translator:
-    """The Translator of a command's model options (mtkit-translate, mtkit-evaluate), with
-    ``--processes auto`` resolved for this machine and an input of ``sentences`` lines."""
-    from mtkit.runtime import available_cores
-    from mtkit.search.pool import resolve_processes
-
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    processes = resolve_processes(
-        args.processes, device, args.threads, available_cores(), sentences
-    )
-    return load_translator(
-        args.checkpoints,
-        args.weights,
-        args.device,
-        args.precision,
-        args.shortlist,
-        args.threads,
-        processes,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     changes = search_changes(args)
     if args.input is None:
@@ -280,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     plots = check_plots(args.attention_plots)
     with Output(args.output, "-o/--output") as output:
         lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
-        with translator_for(args, len(lines)) as translator:
+        with open_translator(args, len(lines)) as translator:
             results = translate_lines(translator, lines, args, changes)
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()

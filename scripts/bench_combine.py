@@ -30,7 +30,6 @@ from mtkit.corpus.readers import read_lines
 from mtkit.metrics import bleu
 from mtkit.model.checkpoint import save_checkpoint
 from mtkit.runtime import tune_process
-from mtkit.search.ensemble import ensemble_translator
 from mtkit.search.translator import Translator
 
 BEAMS = (1, 5)
@@ -78,7 +77,9 @@ def main() -> None:
             for line in score(translator, sources, references):
                 print(f"average  {run.name + f' last {args.last}':<20} {line}")
     if len(args.runs) > 1:
-        translator = ensemble_translator([run / "best.pt" for run in args.runs], device=args.device)
+        translator = Translator.from_checkpoints(
+            [run / "best.pt" for run in args.runs], device=args.device
+        )
         for line in score(translator, sources, references):
             print(f"ensemble {f'{len(args.runs)} best.pt':<20} {line}")
 

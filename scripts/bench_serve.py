@@ -51,8 +51,8 @@ prefer_passive_wait()  # before torch loads, as the mtkit commands do
 
 import torch  # noqa: E402
 
+from mtkit.cli.options import parse_processes, resolve_processes  # noqa: E402
 from mtkit.runtime import available_cores, tune_process  # noqa: E402
-from mtkit.search.pool import parse_processes, resolve_processes  # noqa: E402
 from mtkit.search.translator import Translator  # noqa: E402
 
 TARGET_SHARE = 0.60  # of the batch sentences/s, with 32 clients

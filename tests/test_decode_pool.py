@@ -14,16 +14,12 @@ from conftest import tiny_pairs, write_lines
 from helpers import run_module
 from test_translator import SENTENCES, checkpoint  # noqa: F401 - the shared trained model
 
+from mtkit.cli.options import AUTO_MIN_SENTENCES, parse_processes, resolve_processes
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.runtime import single_thread
 from mtkit.search.int8 import int8_available
-from mtkit.search.pool import (
-    AUTO_MIN_SENTENCES,
-    DecodePool,
-    LoadSpec,
-    parse_processes,
-    resolve_processes,
-)
+from mtkit.search.load import LoadSpec
+from mtkit.search.pool import DecodePool
 from mtkit.search.translator import Translator
 
 # Enough lines for several batches at a small budget, with short and long ones mixed.

@@ -18,7 +18,7 @@ from helpers import ROOT, assert_beam_of_one_is_greedy, run_module, tiny_run
 from mtkit.corpus.batching import pad_sequences
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.search import forced_scores
-from mtkit.search.ensemble import Ensemble, ensemble_translator, load_ensemble
+from mtkit.search.ensemble import Ensemble, load_ensemble
 from mtkit.search.translator import Translator
 from mtkit.training.trainer import fit
 
@@ -74,7 +74,7 @@ def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(model_a: Path, model_b: Path) -> Translator:
-    return ensemble_translator([model_a, model_b])
+    return Translator.from_checkpoints([model_a, model_b])
 
 
 def _hypotheses(translator: Translator, **changes: int) -> list[list[tuple[str, float]]]:
@@ -85,7 +85,8 @@ def _hypotheses(translator: Translator, **changes: int) -> list[list[tuple[str, 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_an_ensemble_of_one_is_exactly_the_model(model_a: Path, beam_size: int):
     single = Translator.from_checkpoint(model_a)
-    ensemble = ensemble_translator([model_a])
+    ensemble = Translator.from_checkpoints([model_a])
+    assert isinstance(ensemble.model, Ensemble)
     nbest = min(beam_size, 2)
     assert _hypotheses(ensemble, beam_size=beam_size, nbest=nbest) == _hypotheses(
         single, beam_size=beam_size, nbest=nbest
@@ -94,7 +95,7 @@ def test_an_ensemble_of_one_is_exactly_the_model(model_a: Path, beam_size: int):
 
 def test_a_model_with_itself_is_the_model(model_a: Path):
     single = _hypotheses(Translator.from_checkpoint(model_a), beam_size=3, nbest=3)
-    doubled = _hypotheses(ensemble_translator([model_a, model_a]), beam_size=3, nbest=3)
+    doubled = _hypotheses(Translator.from_checkpoints([model_a, model_a]), beam_size=3, nbest=3)
     assert [[text for text, _ in hyps] for hyps in doubled] == [
         [text for text, _ in hyps] for hyps in single
     ]
@@ -126,7 +127,7 @@ def test_step_is_the_weighted_mean_of_the_members(model_a: Path, model_b: Path):
 def test_a_member_of_weight_zero_changes_nothing(model_a: Path, model_b: Path):
     alone = _hypotheses(Translator.from_checkpoint(model_a), beam_size=3, nbest=2)
     weighted = _hypotheses(
-        ensemble_translator([model_a, model_b], [1.0, 0.0]), beam_size=3, nbest=2
+        Translator.from_checkpoints([model_a, model_b], [1.0, 0.0]), beam_size=3, nbest=2
     )
     assert weighted == alone
 
@@ -154,7 +155,7 @@ def test_forced_decoding_scores_equal_search_scores(pair: Translator):
 
 
 def test_bf16_ensemble_keeps_exact_weights(model_a: Path, model_b: Path):
-    translator = ensemble_translator([model_a, model_b], [1.0, 3.0], precision="bf16")
+    translator = Translator.from_checkpoints([model_a, model_b], [1.0, 3.0], precision="bf16")
     assert isinstance(translator.model, Ensemble)
     assert translator.model.weights == (0.25, 0.75)
     assert len(translator.translate(SENTENCES, beam_size=2)) == len(SENTENCES)

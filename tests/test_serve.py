@@ -43,7 +43,7 @@ from mtkit.search.int8 import int8_available  # noqa: E402
 from mtkit.search.stream import GreedyStream  # noqa: E402
 from mtkit.search.translator import Translator  # noqa: E402
 from mtkit.serve.__main__ import bind, main  # noqa: E402
-from mtkit.serve.app import STATIC_DIR, ServeSettings, create_app, load_model  # noqa: E402
+from mtkit.serve.app import STATIC_DIR, create_app  # noqa: E402
 from mtkit.serve.batcher import (  # noqa: E402
     Batcher,
     BatcherClosed,
@@ -53,6 +53,7 @@ from mtkit.serve.batcher import (  # noqa: E402
 )
 from mtkit.serve.pool import ModelPool  # noqa: E402
 from mtkit.serve.process import ModelProcess, WorkerSpec  # noqa: E402
+from mtkit.serve.setup import ServeSettings, load_model  # noqa: E402
 
 SENTENCES = ["red cat sleeps", "the big dog runs near the house", "a tree", "green dog"]
 SETTINGS = ServeSettings(max_beam=8, max_lines=20, max_chars=2000, queue_size=64)

@@ -24,7 +24,8 @@ sync_api = pytest.importorskip(
 from test_serve import ServerThread  # noqa: E402
 
 from mtkit.search.translator import Translator  # noqa: E402
-from mtkit.serve.app import ServeSettings, create_app, load_model  # noqa: E402
+from mtkit.serve.app import create_app  # noqa: E402
+from mtkit.serve.setup import ServeSettings, load_model  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--headless",

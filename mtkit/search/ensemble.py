@@ -1,7 +1,8 @@
 """Ensembles: several models decoded as one, through the same step API as a single model.
 
 :class:`Ensemble` satisfies :class:`mtkit.search.StepModel`, so greedy and beam search,
-forced scoring and the :class:`~mtkit.search.translator.Translator` use it unchanged. Each step
+forced scoring and the :class:`~mtkit.search.translator.Translator` use it unchanged
+(:func:`mtkit.search.load.load` builds one from several checkpoints). Each step
 returns the weighted mean of the members' log-probabilities (OpenNMT-py and Marian
 combine members the same way), ``sum_i w_i log p_i`` with the weights summing to 1: the
 log of a weighted geometric mean. It is not renormalised, so a hypothesis's score is the
@@ -32,7 +33,6 @@ from mtkit.errors import CheckpointError, ConfigError
 from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.search.hypothesis import StepModel
-from mtkit.search.translator import Translator
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Ensemble(nn.Module):
 
 @dataclass
 class EnsembleCheckpoints:
-    """An ensemble with what a Translator needs from its checkpoints.
+    """An ensemble with what decoding needs from its checkpoints.
 
     Search defaults come from the first checkpoint; ``train_max_len`` (only used to warn
     about long inputs) is the largest of the members' training limits.
@@ -156,11 +156,6 @@ class EnsembleCheckpoints:
     defaults: DecodeConfig
     train_max_len: int | None
     data: list[dict[str, Any]]  # each checkpoint's ``data`` section, in order
-
-    def translator(self, device: str = "cpu", precision: str = "fp32") -> Translator:
-        return Translator(
-            self.model, self.codec, self.defaults, device, precision, self.train_max_len
-        )
 
 
 def _codec_difference(first: dict[str, Any], other: dict[str, Any]) -> str | None:
@@ -230,13 +225,3 @@ def load_ensemble(
         train_max_len=max(known) if known else None,
         data=data,
     )
-
-
-def ensemble_translator(
-    paths: Sequence[str | Path],
-    weights: Sequence[float] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-) -> Translator:
-    """A Translator over the ensemble of ``paths`` (``Translator.from_checkpoints``)."""
-    return load_ensemble(paths, weights).translator(device, precision)

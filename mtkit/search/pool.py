@@ -2,33 +2,34 @@
 every batch.
 
 A decoder step is a few dozen operators on a few hundred rows. Split over two threads,
-each operator is cut in two and joined again, and on a 2-core AVX2 CPU the second thread
-added only a quarter to a third (``scripts/bench_decode.py``, int8: greedy 385 -> 481
-sentences/s, beam 5 105 -> 142). Two single-threaded processes, each searching its own
-sentences, share nothing while they search: see README, "Results" for what they reach.
+each operator is cut in two and joined again, and the second thread adds little; two
+single-threaded processes, each searching its own sentences, share nothing while they
+search (docs/benchmarks.md has the figures).
 
-**How a batch is shared.** The :class:`~mtkit.search.translator.Translator` cuts its
-length-sorted batches as before. Of each batch of n sentences, process k (0 is the
-calling process, 1 .. P-1 the helpers) searches the sentences at positions k, k + P,
-k + 2P, ...: neighbours in length order, so every part has nearly the same lengths and
-takes about as long. The parts depend on the batch alone, so a given number of
-processes always gives the same output; each part is searched as a batch of its own,
-so the translations are those of one process wherever search is batch-invariant (it is
-in fp32 up to the last bit of a few rows; see README, "int8 decoding").
+**How a batch is shared** (:meth:`DecodePool.search`). The
+:class:`~mtkit.search.translator.Translator` cuts its length-sorted batches as before.
+Of each batch of n sentences, process k (0 is the calling process, 1 .. P-1 the
+helpers) searches the sentences at positions k, k + P, k + 2P, ...: neighbours in
+length order, so every part has nearly the same lengths and takes about as long. The
+parts depend on the batch alone, so a given number of processes always gives the same
+output; each part is searched as a batch of its own, so the translations are those of
+one process wherever search is batch-invariant (it is in fp32 up to the last bit of a
+few rows).
 
 **The helpers** are ``python -m mtkit.search.pool`` processes, each connected by a
 socket pair: they import nothing of the caller's script (so a script needs no
-``if __name__ == "__main__"`` guard) and load the same checkpoints themselves, with one
-thread, while the calling process loads its own copy. They run in a process group of
-their own (the terminal's Ctrl-C reaches only the caller, which stops them), die with
-the caller (``PR_SET_PDEATHSIG``, Linux) and stop when its end of the pipe closes.
-Their standard output is discarded: a command's stdout holds only its translations.
+``if __name__ == "__main__"`` guard) and load the same model themselves (the
+:class:`~mtkit.search.load.LoadSpec` they are sent), with one thread, while the calling
+process loads its own copy (:func:`load_shared`). They run in a process group of their
+own (the terminal's Ctrl-C reaches only the caller, which stops them), die with the
+caller (``PR_SET_PDEATHSIG``, Linux) and stop when its end of the pipe closes. Their
+standard output is discarded: a command's stdout holds only its translations.
 
-Messages over the pipe. Parent to child: the :class:`LoadSpec` first, then ``("search",
-sources, options, return_attention)`` with ``sources`` a list of source id lists, and
-``("close",)``. Child to parent: ``("ready",)`` once its model is loaded, ``("broken",
-message)`` when loading fails, then one ``("done", packed)`` or ``("failed", message)``
-per search.
+Messages over the pipe. Parent to child: the :class:`~mtkit.search.load.LoadSpec` first,
+then ``("search", sources, options, return_attention)`` with ``sources`` a list of
+source id lists, and ``("close",)``. Child to parent: ``("ready",)`` once its model is
+loaded, ``("broken", message)`` when loading fails, then one ``("done", packed)`` or
+``("failed", message)`` per search.
 """
 
 from __future__ import annotations
@@ -39,33 +40,24 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
+
+import torch
 
 from mtkit.config import SearchOptions
 from mtkit.errors import ConfigError, MtkitError
-
-if TYPE_CHECKING:  # torch loads in the helpers and in the caller's model code, not here:
-    from mtkit.search.hypothesis import Hypothesis  # a command starts its helpers before it
-    from mtkit.search.translator import Translator  # imports torch, so both load at once
+from mtkit.runtime import (
+    own_group_and_die_with_parent,
+    resolve_device,
+    single_thread,
+    tune_process,
+)
+from mtkit.search.hypothesis import Hypothesis, pack, unpack
+from mtkit.search.load import LoadedModel, LoadSpec
 
 START_TIMEOUT_S = 300.0  # loading a large ensemble on a slow disk can take a while
-
-# ``--processes auto`` starts helpers only for at least this many sentences: a helper
-# takes ~2.5 s to start and load (in parallel with the caller's own loading), and a few
-# batches are too few to share.
-AUTO_MIN_SENTENCES = 200
-PROCESSES_HELP = "auto or an integer >= 1"
-
-
-def parse_processes(text: str) -> int | str:
-    """``--processes`` as given: ``auto`` or an integer >= 1 (else a ConfigError)."""
-    if text == "auto":
-        return text
-    if text.strip().isdigit() and int(text) >= 1:
-        return int(text)
-    raise ConfigError(f"--processes must be {PROCESSES_HELP}, not {text!r}")
 
 
 def check_processes(processes: object) -> int:
@@ -75,42 +67,31 @@ def check_processes(processes: object) -> int:
     return processes
 
 
-def resolve_processes(
-    requested: int | str, device: str, threads: int | str, cores: int, sentences: int
-) -> int:
-    """How many processes decode: ``requested``, or for ``auto`` 2 on a CPU with 2 or
-    more cores when the threads are ``auto`` and there are AUTO_MIN_SENTENCES sentences
-    or more; else 1 (a GPU, one core, pinned threads, a short input)."""
-    if requested != "auto":
-        return int(requested)
-    if device != "cpu" or threads != "auto" or cores < 2 or sentences < AUTO_MIN_SENTENCES:
-        return 1
-    return 2
+def load_shared(
+    spec: LoadSpec, processes: int, before_loading: Callable[[], None] | None = None
+) -> tuple[LoadedModel, DecodePool | None]:
+    """``spec``'s model in this process and, for ``processes`` > 1, a pool of
+    ``processes - 1`` helpers that loaded it too (the CPU only).
 
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """What a Translator loads: the command line's (or ``from_checkpoint``'s) model options,
-    for the caller and, on the CPU, for each helper."""
-
-    checkpoints: tuple[str, ...]
-    weights: tuple[float, ...] | None
-    precision: str
-    shortlist: bool
-    device: str = "cpu"
-
-    def load(self) -> Translator:
-        """The Translator these options give (one checkpoint, or an ensemble of several),
-        without helpers of its own."""
-        from mtkit.search.translator import Translator
-
-        if len(self.checkpoints) == 1 and self.weights is None:
-            return Translator.from_checkpoint(
-                self.checkpoints[0], self.device, self.precision, self.shortlist
-            )
-        return Translator.from_checkpoints(
-            self.checkpoints, self.weights, self.device, self.precision
-        )
+    The helpers start first, so they load while this process runs ``before_loading``
+    (a command's process settings) and loads its own copy. Whatever fails, no helper
+    is left running.
+    """
+    check_processes(processes)
+    if processes > 1 and spec.device != "cpu" and resolve_device(spec.device).type != "cpu":
+        raise ConfigError(f"processes={processes} decodes on the CPU only, not on {spec.device}")
+    pool = DecodePool(spec, processes - 1) if processes > 1 else None
+    try:
+        if before_loading is not None:
+            before_loading()
+        loaded = spec.load()
+        if pool is not None:
+            pool.wait_ready()
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
+    return loaded, pool
 
 
 class DecodePool:
@@ -143,7 +124,28 @@ class DecodePool:
                 raise MtkitError(str(message[1]))
         self._ready = True
 
-    def submit(self, parts: list[list[list[int]]], options: SearchOptions, attention: bool) -> None:
+    def search(
+        self,
+        loaded: LoadedModel,
+        sources: list[list[int]],
+        options: SearchOptions,
+        return_attention: bool,
+    ) -> list[list[Hypothesis]]:
+        """One batch shared with the helpers: of P processes, process k searches sentences
+        k, k + P, ... (this one, single-threaded, while the helpers search theirs)."""
+        share = 1 + self.helpers
+        parts = [sources[k::share] for k in range(share)]
+        self._submit(parts[1:], options, return_attention)
+        with single_thread():
+            own = loaded.search(parts[0], options, return_attention) if parts[0] else []
+        found: list[list[Hypothesis]] = [[] for _ in sources]
+        for k, part in enumerate([own, *self._collect()]):
+            found[k::share] = part
+        return found
+
+    def _submit(
+        self, parts: list[list[list[int]]], options: SearchOptions, attention: bool
+    ) -> None:
         """Send part k (source id lists) to helper k; an empty part is not sent."""
         self.wait_ready()
         for number, (conn, sources) in enumerate(zip(self._conns, parts, strict=True)):
@@ -151,8 +153,8 @@ class DecodePool:
                 self._send(number, conn, ("search", sources, options, attention))
                 self._busy[number] = True
 
-    def collect(self) -> list[list[list[Hypothesis]]]:
-        """Each helper's hypotheses for the part :meth:`submit` sent it (empty if none)."""
+    def _collect(self) -> list[list[list[Hypothesis]]]:
+        """Each helper's hypotheses for the part :meth:`_submit` sent it (empty if none)."""
         results: list[list[list[Hypothesis]]] = []
         for number, conn in enumerate(self._conns):
             if not self._busy[number]:
@@ -163,8 +165,6 @@ class DecodePool:
             if message[0] != "done":
                 self.close()
                 raise MtkitError(f"decoding process {number + 1}: {message[1]}")
-            from mtkit.search.hypothesis import unpack
-
             results.append(unpack(message[1]))
         return results
 
@@ -215,8 +215,6 @@ class DecodePool:
 
 def _start_helper() -> tuple[Connection, subprocess.Popen]:
     """``python -m mtkit.search.pool FD`` on one end of a socket pair; the other end."""
-    from mtkit.runtime import own_group_and_die_with_parent
-
     ours, theirs = socket.socketpair()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     parent = os.getpid()
@@ -239,10 +237,6 @@ def helper_main(conn: Connection) -> None:
     always quietly: a command stopped by Ctrl-C prints its one line, no helper traceback.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller stops us
-    import torch
-
-    from mtkit.runtime import tune_process
-    from mtkit.search.hypothesis import pack
 
     def send(message: tuple[Any, ...]) -> None:
         try:
@@ -254,7 +248,7 @@ def helper_main(conn: Connection) -> None:
     tune_process()
     try:
         (spec,) = conn.recv()
-        translator = spec.load()
+        loaded = spec.load()
     except (EOFError, OSError):  # the caller is gone
         os._exit(0)
     except Exception as error:  # already a one-line message for a bad checkpoint
@@ -270,7 +264,7 @@ def helper_main(conn: Connection) -> None:
             break
         _, sources, options, attention = message
         try:
-            found = translator.search_ids(sources, options, attention)
+            found = loaded.search(sources, options, attention)
         except Exception as error:  # a bug: the caller reports it in one line
             send(("failed", f"{type(error).__name__}: {error}"))
             continue

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mtkit.errors import MtkitError, run_cli
-
-if TYPE_CHECKING:
-    from mtkit.serve.app import ServedModel, ServeSettings
 
 PROG = "mtkit-serve"
 
@@ -32,19 +27,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "GET /v1/model, GET /healthz) and a web page at /. Several checkpoints form an "
         "ensemble.",
     )
-    _model_options(parser.add_argument)
-    _limit_options(parser.add_argument)
+    for group in (_model_options, _address_options, _worker_options, _limit_options):
+        group(parser.add_argument)
     args = parser.parse_args(argv)
     _check_values(parser, args)
     return args
 
 
 def _model_options(add: Callable[..., Any]) -> None:
-    """What is served and where: checkpoints, address, device, threads, beam size."""
+    """What is served: checkpoints, device, precision, shortlist, default beam size."""
     add("checkpoints", nargs="+", metavar="CKPT", help="best.pt / last.pt / averaged checkpoints")
     add(
         "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
     )
+    add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
+    add(
+        "--beam-size",
+        type=int,
+        metavar="K",
+        help="beam size of requests that name none (default: the checkpoint's)",
+    )
+    add(
+        "--shortlist",
+        action="store_true",
+        help="score only the target pieces the checkpoint's lexical shortlist allows (faster, "
+        "most of all for the few sentences a service decodes at once; add one with "
+        "mtkit-shortlist)",
+    )
+
+
+def _address_options(add: Callable[..., Any]) -> None:
+    """Where it listens."""
     add(
         "--host",
         default="127.0.0.1",
@@ -58,8 +72,10 @@ def _model_options(add: Callable[..., Any]) -> None:
         metavar="N",
         help="port (default 8000; 0 picks a free one)",
     )
-    add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    add("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
+
+
+def _worker_options(add: Callable[..., Any]) -> None:
+    """What decodes: threads, processes and the kind of worker."""
     add(
         "--threads",
         type=int,
@@ -73,19 +89,6 @@ def _model_options(add: Callable[..., Any]) -> None:
         metavar="N",
         help="model processes, each decoding its own share of the requests with --threads "
         "threads (default 1); with --worker inline each also serves HTTP",
-    )
-    add(
-        "--beam-size",
-        type=int,
-        metavar="K",
-        help="beam size of requests that name none (default: the checkpoint's)",
-    )
-    add(
-        "--shortlist",
-        action="store_true",
-        help="score only the target pieces the checkpoint's lexical shortlist allows (faster, "
-        "most of all for the few sentences a service decodes at once; add one with "
-        "mtkit-shortlist)",
     )
     add(
         "--worker",
@@ -149,21 +152,6 @@ def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--workers needs --worker process or inline (each worker is a process)")
 
 
-def default_threads(workers: int = 1, inline: bool = False) -> int:
-    """Torch threads for each worker: every core but one, which the HTTP event loop needs,
-    or with ``inline`` (the loop and the model take turns on one thread) the cores shared
-    out among the ``workers`` processes.
-
-    Torch's OpenMP threads spin while they wait for work, so with one per core they
-    fight the event loop thread (which parses requests and sends answers while the
-    worker decodes) for the CPU instead of leaving it a core.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if inline:
-        return max(1, (cores or 1) // workers)
-    return max(1, (cores or 1) - 1)
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; an address in use or not valid here is a one-line error.
 
@@ -194,6 +182,7 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from mtkit.serve.app import create_app
+        from mtkit.serve.setup import served_model
     except ImportError as error:
         raise MtkitError(
             f"needs FastAPI and uvicorn ({error.name} is missing): pip install -e '.[serve]'"
@@ -203,7 +192,7 @@ def serve(args: argparse.Namespace) -> int:
 
         sock = bind(args.host, args.port)
         return serve_processes(args, sock, lambda info: announce(info, sock))
-    app = create_app(*_served_model(args))
+    app = create_app(*served_model(args))
     sock = bind(args.host, args.port)
     try:  # now, so that a model that cannot load is a one-line error
         app.state.batcher.start()
@@ -227,35 +216,6 @@ def announce(info: dict[str, Any], sock: socket.socket) -> None:
         file=sys.stderr,
         flush=True,
     )
-
-
-def _served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]:
-    """The model to serve (loaded here on the CPU when a model process decodes: this
-    process then only needs its vocabulary and description) and the service's settings."""
-    import torch
-
-    from mtkit.runtime import tune_process
-    from mtkit.serve.app import ServeSettings, load_model
-
-    threads = args.threads or default_threads(args.workers or 1, args.worker == "inline")
-    in_process = args.worker == "process"
-    torch.set_num_threads(1 if in_process else threads)
-    tune_process()
-    device = "cpu" if in_process else args.device
-    served = load_model(args.checkpoints, args.weights, device, args.precision, args.shortlist)
-    settings = ServeSettings(
-        beam_size=args.beam_size,
-        max_beam=args.max_beam,
-        max_lines=args.max_lines,
-        max_chars=args.max_chars,
-        queue_size=args.queue_size,
-        batch_wait_ms=args.batch_wait_ms,
-        model_process=in_process,
-        inline=args.worker == "inline",
-        threads=threads,
-        workers=args.workers or 1,
-    )
-    return replace(served, device=args.device), settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:

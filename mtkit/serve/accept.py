@@ -1,9 +1,9 @@
 """Connections spread evenly over the service processes that share one listening socket.
 
 With one socket and several processes accepting from it, the kernel gives each new
-connection to whichever process polls first: a burst of 32 connections from a client
-pool was split 22 to 10 in a test run, and as a connection keeps its process for every
-request it carries, the process with 10 idled while the other queued. Each process here
+connection to whichever process polls first: a burst of connections from a client pool
+can be split very unevenly, and as a connection keeps its process for every request it
+carries, the process with fewer idles while the other queues. Each process here
 accepts only while it holds no more open connections than any other (least connections,
 as load balancers do it): the processes publish their counts in a shared array, and one
 that holds more waits and looks again a few milliseconds later. A burst then alternates

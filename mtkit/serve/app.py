@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException
@@ -28,129 +28,18 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import mtkit
-from mtkit.errors import ConfigError
-from mtkit.model.checkpoint import decode_config_from_payload, load_checkpoint, model_from_payload
-from mtkit.model.seq2seq import Seq2Seq
-from mtkit.search.ensemble import Ensemble, load_ensemble
 from mtkit.search.hypothesis import Hypothesis
-from mtkit.search.quantize import parameter_count
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
 from mtkit.serve.inline import InlineBatcher
 from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
+from mtkit.serve.setup import ServedModel, ServeSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-
-@dataclass
-class ServeSettings:
-    """Limits and defaults of the service (the command line's options)."""
-
-    beam_size: int | None = None  # default for requests; None: the checkpoint's
-    max_beam: int = 16
-    max_lines: int = 100
-    max_chars: int = 20000  # characters over all texts of one request
-    queue_size: int = 256  # requests waiting for the worker
-    batch_wait_ms: float = 3.0
-    model_process: bool = False  # decode in a child process (the command line's default)
-    inline: bool = False  # decode greedy requests on the event loop's thread (InlineBatcher)
-    threads: int = 1  # torch threads of each model process
-    workers: int = 1  # model processes (each with its own greedy stream)
-
-
-@dataclass
-class ServedModel:
-    """A Translator and what ``GET /v1/model`` says about it, with what it was loaded
-    from (a model process loads the same checkpoints itself)."""
-
-    translator: Translator
-    info: dict[str, Any]
-    checkpoints: tuple[str, ...] = ()
-    weights: tuple[float, ...] | None = None
-    device: str = "cpu"
-    precision: str = "fp32"
-    shortlist: bool = False
-
-
-def load_model(
-    paths: Sequence[str | Path],
-    weights: Sequence[float] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    shortlist: bool = False,
-) -> ServedModel:
-    """One checkpoint as a plain model, several as an ensemble, with their description.
-
-    ``shortlist``: decode one checkpoint through its lexical shortlist (a one-line error
-    for an ensemble, or a checkpoint that holds none).
-    """
-    if shortlist and (len(paths) > 1 or weights is not None):
-        raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
-    if len(paths) == 1 and weights is None:
-        payload = load_checkpoint(paths[0])
-        model: torch.nn.Module
-        model, codec = model_from_payload(payload, str(paths[0]))
-        if shortlist:
-            from mtkit.search.shortlist import (
-                with_shortlist,  # loads the corpus code: only when asked
-            )
-
-            model = with_shortlist(model, payload, str(paths[0]))
-        data = [dict(payload["data"])]
-        translator = Translator(
-            model, codec, decode_config_from_payload(payload), device, precision,
-            data[0].get("max_len"),
-        )  # fmt: skip
-    else:
-        loaded = load_ensemble(paths, weights)
-        data, translator = loaded.data, loaded.translator(device, precision)
-    info = model_info(translator, [Path(p).name for p in paths], data)
-    return ServedModel(
-        translator,
-        info,
-        tuple(str(p) for p in paths),
-        None if weights is None else tuple(weights),
-        device,
-        precision,
-        shortlist,
-    )
-
-
-def model_info(
-    translator: Translator, names: list[str], data: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Languages, models, vocabulary, search defaults and training data of a Translator."""
-    model = translator.model
-    shortlisted = hasattr(model, "shortlist")  # a Shortlisted wrapper around one Seq2Seq
-    plain = cast(torch.nn.Module, model.model) if shortlisted else model
-    members = [
-        cast(Seq2Seq, member)
-        for member in (plain.members if isinstance(plain, Ensemble) else [plain])
-    ]
-    codec = translator.codec
-    return {
-        "mtkit_version": mtkit.__version__,
-        "source_language": data[0].get("src_lang"),
-        "target_language": data[0].get("tgt_lang"),
-        "checkpoints": names,
-        "ensemble_weights": list(model.weights) if isinstance(model, Ensemble) else None,
-        "parameters": parameter_count(model),
-        "models": [asdict(member.cfg) for member in members],
-        "vocabulary": {
-            "source": codec.src.vocab_size,
-            "target": codec.tgt.vocab_size,
-            "output": len(members[0].output_ids),
-            "joint": codec.joint,
-            "reverse_source": codec.reverse_source,
-            "shortlist": shortlisted,
-        },
-        "decoding": asdict(translator.defaults),
-        "training_data": data,
-        "device": str(translator.device),
-        "precision": translator.precision,
-    }
+Worker = Batcher | InlineBatcher | ModelProcess | ModelPool  # what decodes the requests
 
 
 class BodyLimit:
@@ -237,9 +126,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     return app
 
 
-def make_batcher(
-    served: ServedModel, settings: ServeSettings
-) -> Batcher | InlineBatcher | InlineBatcher | ModelProcess | ModelPool:
+def make_batcher(served: ServedModel, settings: ServeSettings) -> Worker:
     """The worker that decodes: a thread beside the event loop, the event loop itself
     (greedy requests), a model process, or a pool of them."""
     if settings.inline:
@@ -264,7 +151,7 @@ def make_batcher(
 def _add_translate_route(
     app: FastAPI,
     translator: Translator,
-    batcher: Batcher | InlineBatcher | ModelProcess | ModelPool,
+    batcher: Worker,
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
@@ -299,9 +186,7 @@ def _add_translate_route(
         )
 
 
-def _add_status_routes(
-    app: FastAPI, batcher: Batcher | InlineBatcher | ModelProcess | ModelPool, info: dict[str, Any]
-) -> None:
+def _add_status_routes(app: FastAPI, batcher: Worker, info: dict[str, Any]) -> None:
     """GET /v1/model, /healthz and the web page at /."""
 
     @app.get("/v1/model")

@@ -136,11 +136,11 @@ def listener_main(
     try:
         import uvicorn
 
-        from mtkit.serve.__main__ import _served_model
         from mtkit.serve.accept import BalancedServer
         from mtkit.serve.app import create_app
+        from mtkit.serve.setup import served_model
 
-        app = create_app(*_served_model(args))
+        app = create_app(*served_model(args))
         app.state.batcher.start()
     except MtkitError as error:
         pipe.send(("broken", " ".join(str(error).split())))

@@ -2,15 +2,10 @@
 
 A service's search steps are small: under load its greedy stream holds a few dozen
 sentences (the clients' requests in flight), and a step of that size does not spread
-over two cores (PyTorch keeps small operators on one thread; a model process with two
-threads decoded no faster than with one). Two single-threaded model processes, each
-with its own stream of half the sentences, use both cores instead: a step of 16 rows
-costs much less than one of 32, and encoding the sentences that join runs on both
-cores at once. Measured on a 2-core AVX2 CPU with 32 clients (README, "Results"): a
-third more requests/s in fp32; in int8 two processes answered 221 to 272 requests/s
-(six runs) against 182 for one (a single run), each spending about a third of its time
-encoding the small groups that join its stream. One process stays the default until
-more runs of one process settle the int8 comparison on this noisy machine.
+over two cores (PyTorch keeps small operators on one thread). Two single-threaded model
+processes, each with its own stream of half the sentences, use both cores instead: a
+step of half the rows costs much less, and encoding the sentences that join runs on
+both cores at once (docs/benchmarks.md has the figures). One process stays the default.
 
 :class:`ModelPool` offers the interface of one :class:`~mtkit.serve.process.ModelProcess`
 (``submit``, ``answered``, ``stats``, ``queued``, ``alive``, ``facts``, ``start``,

@@ -3,12 +3,13 @@
 The HTTP event loop (parsing requests, writing answers) and the model's worker thread
 (:class:`~mtkit.serve.batcher.Batcher`) are both Python: in one process they take turns
 on one interpreter lock, so every step of the search waits while the event loop holds
-it, and a 32-row greedy step measured 8.4 ms alone but 13.7 ms beside a busy event loop.
+it, and a step beside a busy event loop takes markedly longer than alone.
 :class:`ModelProcess` runs the Batcher in a child process instead (``spawn``: the child
-loads the checkpoints itself, no model or thread state is copied) and offers the same
-interface to the app: :meth:`submit` returns a future, :meth:`answered` tells the child
-that a client got its answer (the batcher's gathering rule), :attr:`stats`,
-:attr:`queued` and :attr:`alive` mirror the child's.
+loads the checkpoints itself with :func:`~mtkit.serve.setup.load_model`; no model or
+thread state is copied) and offers the same interface to the app: :meth:`submit`
+returns a future, :meth:`answered` tells the child that a client got its answer (the
+batcher's gathering rule), :attr:`stats`, :attr:`queued` and :attr:`alive` mirror the
+child's.
 
 Messages over one duplex pipe, parent to child: ``("job", id, Request)``,
 ``("answered",)``, ``("close",)``; child to parent: ``("ready", facts)`` once the model
@@ -36,6 +37,7 @@ import torch
 from mtkit.errors import MtkitError
 from mtkit.search.hypothesis import Hypothesis, pack, unpack
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, QueueFull, Request
+from mtkit.serve.setup import load_model
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +222,6 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     """The model process: load the model, then serve the pipe until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes us
     from mtkit.runtime import tune_process
-    from mtkit.serve.app import load_model
     from mtkit.serve.batcher import Batcher
 
     torch.set_num_threads(spec.threads)

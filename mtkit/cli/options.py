@@ -1,0 +1,100 @@
+"""The model options the decoding commands share (mtkit-translate, mtkit-evaluate), and
+their checks: a bad value is a usage error naming its flag, before anything loads.
+
+- CHECKPOINT ... and ``--weights``: one checkpoint, or an ensemble of several;
+- ``--device``, ``--precision``, ``--shortlist``: how the model decodes;
+- ``--threads`` and ``--processes``: how many cores decode, as threads of this process or
+  as single-threaded processes each searching a share of every batch
+  (:mod:`mtkit.search.pool`). ``--processes auto`` starts helpers only where they pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mtkit.errors import ConfigError
+from mtkit.runtime import resolve_threads
+
+# ``--processes auto`` starts helpers only for at least this many sentences: a helper
+# takes a few seconds to start and load (in parallel with the caller's own loading),
+# and a few batches are too few to share.
+AUTO_MIN_SENTENCES = 200
+PROCESSES_HELP = "auto or an integer >= 1"
+
+
+def add_checkpoint_options(add: Callable[..., Any], nargs: str, purpose: str) -> None:
+    """CHECKPOINT ... (``purpose``: its help text) and ``--weights``."""
+    add("checkpoints", nargs=nargs, metavar="CHECKPOINT", help=purpose)
+    add(
+        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
+    )
+
+
+def add_decoding_options(add: Callable[..., Any]) -> None:
+    """``--device``, ``--precision``, ``--threads``, ``--processes`` and ``--shortlist``."""
+    add("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
+    add(
+        "--threads",
+        default="auto",
+        help="CPU threads: auto (one per core this process may use; the default) or N",
+    )
+    add(
+        "--processes",
+        default="auto",
+        help="decoding processes of one thread each: auto (2 on a CPU with 2+ cores for "
+        f"{AUTO_MIN_SENTENCES}+ lines when --threads is auto; the default) or N",
+    )
+    add(
+        "--shortlist",
+        action="store_true",
+        help="score only the target pieces the checkpoint's lexical shortlist allows "
+        "(faster; add one with mtkit-shortlist)",
+    )
+
+
+def check_decoding_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--threads`` and ``--processes``: each auto or an integer >= 1 (a usage error);
+    ``args.processes`` becomes ``auto`` or the integer."""
+    try:
+        resolve_threads(args.threads)
+    except ConfigError:
+        parser.error(f"--threads must be auto or an integer >= 1, not {args.threads!r}")
+    try:
+        args.processes = parse_processes(args.processes)
+    except ConfigError as error:
+        parser.error(str(error))
+
+
+def check_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, names: Iterable[str]
+) -> None:
+    """Each option of ``names`` (argparse destinations) that is given must be >= 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+
+
+def parse_processes(text: str) -> int | str:
+    """``--processes`` as given: ``auto`` or an integer >= 1 (else a ConfigError)."""
+    if text == "auto":
+        return text
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise ConfigError(f"--processes must be {PROCESSES_HELP}, not {text!r}")
+
+
+def resolve_processes(
+    requested: int | str, device: str, threads: int | str, cores: int, sentences: int
+) -> int:
+    """How many processes decode: ``requested``, or for ``auto`` 2 on a CPU with 2 or
+    more cores when the threads are ``auto`` and there are AUTO_MIN_SENTENCES sentences
+    or more; else 1 (a GPU, one core, pinned threads, a short input)."""
+    if requested != "auto":
+        return int(requested)
+    if device != "cpu" or threads != "auto" or cores < 2 or sentences < AUTO_MIN_SENTENCES:
+        return 1
+    return 2

@@ -6,7 +6,7 @@ operations in sequence (one recurrent step after another). Intra-op threads spli
 of them, and most are too small to split well, so a second thread adds far less than a
 second core could. Two processes of one thread each run whole steps side by side and
 meet once per step to average their gradients (gloo, over loopback): on a 2-core CPU
-that gets much closer to twice one core (docs/model.md, "The second core").
+that gets much closer to twice one core (docs/performance.md, "The second core").
 
 The command that the user ran becomes a small supervisor (it computes nothing; it loads
 torch only to ask whether CUDA is there when ``train.device=auto``): it starts ``N``
@@ -60,9 +60,9 @@ def resolve_processes(train: TrainConfig, cores: int, cuda_available: bool) -> i
     """The number of training processes for ``train.processes``.
 
     ``auto`` gives 2 on a CPU with at least 2 cores when ``train.threads`` is ``auto``
-    (measured on a 2-core CPU: 1.66-1.84 times one thread, where a second thread gave
-    0.98-1.36 times), and 1 on a GPU, on one core, under torchrun, or when the threads
-    are pinned.
+    (two processes use a second core better than a second thread does: see the module
+    docstring), and 1 on a GPU, on one core, under torchrun, or when the threads are
+    pinned.
     With more than 2 cores each of the 2 processes gets ``cores // 2`` threads.
     """
     if train.processes != "auto":

@@ -8,8 +8,15 @@ hypothesis; after it, W = K. Each step of the loop is four named steps:
 2. :func:`_finish_hypotheses`: those ending in EOS within the top K go to the sentence's
    finished list (never dropped), scored as in docs/model.md;
 3. :func:`_extend_beams`: the K best that do not end in EOS stay on the beam;
-4. :func:`_drop_finished`: sentences holding K finished hypotheses leave the batch, in
-   chunks (``COMPACT``), so the tail of a batch does not pay for those that ended early.
+4. :meth:`_Beams.keep_sentences`: sentences holding K finished hypotheses leave the
+   batch, in chunks (``COMPACT``), so the tail of a batch does not pay for those that
+   ended early.
+
+Finished sentences leave as the greedy stream's rows do (:func:`unfinished` decides,
+:meth:`RowState.keep` keeps the rest of every per-row field), rather than staying in
+fixed (B, K) shapes with their rows masked as Sockeye and Hugging Face do: on a CPU a
+masked row costs a full step (attention over its source, the output layer), so a batch
+whose longest sentence runs on would keep paying for all the others.
 
 At a sentence's maximum length EOS is forced, so every beam ends. Shapes: B sentences,
 A active, W beams per sentence now, K beam size, M output columns, S source length.
@@ -28,11 +35,13 @@ from mtkit.search.hypothesis import (
     COMPACT,
     Hypothesis,
     OutputColumns,
+    RowState,
     StepModel,
     block_repeats,
     final_score,
     limit_length,
     max_lengths,
+    unfinished,
 )
 
 Finished = list[tuple[float, list[int], torch.Tensor | None]]  # (score, ids, attention (T, S))
@@ -47,17 +56,38 @@ class _Candidates(NamedTuple):
 
 
 @dataclass
-class _Beams:
-    """The live part of a beam search: A active sentences x W beams."""
+class _Rows(RowState):
+    """The A*W beams, one row each (A rows, one per sentence, before the first step)."""
 
-    sentences: list[int]  # original index of each active sentence
-    scores: torch.Tensor  # (A, W) cumulative log-probs, -inf for dead beams
     history: torch.Tensor  # (A*W, t) columns chosen so far
     attention: torch.Tensor | None  # (A*W, t, S)
     limits: torch.Tensor  # (A*W,) maximum lengths
     source_lengths: torch.Tensor  # (A*W,) real source positions (attention columns)
     state: Any
     enc: Any
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row r of the new beams continues row ``rows[r]``: what differs between a
+        sentence's beams follows (its limits and source stay)."""
+        self.history = self.history.index_select(0, rows)
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, rows)
+        self.state = self.state.select(rows)
+
+    def widen(self, k: int) -> None:
+        """From one beam per sentence to K: repeat what every beam of a sentence shares."""
+        rows = torch.arange(self.limits.size(0), device=self.limits.device).repeat_interleave(k)
+        self.enc = self.enc.select(rows)
+        self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
+
+
+@dataclass
+class _Beams:
+    """The live part of a beam search: A active sentences x W beams."""
+
+    sentences: list[int]  # original index of each active sentence
+    scores: torch.Tensor  # (A, W) cumulative log-probs, -inf for dead beams
+    rows: _Rows
 
     @classmethod
     def start(
@@ -66,9 +96,7 @@ class _Beams:
         """One beam per sentence (W = 1), encoded once."""
         batch, device = src.size(0), src.device
         enc = model.encode(src, src_lengths)
-        return cls(
-            sentences=list(range(batch)),
-            scores=torch.zeros(batch, 1, device=device),
+        rows = _Rows(
             history=torch.empty(batch, 0, dtype=torch.long, device=device),
             attention=None,
             limits=max_lengths(src_lengths, options).to(device),
@@ -76,33 +104,21 @@ class _Beams:
             state=model.init_state(enc),
             enc=enc,
         )
+        return cls(list(range(batch)), torch.zeros(batch, 1, device=device), rows)
 
     def add_attention(self, attention: torch.Tensor) -> None:
         """Append one step's attention (A*W, S)."""
-        step = attention.float().unsqueeze(1)
-        self.attention = step if self.attention is None else torch.cat([self.attention, step], 1)
+        step, kept = attention.float().unsqueeze(1), self.rows.attention
+        self.rows.attention = step if kept is None else torch.cat([kept, step], 1)
 
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Reorder beams: row r of the new beam is row ``rows[r]`` of the old one."""
-        self.history = self.history.index_select(0, rows)
-        if self.attention is not None:
-            self.attention = self.attention.index_select(0, rows)
-        self.state = self.state.select(rows)
-
-    def widen(self, k: int) -> None:
-        """From one beam per sentence to K: repeat what every beam of a sentence shares."""
-        rows = torch.arange(len(self.sentences), device=self.limits.device).repeat_interleave(k)
-        self.enc = self.enc.select(rows)
-        self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
-
-    def keep_sentences(self, keep: torch.Tensor, k: int) -> None:
-        """Drop finished sentences: ``keep`` indexes the active sentences to retain."""
+    def keep_sentences(self, keep: torch.Tensor, k: int) -> torch.Tensor:
+        """Drop finished sentences: ``keep`` (A',) indexes the active ones to retain.
+        Returns their rows (A'*K,)."""
         rows = (keep.unsqueeze(1) * k + torch.arange(k, device=keep.device)).view(-1)
         self.sentences = [self.sentences[i] for i in keep.tolist()]
         self.scores = self.scores[keep]
-        self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
-        self.enc = self.enc.select(rows)
-        self.select_rows(rows)
+        self.rows = self.rows.keep(rows)
+        return rows
 
 
 @torch.inference_mode()
@@ -121,12 +137,13 @@ def beam_search(
     beams = _Beams.start(model, src, src_lengths, options)
     finished: list[Finished] = [[] for _ in range(src.size(0))]
     prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=device)
-    for t in range(int(beams.limits.max()) + 1):
-        log_probs, beams.state, attention = model.step(prev, beams.state, beams.enc)
+    for t in range(int(beams.rows.limits.max()) + 1):
+        rows = beams.rows
+        log_probs, rows.state, attention = model.step(prev, rows.state, rows.enc)
         log_probs = log_probs.float()  # (A*W, M)
-        limit_length(log_probs, t, beams.limits, options.min_len, out.eos)
+        limit_length(log_probs, t, rows.limits, options.min_len, out.eos)
         if options.no_repeat_ngram:
-            block_repeats(log_probs, beams.history, options.no_repeat_ngram)
+            block_repeats(log_probs, rows.history, options.no_repeat_ngram)
         if keep_attention and attention is not None:
             beams.add_attention(attention)
         top = _top_continuations(log_probs, beams.scores, k)
@@ -135,8 +152,9 @@ def beam_search(
         if bool(done.all()):
             break
         prev = out.tokens(_extend_beams(beams, top, done, k, out.eos))
-        if int(done.sum()) >= COMPACT * len(done):
-            prev = _drop_finished(beams, done, prev, k)
+        keep = unfinished(done, COMPACT)
+        if keep is not None:
+            prev = prev.index_select(0, beams.keep_sentences(keep, k))
     return [_best(f, options.nbest, return_attention) for f in finished]
 
 
@@ -171,14 +189,15 @@ def _finish_hypotheses(
     rows = active * beams.scores.size(1) + top.beams[active, ranks]
     # One transfer for all hypotheses that end here, not one per hypothesis.
     scores = top.scores[active, ranks].tolist()
-    histories = out.tokens(beams.history[rows]).tolist()
+    histories = out.tokens(beams.rows.history[rows]).tolist()
     for j, (a, row) in enumerate(zip(active.tolist(), rows.tolist(), strict=True)):
         sentence = finished[beams.sentences[a]]
         if len(sentence) >= k:
             continue
         attention = None
-        if beams.attention is not None:
-            attention = beams.attention[row, :, : int(beams.source_lengths[row])].cpu()
+        if beams.rows.attention is not None:
+            kept = beams.rows.attention
+            attention = kept[row, :, : int(beams.rows.source_lengths[row])].cpu()
         score = final_score(scores[j], step + 1, attention, options)
         sentence.append((score, histories[j], attention))
 
@@ -201,18 +220,12 @@ def _extend_beams(
     )
     origin = top.beams.gather(1, keep) + torch.arange(active, device=device).unsqueeze(1) * width
     chosen = top.columns.gather(1, keep).view(-1)
-    beams.select_rows(origin.view(-1))
+    rows = beams.rows
+    rows.reorder(origin.view(-1))
     if width == 1:
-        beams.widen(k)
-    beams.history = torch.cat([beams.history, chosen.unsqueeze(1)], 1)
+        rows.widen(k)
+    rows.history = torch.cat([rows.history, chosen.unsqueeze(1)], 1)
     return chosen
-
-
-def _drop_finished(beams: _Beams, done: torch.Tensor, prev: torch.Tensor, k: int) -> torch.Tensor:
-    """Remove the sentences marked ``done`` (A,); returns ``prev`` (A*K,) for the rest."""
-    keep = (~done).nonzero().squeeze(1)
-    beams.keep_sentences(keep, k)
-    return prev.view(len(done), k)[keep].view(-1)
 
 
 def _best(finished: Finished, nbest: int, with_attention: bool) -> list[Hypothesis]:

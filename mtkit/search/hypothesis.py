@@ -9,12 +9,18 @@ columns (M of them); :class:`OutputColumns` maps columns to token ids and back.
 The score of a finished hypothesis and the rules on what it may emit next are those of
 docs/model.md ("Scores", "Length limits and constraints"). Shapes: B sentences, R rows
 (sentences x beams), M output columns, S source length, t steps so far.
+
+Both searches drop finished rows the same way (:class:`RowState`, :func:`unfinished`):
+their encoder outputs, decoder states and bookkeeping leave the batch together, in
+chunks, so a batch's tail does not pay for the sentences that ended early.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +29,8 @@ from mtkit.config import SearchOptions
 from mtkit.corpus.tokenizer import EOS_ID
 
 COMPACT = 0.10  # drop finished sentences once they are this share of the active batch
+
+_State = TypeVar("_State", bound="RowState")
 
 
 class StepModel(Protocol):
@@ -154,7 +162,12 @@ def limit_length(
     """In place on (R, M): no EOS before ``min_len``; only EOS once a row reaches its limit."""
     if step < min_len:
         log_probs[:, eos] = float("-inf")
-    at_limit = limits <= step
+    force_eos(log_probs, limits <= step, eos)
+
+
+def force_eos(log_probs: torch.Tensor, at_limit: torch.Tensor, eos: int) -> None:
+    """In place on (R, M): rows ``at_limit`` (R,) may emit only EOS, at its log-prob
+    (0 where ``min_len`` has blocked it: the limit wins)."""
     if bool(at_limit.any()):
         eos_scores = log_probs[:, eos].clone()
         log_probs[at_limit] = float("-inf")
@@ -172,3 +185,50 @@ def block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> Non
     rows, positions = matches.nonzero(as_tuple=True)
     if len(rows):
         log_probs[rows, windows[rows, positions, n - 1]] = float("-inf")
+
+
+class RowState:
+    """Search bookkeeping, as a dataclass with one entry per row (R) in every field.
+
+    A field is a tensor (rows first), a list, None, or a model part that reorders itself
+    with ``select`` (encoder outputs, decoder states). :meth:`keep` picks the same rows
+    of every field, so a field added later cannot be left out of the compaction.
+    """
+
+    def keep(self: _State, rows: torch.Tensor) -> _State:
+        """The rows ``rows`` (R',) of every field, in that order."""
+        kept = copy.copy(self)
+        chosen: list[int] | None = None
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                value = value.index_select(0, rows)
+            elif isinstance(value, list):
+                chosen = rows.tolist() if chosen is None else chosen
+                value = [value[i] for i in chosen]
+            elif value is not None:
+                value = value.select(rows)
+            setattr(kept, name, value)
+        return kept
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    """The field names of dataclass ``kind`` (looked up once: compaction is frequent)."""
+    if kind not in _FIELD_NAMES:
+        _FIELD_NAMES[kind] = tuple(item.name for item in dataclasses.fields(kind))
+    return _FIELD_NAMES[kind]
+
+
+def unfinished(done: torch.Tensor, share: float = COMPACT) -> torch.Tensor | None:
+    """The rows to keep (R',) once the finished rows ``done`` (R,) should leave, else None.
+
+    Dropping rows copies every encoder output and state, so they leave together once
+    they are ``share`` of the rows (0: at once, asked only once some row has finished);
+    until then they stay in the batch and search ignores what they emit.
+    """
+    if share and int(done.sum()) < share * done.size(0):
+        return None
+    return (~done).nonzero().squeeze(1)

@@ -1,19 +1,23 @@
 """Greedy search as a stream: sentences join and leave the running batch between steps.
 
-:func:`mtkit.search.greedy_search` decodes a fixed batch for as many steps as its longest
-sentence needs, while the rows that have finished wait. A service does not have a fixed
-batch: requests arrive while others are being decoded. :class:`GreedyStream` keeps one
-running batch of A active sentences (iteration-level, or continuous, batching): after
-every step the sentences that emitted EOS leave with their hypotheses, and :meth:`add`
-appends new ones, encoded on their own and then padded and concatenated to the running
-encoder outputs and decoder states (their ``cat`` methods). The number of steps then
-follows the total number of target tokens over A, not the longest sentence of each batch.
+This is the one greedy loop. :func:`mtkit.search.greedy_search` adds its B sentences to
+an empty stream and steps it until every one has ended. A service adds sentences while
+others are being decoded (iteration-level, or continuous, batching): :meth:`add`
+encodes them on their own and appends them to the running encoder outputs and decoder
+states (their ``cat`` methods), so the number of steps follows the total number of
+target tokens over the batch, not the longest sentence of each batch.
 
-Each sentence gets what ``greedy_search`` gives it alone: its own step count drives the
-length limits (``max_lengths``/``limit_length``), ``min_len`` and ``no_repeat_ngram``, and
+A sentence's hypothesis comes out of the step that ends it. Its row stays in the batch,
+feeding EOS, until the ended rows are ``compact`` of it
+(:func:`~mtkit.search.hypothesis.unfinished`): dropping rows copies every encoder output
+and state, so a fixed batch drops them in chunks (``COMPACT``), a service (``compact=0``)
+at once to make room.
+
+Each sentence gets what greedy search gives it alone: its own step count drives the
+length limits (``max_lengths``/``force_eos``), ``min_len`` and ``no_repeat_ngram``, and
 its score is :func:`~mtkit.search.hypothesis.final_score` of its summed log-probabilities.
 Padding is masked in attention, so a row's source is read alike in any batch. Shapes:
-A active sentences, W columns of history, S source length (the longest active one).
+A active rows, M output columns, W columns of history, S source length (padded).
 """
 
 from __future__ import annotations
@@ -30,16 +34,20 @@ from mtkit.corpus.tokenizer import BOS_ID
 from mtkit.search.hypothesis import (
     Hypothesis,
     OutputColumns,
+    RowState,
     StepModel,
     block_repeats,
     final_score,
-    limit_length,
+    force_eos,
     max_lengths,
+    unfinished,
 )
+
+Ended = list[tuple[int, Hypothesis]]  # (ticket, hypothesis) of the sentences that ended
 
 
 @dataclass
-class _Rows:
+class _Rows(RowState):
     """The active sentences' search state, one row each (the model's parts are opaque)."""
 
     tickets: list[int]  # the caller's handle of each row
@@ -50,24 +58,10 @@ class _Rows:
     totals: torch.Tensor  # (A,) summed log-probs (fp32)
     columns: torch.Tensor  # (A, W) chosen column per step; EOS's column beyond
     prev: torch.Tensor  # (A,) the token each row feeds next
+    slot: torch.Tensor  # (A,) the row's place in the kept attention; -1: keeps none
+    done: torch.Tensor | None  # (A,) ended and waiting to leave; None while none waits
     enc: Any
     state: Any
-
-    def select(self, keep: torch.Tensor) -> _Rows:
-        """The rows ``keep`` (K,) in that order."""
-        chosen = keep.tolist()
-        return _Rows(
-            [self.tickets[i] for i in chosen],
-            [self.keep_attention[i] for i in chosen],
-            self.src_lengths[keep],
-            self.limits[keep],
-            self.steps[keep],
-            self.totals[keep],
-            self.columns[keep],
-            self.prev[keep],
-            self.enc.select(keep),
-            self.state.select(keep),
-        )
 
     def cat(self, other: _Rows, eos: int) -> _Rows:
         """These rows, then ``other``'s; the history widens to the longer limit."""
@@ -84,31 +78,85 @@ class _Rows:
             torch.cat([self.totals, other.totals]),
             columns,
             torch.cat([self.prev, other.prev]),
+            torch.cat([self.slot, other.slot]),
+            None if self.done is None else torch.cat([self.done, other.steps < 0]),  # not ended
             self.enc.cat(other.enc),
             self.state.cat(other.state),
         )
 
 
+class _KeptAttention:
+    """The attention of the rows that keep theirs: (N + 1, W, S), a slot (row) each.
+
+    A row keeps its slot when others leave, so compaction copies none of it. Every row
+    writes at each step, those that keep nothing into the last slot (-1). Rows that
+    join rebuild it from the slots still in use: it holds the active rows' only.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def join(self, active: _Rows | None, new: _Rows, source_width: int) -> None:
+        """Slots for ``new``'s rows that keep attention, after ``active``'s (renumbered).
+
+        The buffer spans the history of both (W) and their sources (S, at least).
+        """
+        old = self.buffer
+        if old is None and not any(new.keep_attention):
+            return
+        wanted = torch.tensor(new.keep_attention, device=new.slot.device)
+        live = torch.empty(0, dtype=torch.long, device=new.slot.device)
+        if active is not None:
+            using = active.slot >= 0
+            live = active.slot[using]
+            active.slot[using] = torch.arange(len(live), device=live.device)
+        count = int(wanted.sum())
+        new.slot[wanted] = torch.arange(len(live), len(live) + count, device=live.device)
+        if not len(live) + count:
+            self.buffer = None
+            return
+        width = max(new.columns.size(1), 0 if active is None else active.columns.size(1))
+        length = max(source_width, 0 if old is None else old.size(2))
+        self.buffer = new.totals.new_zeros(len(live) + count + 1, width, length)
+        if old is not None and len(live):
+            self.buffer[: len(live), : old.size(1), : old.size(2)] = old[live]
+
+    def record(
+        self, slot: torch.Tensor, position: int | torch.Tensor, attention: torch.Tensor
+    ) -> None:
+        """Write one step's attention (A, S') of the rows in ``slot`` (A,) at ``position``."""
+        assert self.buffer is not None
+        width = min(attention.size(1), self.buffer.size(2))
+        self.buffer[slot, position, :width] = attention[:, :width].float()
+
+
 class GreedyStream:
     """A running greedy search that sentences join (:meth:`add`) and leave (:meth:`step`).
 
-    ``model`` must be a :class:`~mtkit.search.hypothesis.StepModel` whose encoder outputs and
-    decoder states have ``cat`` as well as ``select`` (a Seq2Seq or an Ensemble). Call it
-    inside the model's inference settings (the service uses the Translator's dtype and
-    device); each method also runs under ``torch.inference_mode``.
+    ``model`` is a :class:`~mtkit.search.hypothesis.StepModel`; to join a running batch
+    its encoder outputs and decoder states need ``cat`` as well as ``select`` (a Seq2Seq
+    or an Ensemble). ``compact``: the share of ended rows at which they leave the batch
+    (0: at once). Call it inside the model's inference settings (the service uses the
+    Translator's dtype and device); each public method runs under ``torch.inference_mode``.
     """
 
-    def __init__(self, model: StepModel, options: SearchOptions, device: torch.device) -> None:
+    def __init__(
+        self, model: StepModel, options: SearchOptions, device: torch.device, compact: float = 0.0
+    ) -> None:
         self.model = model
         self.options = options
         self.device = device
+        self.compact = compact
         self.out = OutputColumns(model, device)
         self._rows: _Rows | None = None
-        self._attention: dict[int, list[torch.Tensor]] = {}  # (S,) per step, when kept
+        self._kept = _KeptAttention()
         self._next_ticket = 0
+        self._youngest = 0  # steps taken by the rows added last: the fewest of any row
+        self._aligned = True  # every row has taken ``_youngest`` steps (added together)
+        self._index = torch.arange(0, device=device)  # (A,) row numbers, cached
 
     def __len__(self) -> int:
-        """Active sentences."""
+        """Active sentences (with rows that have ended and wait to leave)."""
         return 0 if self._rows is None else len(self._rows.tickets)
 
     @property
@@ -131,88 +179,142 @@ class GreedyStream:
         if not sources:
             return []
         src, lengths = pad_sequences(list(sources))
-        src, lengths = src.to(self.device), lengths.to(self.device)
-        enc = self.model.encode(src, lengths)
-        tickets = list(range(self._next_ticket, self._next_ticket + len(sources)))
-        self._next_ticket += len(sources)
-        limits = max_lengths(lengths, self.options).to(self.device)
-        count, eos = len(sources), self.out.eos
+        return self.add_batch(src.to(self.device), lengths.to(self.device), attention)
+
+    @torch.inference_mode()
+    def add_batch(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, attention: Sequence[bool]
+    ) -> list[int]:
+        """:meth:`add` for a padded batch: source ids (B, S) ending in EOS, lengths (B,)."""
+        count, device = src.size(0), self.device
+        if not count:
+            return []
+        enc = self.model.encode(src, src_lengths)
+        tickets = list(range(self._next_ticket, self._next_ticket + count))
+        self._next_ticket += count
+        limits = max_lengths(src_lengths, self.options).to(device)
+        width = int(limits.max()) + 1
         new = _Rows(
             tickets,
             list(attention),
-            lengths,
+            src_lengths.to(device),
             limits,
-            torch.zeros(count, dtype=torch.long, device=self.device),
-            torch.zeros(count, device=self.device),
-            torch.full((count, int(limits.max()) + 1), eos, dtype=torch.long, device=self.device),
-            torch.full((count,), BOS_ID, dtype=torch.long, device=self.device),
+            torch.zeros(count, dtype=torch.long, device=device),
+            torch.zeros(count, device=device),
+            torch.full((count, width), self.out.eos, dtype=torch.long, device=device),
+            torch.full((count,), BOS_ID, dtype=torch.long, device=device),
+            torch.full((count,), -1, dtype=torch.long, device=device),
+            None,
             enc,
             self.model.init_state(enc),
         )
-        for ticket, keep in zip(tickets, attention, strict=True):
-            if keep:
-                self._attention[ticket] = []
-        self._rows = new if self._rows is None else self._rows.cat(new, eos)
+        self._kept.join(self._rows, new, src.size(1))
+        self._aligned, self._youngest = self._rows is None, 0
+        self._rows = new if self._rows is None else self._rows.cat(new, self.out.eos)
         return tickets
 
     @torch.inference_mode()
-    def step(self) -> list[tuple[int, Hypothesis]]:
+    def step(self) -> Ended:
         """One step for every active sentence; returns (ticket, hypothesis) of those that ended.
 
         Hypotheses have empty ``text`` (the caller detokenizes).
         """
+        return self._step()
+
+    @torch.inference_mode()
+    def finish(self) -> dict[int, Hypothesis]:
+        """Step until every active sentence has ended: their hypotheses by ticket."""
+        ended: dict[int, Hypothesis] = {}
+        while self._rows is not None:
+            ended.update(self._step())
+        return ended
+
+    def _step(self) -> Ended:
         rows = self._rows
         if rows is None:
             return []
         log_probs, rows.state, attention = self.model.step(rows.prev, rows.state, rows.enc)
         self._constrain(log_probs, rows)
         best_lp, best = log_probs.max(dim=-1)  # (A,)
+        if rows.done is not None:  # rows that ended feed EOS until they leave
+            best = best.masked_fill(rows.done, self.out.eos)
         rows.totals += best_lp
-        rows.columns[torch.arange(len(best), device=best.device), rows.steps] = best
+        column = self._column(rows)
+        rows.columns[column] = best
+        if attention is not None and self._kept.buffer is not None:
+            self._kept.record(rows.slot, column[1], attention)
         rows.steps += 1
-        if attention is not None and self._attention:
-            self._record_attention(attention, rows)
+        self._youngest += 1
         rows.prev = self.out.tokens(best)
-        done = best == self.out.eos
-        if not bool(done.any()):
+        ended = best == self.out.eos
+        if rows.done is not None:
+            ended &= ~rows.done
+        if not bool(ended.any()):
             return []
-        finished = self._hypotheses(done.nonzero().squeeze(1), rows)
-        keep = (~done).nonzero().squeeze(1)
-        self._rows = rows.select(keep) if len(keep) else None
-        return finished
+        return self._leave(rows, ended, attention is not None)
+
+    def _column(self, rows: _Rows) -> tuple[slice | torch.Tensor, int | torch.Tensor]:
+        """Where each row's pick of this step goes in ``columns`` (A, W): one column while
+        the rows step together, else the row's step (rows that wait to leave: within W)."""
+        if self._aligned:
+            return slice(None), self._youngest
+        if self._index.size(0) != len(rows.tickets):
+            self._index = torch.arange(len(rows.tickets), device=self.device)
+        if rows.done is None:
+            return self._index, rows.steps
+        return self._index, rows.steps.clamp(max=rows.columns.size(1) - 1)
 
     def _constrain(self, log_probs: torch.Tensor, rows: _Rows) -> None:
-        """greedy_search's rules, each row at its own step: min_len, limits, n-gram blocking."""
-        options, eos = self.options, self.out.eos
-        if options.min_len:
-            log_probs[rows.steps < options.min_len, eos] = float("-inf")
-        # At step 0 of a row whose remaining length is limit - step: the same test.
-        limit_length(log_probs, 0, rows.limits - rows.steps, 0, eos)
-        if not options.no_repeat_ngram:
-            return
-        for step in rows.steps.unique().tolist():  # rows with equal histories' lengths
-            if step:
-                same = (rows.steps == step).nonzero().squeeze(1)
-                part = log_probs[same]
-                block_repeats(part, rows.columns[same, :step], options.no_repeat_ngram)
-                log_probs[same] = part
+        """In place on (A, M), each row at its own step: min_len, limits, n-gram blocking."""
+        options, eos, n = self.options, self.out.eos, self.options.no_repeat_ngram
+        if self._youngest < options.min_len:
+            log_probs[:, eos].masked_fill_(rows.steps < options.min_len, float("-inf"))
+        force_eos(log_probs, rows.steps >= rows.limits, eos)
+        if n and self._aligned:  # one history length
+            block_repeats(log_probs, rows.columns[:, : self._youngest], n)
+        elif n:
+            _block_repeats(log_probs, rows, n)
 
-    def _record_attention(self, attention: torch.Tensor, rows: _Rows) -> None:
-        lengths = rows.src_lengths.tolist()
-        for i, ticket in enumerate(rows.tickets):
-            if rows.keep_attention[i]:
-                self._attention[ticket].append(attention[i, : lengths[i]].float().cpu())
+    def _leave(self, rows: _Rows, ended: torch.Tensor, attended: bool) -> Ended:
+        """Hypotheses of the rows ``ended`` (A,); the ended rows leave once they are due."""
+        finished = self._hypotheses(ended.nonzero().squeeze(1), rows, attended)
+        done = ended if rows.done is None else rows.done | ended
+        keep = unfinished(done, self.compact)
+        if keep is None:
+            rows.done = done
+        elif len(keep):
+            self._rows = rows.keep(keep)
+            self._rows.done = None
+        else:
+            self._rows = None
+            self._kept = _KeptAttention()
+        return finished
 
-    def _hypotheses(self, ended: torch.Tensor, rows: _Rows) -> list[tuple[int, Hypothesis]]:
-        """The hypotheses of rows ``ended`` (E,), as greedy_search reports them."""
+    def _hypotheses(self, ended: torch.Tensor, rows: _Rows, attended: bool) -> Ended:
+        """The hypotheses of rows ``ended`` (E,): ids up to EOS, score, attention (T, S)."""
         lengths = rows.steps[ended].tolist()
         totals = rows.totals[ended].tolist()
         tokens = self.out.tokens(rows.columns[ended]).tolist()
+        attention, sources = None, []
+        if attended and self._kept.buffer is not None:
+            attention = self._kept.buffer[rows.slot[ended]].cpu()  # (E, W, S)
+            sources = rows.src_lengths[ended].tolist()
         results = []
         for j, i in enumerate(ended.tolist()):
-            ticket, length = rows.tickets[i], lengths[j]
-            steps = self._attention.pop(ticket, None)
-            weights = torch.stack(steps) if steps else None  # (T, S)
+            length, weights = lengths[j], None
+            if attention is not None and rows.keep_attention[i]:
+                weights = attention[j, :length, : sources[j]]
             score = final_score(totals[j], length, weights, self.options)
-            results.append((ticket, Hypothesis("", tokens[j][: length - 1], score, weights)))
+            hypothesis = Hypothesis("", tokens[j][: length - 1], score, weights)
+            results.append((rows.tickets[i], hypothesis))
         return results
+
+
+def _block_repeats(log_probs: torch.Tensor, rows: _Rows, n: int) -> None:
+    """``block_repeats`` on each group of rows with equal step counts (history lengths)."""
+    for step in rows.steps.unique().tolist():
+        if step:
+            same = (rows.steps == step).nonzero().squeeze(1)
+            part = log_probs[same]
+            block_repeats(part, rows.columns[same, :step], n)
+            log_probs[same] = part

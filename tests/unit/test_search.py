@@ -10,6 +10,7 @@ import torch
 
 from mtkit.corpus.tokenizer import EOS_ID
 from mtkit.search import SearchOptions, beam_search, forced_scores, greedy_search
+from mtkit.search.hypothesis import RowState, unfinished
 
 A, B, C = 4, 5, 6
 VOCAB = 7
@@ -278,3 +279,31 @@ def test_search_options_are_the_decode_config_without_its_batch_size():
     decode = DecodeConfig(beam_size=2, nbest=2, length_norm="none", max_len_a=0.0)
     [hyps] = beam_search(ScriptedModel([GARDEN_PATH]), *sources(0), options=decode)
     assert [h.tokens for h in hyps] == [[B], [A, A]]
+
+
+@dataclass
+class Ledger(RowState):
+    """Bookkeeping of three rows, one field of every kind compaction handles."""
+
+    ids: torch.Tensor
+    names: list[str]
+    nothing: torch.Tensor | None
+    rows: Rows  # a model part that reorders itself
+
+
+def test_compaction_keeps_the_same_rows_of_every_field():
+    ledger = Ledger(
+        torch.tensor([[1, 2], [3, 4], [5, 6]]), ["a", "b", "c"], None, Rows(torch.arange(3))
+    )
+    kept = ledger.keep(torch.tensor([2, 0]))
+    assert kept.ids.tolist() == [[5, 6], [1, 2]] and kept.names == ["c", "a"]
+    assert kept.nothing is None and kept.rows.ids.tolist() == [2, 0]
+    assert ledger.names == ["a", "b", "c"] and ledger.ids.size(0) == 3  # a new ledger
+
+
+def test_finished_rows_leave_once_they_are_the_given_share():
+    done = torch.tensor([True, False, False, False])
+    assert unfinished(done, 0.5) is None  # 1 of 4: they wait
+    assert unfinished(done, 0.25).tolist() == [1, 2, 3]
+    assert unfinished(done, 0.0).tolist() == [1, 2, 3]  # at once
+    assert unfinished(torch.zeros(4, dtype=torch.bool), 0.1) is None

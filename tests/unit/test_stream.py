@@ -81,10 +81,10 @@ def varied(hyps: list[Hypothesis]) -> bool:
 
 
 def stream_decode(
-    model: StepModel, options: SearchOptions, attention: list[bool]
+    model: StepModel, options: SearchOptions, attention: list[bool], compact: float = 0.0
 ) -> tuple[list[Hypothesis], int]:
     """Decode SOURCES through one stream, each joining before its step in JOINS."""
-    stream = GreedyStream(model, options, torch.device("cpu"))
+    stream = GreedyStream(model, options, torch.device("cpu"), compact=compact)
     results: dict[int, Hypothesis] = {}
     ticket_of: dict[int, int] = {}
     step = 0
@@ -94,9 +94,10 @@ def stream_decode(
         tickets = stream.add([SOURCES[i] for i in joining], [attention[i] for i in joining])
         ticket_of.update(zip(tickets, joining, strict=True))
         active |= set(joining)
-        # What a token budget counts, and the padded length every row's attention reads.
-        assert stream.source_tokens == sum(len(SOURCES[i]) for i in active)
-        assert stream.longest_source == max((len(SOURCES[i]) for i in active), default=0)
+        if not compact:  # ended rows have left at once
+            # What a token budget counts, and the padded length every row's attention reads.
+            assert stream.source_tokens == sum(len(SOURCES[i]) for i in active)
+            assert stream.longest_source == max((len(SOURCES[i]) for i in active), default=0)
         ended = [(ticket_of[t], hyp) for t, hyp in stream.step()]
         results.update(ended)
         active -= {i for i, _ in ended}
@@ -146,6 +147,20 @@ def test_attention_is_kept_only_where_asked_and_equals_greedy_search():
     )
     assert_same(
         [replace(g, attention=None) for g in got], [replace(w, attention=None) for w in want]
+    )
+
+
+@pytest.mark.parametrize("compact", [0.3, 1.0])
+def test_ended_rows_waiting_to_leave_change_no_result(compact: float):
+    """With ``compact`` > 0 ended rows stay in the batch, feeding EOS, while others step
+    and join (1.0: until every row has ended); each sentence's result is unchanged."""
+    model = small_model("gru-bahdanau", seed=4)
+    asked = [i % 3 != 1 for i in range(len(SOURCES))]
+    got, _ = stream_decode(model, OPTIONS, asked, compact)
+    want = alone(model, OPTIONS, True)
+    assert [h.attention is not None for h in got] == asked
+    assert_same(
+        got, [w if a else replace(w, attention=None) for w, a in zip(want, asked, strict=True)]
     )
 
 

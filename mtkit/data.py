@@ -10,7 +10,14 @@ only checks and memory-maps the saved arrays. The code lives in :mod:`mtkit.corp
 
 from __future__ import annotations
 
+import sys
+
 from mtkit.corpus.cache import load_corpus
+
+USAGE = """usage: mtkit-data [KEY=VALUE ...]
+
+Prepare the corpus cache of a training setup and print its folder. Takes the same
+overrides as mtkit-train (only data.* and tokenizer.* matter)."""
 
 
 def main() -> None:
@@ -20,6 +27,9 @@ def main() -> None:
     matter) and prints the cache entry's folder: what to copy to the nodes of a
     multi-node run that do not share a filesystem with the node that prepares it.
     """
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(USAGE)
+        return
     from mtkit.errors import run_cli
     from mtkit.runtime import prefer_passive_wait
 
@@ -30,7 +40,6 @@ def main() -> None:
 
 def _prepare() -> str:
     import logging
-    import sys
 
     from mtkit.config.compose import compose_run
 

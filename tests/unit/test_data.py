@@ -1437,3 +1437,15 @@ def test_fingerprints_of_big_files_are_remembered_until_they_change(
     assert fingerprint.file_digest(path) == real(path) != expected and hashed == [path]
     monkeypatch.setattr(fingerprint, "MEMO_MIN_BYTES", 10**9)
     assert fingerprint.file_digest(path) == real(path)  # small files: always hashed
+
+
+def test_the_data_command_answers_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mtkit-data --help`` says how to call it (the overrides are Hydra's, not argparse's)."""
+    from mtkit.data import main
+
+    monkeypatch.setattr("sys.argv", ["mtkit-data", "--help"])
+    main()
+    out = capsys.readouterr().out
+    assert out.startswith("usage: mtkit-data [KEY=VALUE ...]") and "data.*" in out

@@ -12,7 +12,7 @@ clients that each send one sentence, wait for its answer and send the next, abou
 sentences are in flight. This script replays that load on one stream in one thread,
 with no HTTP, no pipes and no detokenizing: ``C`` sentences start, each that ends is
 replaced by the next source line, and waiting sentences join by the service batcher's
-rule (:func:`mtkit.serve.batcher.ready_to_join`). So it measures what a model process
+rule (:func:`mtkit.serve.greedy.ready_to_join`). So it measures what a model process
 could answer if the rest of the service cost nothing: ``scripts/bench_serve.py``
 measures the whole service.
 
@@ -43,7 +43,7 @@ from mtkit.errors import run_cli  # noqa: E402
 from mtkit.runtime import tune_process  # noqa: E402
 from mtkit.search.stream import GreedyStream  # noqa: E402
 from mtkit.search.translator import Translator  # noqa: E402
-from mtkit.serve.batcher import JOIN_SHARE, JOIN_STEPS, ready_to_join  # noqa: E402
+from mtkit.serve.greedy import JOIN_SHARE, JOIN_STEPS, ready_to_join  # noqa: E402
 
 
 def replay(translator: Translator, sources: list[list[int]], in_flight: int) -> str:

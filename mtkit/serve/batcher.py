@@ -5,17 +5,10 @@ matrix products get wider, the number of steps stays), so a service that decodes
 request alone wastes most of the machine under load. Here HTTP handlers only *submit*
 requests; a single worker thread owns the model and decodes them in one of two ways.
 
-Greedy requests (beam size 1, no coverage penalty) join one running greedy search, a
-:class:`~mtkit.search.stream.GreedyStream` (continuous batching): between two steps the
-worker encodes the greedy requests that have arrived and appends their sentences to the
-active ones, as long as the stream holds at most ``max_rows`` sentences and
-``batch_tokens`` source tokens (a request always joins an empty stream whole), and a
-sentence leaves as soon as it emits EOS; a request is answered when its last sentence
-has. A batch of fixed sentences runs as many steps as its longest sentence, the last ones
-with a few rows left; the stream keeps its rows filled instead, so under load its steps
-follow the total output length over the stream's width. New sentences join in groups
-(``JOIN_SHARE``, ``JOIN_STEPS``), since the encoder costs nearly as much for one
-sentence as for several.
+Greedy requests (beam size 1, no coverage penalty) join one running greedy search,
+between two of its steps (:mod:`mtkit.serve.greedy`: the stream, and when waiting
+sentences join it), and each sentence leaves as soon as it emits EOS; a request is
+answered when its last sentence has.
 
 Beam requests are decoded in groups: the oldest waiting beam request with every waiting
 request of the same beam size, in one :meth:`~mtkit.search.translator.Translator.translate_nbest`
@@ -31,12 +24,11 @@ duration (``QUIET_SHARE`` and ``GATHER_SHARE`` of it, between ``wait_ms`` and
 ``max_wait_ms``). While the stream runs, a beam group starts between two of its steps
 once its oldest request has waited that longest gathering.
 
-Results equal translating each request alone: a streamed sentence gets what
-:func:`~mtkit.search.greedy_search` gives it alone (see :mod:`mtkit.search.stream`), the
-Translator's batches give the same hypotheses as one sentence at a time, ``nbest`` only
-cuts a finished n-best list, and keeping attention does not change the search, so
-requests that differ only in ``nbest`` or ``attention`` share a batch and each gets
-exactly what it asked for.
+Results equal translating each request alone: a streamed sentence gets what greedy
+search gives it alone, the Translator's batches give the same hypotheses as one sentence
+at a time, ``nbest`` only cuts a finished n-best list, and keeping attention does not
+change the search, so requests that differ only in ``nbest`` or ``attention`` share a
+batch and each gets exactly what it asked for.
 """
 
 from __future__ import annotations
@@ -45,13 +37,12 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
-from mtkit.serve.greedy import GreedyJobs
+from mtkit.serve.greedy import MAX_ROWS, GreedyJobs, joining
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
 
 __all__ = [
@@ -67,39 +58,6 @@ log = logging.getLogger(__name__)
 
 QUIET_SHARE = 0.05  # quiet time that closes a group, as a share of the last search's time
 GATHER_SHARE = 0.25  # longest gathering, as a share of the last search's time
-MAX_ROWS = 64  # sentences the greedy stream decodes at once, at most
-JOIN_SHARE = 0.5  # greedy sentences join once this many wait, as a share of the active ones
-JOIN_STEPS = 8  # ... or once the oldest of them has waited this many stream steps
-
-
-def ready_to_join(active: int, waiting: int, oldest_waited: int) -> bool:
-    """Whether the greedy sentences waiting (``waiting`` of them, the oldest for
-    ``oldest_waited`` stream steps) should join a stream of ``active`` rows now: at once
-    into an empty stream, else as a group of ``JOIN_SHARE`` of the active rows, or once
-    the oldest has waited ``JOIN_STEPS`` steps. Callers ask only while some wait."""
-    return not active or waiting >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
-
-
-def joining(
-    waiting: Sequence[Job], greedy: GreedyJobs, steps: int, max_rows: int, batch_tokens: int
-) -> list[Job]:
-    """The first of the greedy jobs ``waiting`` (oldest first) that join ``greedy``'s
-    stream now, at its step ``steps``: none until :func:`ready_to_join` says so, then
-    those that fit within ``max_rows`` sentences and ``batch_tokens`` source tokens (a job
-    always joins an empty stream whole). The caller removes them from its queue."""
-    rows, tokens = len(greedy), greedy.source_tokens
-    sentences = sum(len(job.request.texts) for job in waiting)
-    if not waiting or not ready_to_join(rows, sentences, steps - waiting[0].step):
-        return []  # wait for more, and for the oldest to wait a little longer
-    taken: list[Job] = []
-    for job in waiting:
-        more = len(job.request.texts)
-        fits = rows + more <= max_rows and tokens + job.tokens <= batch_tokens
-        if not fits and (rows or taken):
-            break
-        taken.append(job)
-        rows, tokens = rows + more, tokens + job.tokens
-    return taken
 
 
 class Batcher:
@@ -240,13 +198,7 @@ class Batcher:
         return beam
 
     def _take_streamed(self) -> list[Job]:
-        """Waiting greedy jobs (oldest first) that fit the stream's rows and token budget.
-
-        Encoding sentences together is much cheaper than one at a time (the encoder runs
-        a step per source position whatever the batch), so while the stream is busy they
-        join in groups: once their sentences are ``JOIN_SHARE`` of the active ones, or
-        the oldest has waited ``JOIN_STEPS`` steps.
-        """
+        """Waiting greedy jobs (oldest first) that join the stream now (:func:`joining`)."""
         assert self._greedy is not None
         waiting = [job for job in self._jobs if self._streamed(job.request)]
         taken = joining(waiting, self._greedy, self.stats.steps, self.max_rows, self.batch_tokens)

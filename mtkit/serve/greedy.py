@@ -1,16 +1,26 @@
 """The greedy requests' side of the service's worker: jobs in, answers out, via a stream.
 
 :class:`GreedyJobs` feeds the sentences of greedy requests into one
-:class:`~mtkit.search.stream.GreedyStream`, detokenizes the hypotheses that finish after
-each step, and answers a request once its last sentence has finished (empty texts are
-answered at once, as the Translator does). The stream runs on the Translator's model,
-device and dtype, in inference mode as the Translator searches. A failing step is a bug:
-the requests in the stream fail, and a fresh stream serves the next ones.
+:class:`~mtkit.search.stream.GreedyStream` (continuous batching), detokenizes the
+hypotheses that finish after each step, and answers a request once its last sentence
+has finished (empty texts are answered at once, as the Translator does). The stream runs
+on the Translator's model, device and dtype, in inference mode as the Translator
+searches. A failing step is a bug: the requests in the stream fail, and a fresh stream
+serves the next ones.
+
+A batch of fixed sentences runs as many steps as its longest sentence, the last ones
+with a few rows left; the stream keeps its rows filled instead, so under load its steps
+follow the total output length over the stream's width. Waiting sentences join between
+two steps (:func:`joining`) while the stream holds at most ``max_rows`` sentences and
+``batch_tokens`` source tokens (a request always joins an empty stream whole). Encoding
+sentences together costs little more than one alone (the encoder runs a step per source
+position whatever the batch), so they join a busy stream in groups (:func:`ready_to_join`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.stream import GreedyStream
@@ -18,6 +28,40 @@ from mtkit.search.translator import Translator
 from mtkit.serve.jobs import BatcherStats, Job
 
 log = logging.getLogger(__name__)
+
+MAX_ROWS = 64  # sentences the greedy stream decodes at once, at most
+JOIN_SHARE = 0.5  # greedy sentences join once this many wait, as a share of the active ones
+JOIN_STEPS = 8  # ... or once the oldest of them has waited this many stream steps
+
+
+def ready_to_join(active: int, waiting: int, oldest_waited: int) -> bool:
+    """Whether the greedy sentences waiting (``waiting`` of them, the oldest for
+    ``oldest_waited`` stream steps) should join a stream of ``active`` rows now: at once
+    into an empty stream, else as a group of ``JOIN_SHARE`` of the active rows, or once
+    the oldest has waited ``JOIN_STEPS`` steps. Callers ask only while some wait."""
+    return not active or waiting >= JOIN_SHARE * active or oldest_waited >= JOIN_STEPS
+
+
+def joining(
+    waiting: Sequence[Job], greedy: GreedyJobs, steps: int, max_rows: int, batch_tokens: int
+) -> list[Job]:
+    """The first of the greedy jobs ``waiting`` (oldest first) that join ``greedy``'s
+    stream now, at its step ``steps``: none until :func:`ready_to_join` says so, then
+    those that fit within ``max_rows`` sentences and ``batch_tokens`` source tokens (a job
+    always joins an empty stream whole). The caller removes them from its queue."""
+    rows, tokens = len(greedy), greedy.source_tokens
+    sentences = sum(len(job.request.texts) for job in waiting)
+    if not waiting or not ready_to_join(rows, sentences, steps - waiting[0].step):
+        return []  # wait for more, and for the oldest to wait a little longer
+    taken: list[Job] = []
+    for job in waiting:
+        more = len(job.request.texts)
+        fits = rows + more <= max_rows and tokens + job.tokens <= batch_tokens
+        if not fits and (rows or taken):
+            break
+        taken.append(job)
+        rows, tokens = rows + more, tokens + job.tokens
+    return taken
 
 
 class GreedyJobs:

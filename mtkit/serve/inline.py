@@ -2,10 +2,10 @@
 
 A worker thread beside the HTTP event loop shares one interpreter lock with it: every
 torch operator of a step releases the lock and must take it back, and while the loop
-parses a request it waits (a 32-row step measured 8.4 ms alone, 13.7 ms beside a busy
-loop). A model process behind the HTTP process avoids that, but each request then
-crosses a pipe twice, is pickled four times and wakes a thread on each side, and the
-HTTP process is a third process on the cores. :class:`InlineBatcher` instead steps the
+parses a request it waits, so a step beside a busy loop takes much longer. A model
+process behind the HTTP process avoids that, but each request then crosses a pipe
+twice, is pickled four times and wakes a thread on each side, and the HTTP process is
+a third process on the cores. :class:`InlineBatcher` instead steps the
 greedy stream (:class:`~mtkit.serve.greedy.GreedyJobs`) in a task of the event loop
 itself: a step, then the loop reads what the sockets have brought, runs the handlers
 that submit new requests and writes the answers of the sentences that finished, then
@@ -17,7 +17,7 @@ Beam requests (and every request when beam 1 is not greedy search) go to an ordi
 :class:`~mtkit.serve.batcher.Batcher` worker thread on the same model, since gathering a
 beam group means waiting, which the loop cannot do: they pay the lock, greedy ones do not.
 Answers are exactly those of the Batcher: the same stream, the same joining rule
-(:func:`~mtkit.serve.batcher.ready_to_join`).
+(:func:`~mtkit.serve.greedy.joining`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from dataclasses import astuple
 
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
-from mtkit.serve.batcher import MAX_ROWS, Batcher, joining
-from mtkit.serve.greedy import GreedyJobs
+from mtkit.serve.batcher import Batcher
+from mtkit.serve.greedy import MAX_ROWS, GreedyJobs, joining
 from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
 
-YIELDS = 3  # event loop iterations between two steps (1 measured the same under load)
+YIELDS = 3  # event loop iterations between two steps: the loop's I/O gets its turn
 
 
 class InlineBatcher:

@@ -3,7 +3,8 @@
 # fresh virtual environment in a temporary folder, and from there run every console
 # script's --help and one real pipeline (a tiny training on the embedded corpus, a
 # shortlist, a translation with --shortlist). An editable install cannot show a package,
-# a data file or a dependency missing from the wheel; this does. About 2-4 minutes.
+# a data file or a dependency missing from the wheel; this does. A few minutes, most of
+# them installing the dependencies.
 #
 #   scripts/check_wheel.sh            (any Python >= 3.10 with pip; run by .ci/run)
 set -euo pipefail

@@ -14,7 +14,7 @@ from mtkit.model.checkpoint import load_checkpoint, model_from_payload, save_che
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.int8 import Int8Linear, int8_available
-from mtkit.search.load import LoadSpec, load, prepare
+from mtkit.search.load import LoadSpec, load, load_spec, prepare
 from mtkit.search.shortlist import Shortlisted
 from mtkit.search.translator import Translator
 
@@ -32,7 +32,7 @@ def test_one_checkpoint_in_fp32_is_the_model_and_what_search_needs(checkpoint: P
     assert Translator.of(loaded).translate(SENTENCES, beam_size=3) == expected
     # A list of one checkpoint without weights is that model too (the commands' case).
     assert isinstance(load([str(checkpoint)]).model, Seq2Seq)
-    assert LoadSpec((str(checkpoint),)).load().precision == "fp32"
+    assert load_spec(LoadSpec((str(checkpoint),))).precision == "fp32"
 
 
 def test_bf16_and_int8_are_copies_at_that_precision(checkpoint: Path):  # noqa: F811

@@ -22,9 +22,8 @@ def open_translator(args: argparse.Namespace, sentences: int) -> Translator:
     Also tunes the process for tensor work (the allocator, ``--threads``): only commands
     do that, after the helpers have started and before this process loads its model.
     """
-    from mtkit.search.load import LoadSpec
     from mtkit.search.pool import load_shared
-    from mtkit.search.translator import Translator
+    from mtkit.search.spec import LoadSpec
 
     weights = None if args.weights is None else tuple(args.weights)
     spec = LoadSpec(tuple(args.checkpoints), weights, args.precision, args.shortlist, args.device)
@@ -38,7 +37,10 @@ def open_translator(args: argparse.Namespace, sentences: int) -> Translator:
         tune_process()
         set_threads(args.threads)
 
-    return Translator.of(*load_shared(spec, processes, before_loading))
+    loaded, pool = load_shared(spec, processes, before_loading)
+    from mtkit.search.translator import Translator  # torch: once the helpers are loading
+
+    return Translator.of(loaded, pool)
 
 
 def _device_kind(device: str) -> str:

@@ -7,12 +7,25 @@ The public face of search::
 Both searches take a :class:`StepModel` (see :mod:`mtkit.search.hypothesis`), source ids
 (B, S) and lengths (B,), and return ``list[list[Hypothesis]]``: for each sentence its
 hypotheses, best first (greedy search: exactly one).
+
+Names are imported on first use: importing a module of this package (the decoding pool's
+launcher, say) must not load torch before it has to, so that helper processes start while
+the parent is still loading it.
 """
 
-from mtkit.config import SearchOptions
-from mtkit.search.beam import beam_search
-from mtkit.search.greedy import forced_scores, greedy_search
-from mtkit.search.hypothesis import Hypothesis, StepModel
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Hypothesis": "mtkit.search.hypothesis",
+    "SearchOptions": "mtkit.config",
+    "StepModel": "mtkit.search.hypothesis",
+    "beam_search": "mtkit.search.beam",
+    "forced_scores": "mtkit.search.greedy",
+    "greedy_search": "mtkit.search.greedy",
+}
 
 __all__ = [
     "Hypothesis",
@@ -22,3 +35,15 @@ __all__ = [
     "forced_scores",
     "greedy_search",
 ]
+
+if TYPE_CHECKING:
+    from mtkit.config import SearchOptions
+    from mtkit.search.beam import beam_search
+    from mtkit.search.greedy import forced_scores, greedy_search
+    from mtkit.search.hypothesis import Hypothesis, StepModel
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mtkit.search' has no attribute {name!r}")

@@ -38,29 +38,11 @@ from mtkit.search.ensemble import load_ensemble
 from mtkit.search.greedy import greedy_search
 from mtkit.search.hypothesis import Hypothesis, StepModel
 from mtkit.search.quantize import check_int8, quantize_for_inference
+from mtkit.search.spec import LoadSpec, check_model_options
 
-PRECISIONS = ("fp32", "bf16", "int8")
+__all__ = ["LoadSpec", "LoadedModel", "load", "load_spec", "prepare"]
 
 CheckpointPaths = str | Path | Sequence[str | Path]
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """:func:`load`'s arguments as plain values: what a command or a Translator loads,
-    sent as it is to each helper process, which loads the same model itself."""
-
-    checkpoints: tuple[str, ...]
-    weights: tuple[float, ...] | None = None
-    precision: str = "fp32"
-    shortlist: bool = False
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        check_model_options(self.checkpoints, self.weights, self.precision, self.shortlist)
-
-    def load(self) -> LoadedModel:
-        """:func:`load` with these arguments."""
-        return load(self.checkpoints, self.weights, self.precision, self.shortlist, self.device)
 
 
 @dataclass
@@ -121,19 +103,6 @@ class LoadedModel:
             )
 
 
-def check_model_options(
-    checkpoints: Sequence[object],
-    weights: Sequence[float] | None,
-    precision: str,
-    shortlist: bool,
-) -> None:
-    """What can be checked before anything loads (a one-line ConfigError)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r}; expected fp32, bf16 or int8")
-    if shortlist and (len(checkpoints) != 1 or weights is not None):
-        raise ConfigError("--shortlist works with one checkpoint, not an ensemble")
-
-
 def load(
     checkpoints: CheckpointPaths,
     weights: Sequence[float] | None = None,
@@ -163,6 +132,11 @@ def load(
         members.train_max_len,
         members.data,
     )
+
+
+def load_spec(spec: LoadSpec) -> LoadedModel:
+    """:func:`load` with a :class:`~mtkit.search.spec.LoadSpec`'s arguments."""
+    return load(spec.checkpoints, spec.weights, spec.precision, spec.shortlist, spec.device)
 
 
 def _load_one(path: str | Path, precision: str, shortlist: bool, device: str) -> LoadedModel:

@@ -42,9 +42,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
-
-import torch
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mtkit.config import SearchOptions
 from mtkit.errors import ConfigError, MtkitError
@@ -54,8 +52,11 @@ from mtkit.runtime import (
     single_thread,
     tune_process,
 )
-from mtkit.search.hypothesis import Hypothesis, pack, unpack
-from mtkit.search.load import LoadedModel, LoadSpec
+from mtkit.search.spec import LoadSpec
+
+if TYPE_CHECKING:  # torch loads after the helpers have started
+    from mtkit.search.hypothesis import Hypothesis
+    from mtkit.search.load import LoadedModel
 
 START_TIMEOUT_S = 300.0  # loading a large ensemble on a slow disk can take a while
 
@@ -84,7 +85,9 @@ def load_shared(
     try:
         if before_loading is not None:
             before_loading()
-        loaded = spec.load()
+        from mtkit.search.load import load_spec  # torch: once the helpers have started
+
+        loaded = load_spec(spec)
         if pool is not None:
             pool.wait_ready()
     except BaseException:
@@ -155,6 +158,8 @@ class DecodePool:
 
     def _collect(self) -> list[list[list[Hypothesis]]]:
         """Each helper's hypotheses for the part :meth:`_submit` sent it (empty if none)."""
+        from mtkit.search.hypothesis import unpack
+
         results: list[list[list[Hypothesis]]] = []
         for number, conn in enumerate(self._conns):
             if not self._busy[number]:
@@ -244,11 +249,16 @@ def helper_main(conn: Connection) -> None:
         except OSError:  # the caller is gone (BrokenPipeError, ConnectionResetError)
             os._exit(0)
 
+    import torch
+
+    from mtkit.search.hypothesis import pack
+    from mtkit.search.load import load_spec
+
     torch.set_num_threads(1)
     tune_process()
     try:
         (spec,) = conn.recv()
-        loaded = spec.load()
+        loaded = load_spec(spec)
     except (EOFError, OSError):  # the caller is gone
         os._exit(0)
     except Exception as error:  # already a one-line message for a bad checkpoint

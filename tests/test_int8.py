@@ -10,9 +10,11 @@ from helpers import assert_beam_of_one_is_greedy
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
 from mtkit.errors import ConfigError
+from mtkit.model.cells import ColumnProduct
+from mtkit.model.decoder import WordGates
 from mtkit.search import quantize
 from mtkit.search.int8 import Int8Linear, int8_available, reference_linear
-from mtkit.search.quantize import check_int8, parameter_count
+from mtkit.search.quantize import GateTable, check_int8, parameter_count
 from mtkit.search.translator import Translator
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no int8 CPU backend in this torch")
@@ -64,7 +66,7 @@ def test_int8_translations_are_those_of_the_model(
     int8: Translator,
 ):
     assert int8.translate(SENTENCES, beam_size=5) == translator.translate(SENTENCES, beam_size=5)
-    assert int8.precision == "int8" and int8.dtype == torch.float32
+    assert int8.precision == "int8" and int8.loaded.dtype == torch.float32
 
 
 def test_int8_beam_of_one_is_exactly_greedy(int8: Translator):
@@ -91,7 +93,21 @@ def test_the_callers_model_is_left_in_fp32(checkpoint: Path):  # noqa: F811
     plain = Translator.from_checkpoint(checkpoint)
     Translator(plain.model, plain.codec, plain.defaults, precision="int8")
     assert isinstance(plain.model.output, torch.nn.Linear)
-    assert not plain.model.decoder.rnn.int8
+    assert not any(isinstance(m, (Int8Linear, GateTable)) for m in plain.model.modules())
+    assert isinstance(plain.model.decoder.word_gates, WordGates)
+
+
+def test_every_product_of_the_int8_step_is_int8(int8: Translator):
+    """The surgery leaves no fp32 product in the step: every product module of the
+    decoder (and the output layer) was replaced; the bridge, run once, stays fp32."""
+    model = int8.model
+    assert isinstance(model.output, Int8Linear)
+    decoder = model.decoder
+    assert not any(isinstance(m, ColumnProduct) for m in decoder.modules())
+    linears = [name for name, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(name.startswith("bridge.") for name in linears)
+    products = [*decoder.rnn.hidden_products, *decoder.rnn.layer_inputs, decoder.fed_gates]
+    assert all(isinstance(p, Int8Linear) for p in products if p is not None)
 
 
 def test_bad_precisions_are_one_line_errors(checkpoint: Path):  # noqa: F811
@@ -122,12 +138,10 @@ def test_embedding_gates_are_a_table_or_an_int8_product_above_its_cap(
     int8: Translator,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    decoder = int8.model.decoder
-    embedding_product = ("weight_ih_l0", 0, decoder.embed_dim, True)
-    assert decoder.gate_table is not None and embedding_product not in decoder.rnn.int8
+    assert isinstance(int8.model.decoder.word_gates, GateTable)
     monkeypatch.setattr(quantize, "GATE_TABLE_BYTES", 0)
     untabulated = Translator.from_checkpoint(checkpoint, precision="int8")
-    decoder = untabulated.model.decoder
-    assert decoder.gate_table is None and embedding_product in decoder.rnn.int8
+    word_gates = untabulated.model.decoder.word_gates
+    assert isinstance(word_gates, WordGates) and isinstance(word_gates.product, Int8Linear)
     assert untabulated.translate(SENTENCES, beam_size=5) == int8.translate(SENTENCES, beam_size=5)
     assert_beam_of_one_is_greedy(untabulated, SENTENCES)

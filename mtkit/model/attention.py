@@ -75,8 +75,8 @@ class Attention(nn.Module):
         if self.additive:
             # v.tanh(x) = 2 v.sigmoid(2x) - sum(v): the last term is the same for every source
             # position and cancels in the softmax, so the weights are exactly those of
-            # v.tanh(q + k), computed with sigmoid, which is ~2.5x cheaper than tanh on CPU
-            # (this loop is the costliest part of a decoder step). Keys come doubled.
+            # v.tanh(q + k), computed with sigmoid, which is cheaper than tanh on CPUs (this
+            # is the costliest part of a decoder step). Keys come doubled.
             projected = 2.0 * self.query_proj(query)  # (B, T, Q)
             scores = sigmoid_scores(projected, keys, 2.0 * self.v.to(projected.dtype))
         else:
@@ -115,12 +115,11 @@ BLOCK_ELEMENTS = 1 << 18
 def sigmoid_scores(projected: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``e_t,i = v · σ(p_t + k_i)``: queries (B, T, Q), keys (B, S, Q), v (Q,) -> (B, T, S).
 
-    The (B, T, S, Q) hidden values are the largest tensor of a decoder step (800 rows, 18
-    source positions and Q = 512: 7.4M numbers, 29 MB). Without autograd they are
-    computed in blocks of rows that stay in cache (BLOCK_ELEMENTS): on one AVX2 core
-    a block of 32 rows took the step's scores from ~12 to ~11 ms for 666 rows, and from
-    ~110 to ~47 ms for 3000. The numbers are those of one pass up to the last bits, as
-    for any change of batch (a block is a smaller product).
+    The (B, T, S, Q) hidden values are the largest tensor of a decoder step, far larger
+    than a CPU cache for a beam search's rows. Without autograd they are computed in
+    blocks of rows that stay in cache (BLOCK_ELEMENTS) between the add, the sigmoid and
+    the product. The numbers are those of one pass up to the last bits, as for any change
+    of batch (a block is a smaller product).
     """
     if torch.is_grad_enabled() and (projected.requires_grad or keys.requires_grad):
         hidden = (projected.unsqueeze(2) + keys.unsqueeze(1)).sigmoid_()  # (B, T, S, Q)

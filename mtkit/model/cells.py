@@ -2,12 +2,16 @@
 
 :class:`GRU` and :class:`LSTM` are ``torch.nn.GRU`` / ``torch.nn.LSTM`` (the fused
 whole-sequence ``forward`` is inherited, parameter names are the library's), plus a
-:meth:`~StackedRNN.step` that advances every layer by one time step from *precomputed*
-first-layer input gates. The decoder needs that split: the embedding half of the
-first layer's input projection can be computed for all target steps at once, and only
-the half that depends on the previous step (attention context, input feeding) is added
-inside the loop. The cell equations, as ``torch.nn`` documents them, are written out in
-each class's docstring and implemented once, in :meth:`_cell`.
+:meth:`~StackedRNN.step` that advances every layer by one time step from the first
+layer's input gates ``W_ih x + b_ih``, which the caller computes: the decoder takes that
+product in parts, the embedding's part for all target steps at once
+(:mod:`mtkit.model.decoder`). The cell equations, as ``torch.nn`` documents them, are
+written out in each class's docstring and implemented once, in ``_cell``;
+:meth:`~StackedRNN.reference_step` is the same step through torch's own cell functions,
+which the tests hold :meth:`~StackedRNN.step` to.
+
+Every product of a step is a module (:class:`ColumnProduct`), so that an inference copy
+can put another form of the same product in its place (:mod:`mtkit.search.quantize`).
 
 Shapes: B batch, I input size, H hidden size, L layers, G gates (3H for GRU, 4H for LSTM).
 """
@@ -23,73 +27,73 @@ from torch import nn
 from mtkit.model.dropout import dropout
 
 
+class ColumnProduct(nn.Module):
+    """``x W[:, first:first + n]^T (+ b)`` for a weight W (N, ·) and bias b (N,) of another
+    module: ``x`` (..., n) -> (..., N).
+
+    A product is a module of its own so that an inference copy can replace it by another
+    form with the same call (int8, or a lookup table) while the model stays unaware of
+    it. The parameters remain their owner's (``weight_ih_l0`` of the RNN, ...), under the
+    names checkpoints use: the owner is held outside the module tree, and its parameters
+    are read at each call, so the product follows ``.to()``, loading and training.
+    """
+
+    def __init__(
+        self, owner: nn.Module, weight: str, bias: str | None, first: int, size: int
+    ) -> None:
+        super().__init__()
+        self._owner = (owner,)  # a tuple: nn.Module would register a module attribute
+        self.weight_name, self.bias_name = weight, bias
+        self.first, self.size = first, size
+
+    def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight's columns ``first .. first + n`` (N, n), and the bias or None."""
+        owner = self._owner[0]
+        weight = cast(torch.Tensor, getattr(owner, self.weight_name))
+        bias = None if self.bias_name is None else getattr(owner, self.bias_name)
+        return weight[:, self.first : self.first + self.size], bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, *self.weight_and_bias())
+
+    def extra_repr(self) -> str:
+        columns = f"{self.first}:{self.first + self.size}"
+        return f"{self.weight_name}[:, {columns}], bias={self.bias_name}"
+
+
 class StackedRNN(nn.RNNBase):
     """The layer loop of one step, shared by :class:`GRU` and :class:`LSTM` (a mixin).
 
     Layer ``l > 0`` reads ``drop(output of layer l - 1)`` at the module's ``dropout`` rate in
     training, as the fused path does (there torch draws the mask, here
-    :func:`mtkit.model.dropout.dropout`). Stepping is for unidirectional stacks (the decoder).
+    :func:`mtkit.model.dropout.dropout`). Stepping is for unidirectional stacks (the
+    decoder); a bidirectional stack has no step products.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # int8 copies of the step's products (mtkit.search.int8), keyed by (weight name, first
-        # input column, columns, with bias); empty unless quantize_ made them.
-        self.int8: dict[tuple[str, int, int, bool], nn.Module] = {}
+        layers = range(self.num_layers) if not self.bidirectional else range(0)
+        size = self.hidden_size
+        # W_hh_l h + b_hh_l for every layer; W_ih_l x + b_ih_l for the layers above the first
+        self.hidden_products = nn.ModuleList(
+            ColumnProduct(self, f"weight_hh_l{layer}", f"bias_hh_l{layer}", 0, size)
+            for layer in layers
+        )
+        self.layer_inputs = nn.ModuleList(
+            ColumnProduct(self, f"weight_ih_l{layer}", f"bias_ih_l{layer}", 0, size)
+            for layer in layers[1:]
+        )
 
-    def _param(self, name: str) -> torch.Tensor:
-        return cast(torch.Tensor, getattr(self, name))
-
-    def _linear(
-        self, x: torch.Tensor, name: str, first: int = 0, bias: bool = True
-    ) -> torch.Tensor:
-        """``x W[:, first:first + n]^T (+ b)`` for weight ``name`` and its bias, where
-        ``x`` is (..., n): in fp32 (or autocast), or through an int8 copy when there is one."""
-        quantized = self.int8.get((name, first, x.size(-1), bias)) if self.int8 else None
-        if quantized is not None:
-            return cast(torch.Tensor, quantized(x))
-        return F.linear(x, *self._weight_and_bias(name, first, x.size(-1), bias))
-
-    def _weight_and_bias(
-        self, name: str, first: int, size: int, bias: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Columns ``first .. first + size`` of weight ``name``, and its bias if asked for."""
-        weight = self._param(name)[:, first : first + size]
-        return weight, self._param(name.replace("weight", "bias")) if bias else None
-
-    def quantize_(self, first_layer_splits: list[tuple[int, int, bool, float]]) -> None:
-        """Make int8 copies (:class:`mtkit.search.int8.Int8Linear`) of every product of a step.
-
-        ``first_layer_splits``: the (first column, columns, with bias, input bound) groups
-        in which :meth:`input_gates` is called on the first layer's input. The hidden
-        states the other products read lie in [-1, 1].
-        """
-        from mtkit.search.int8 import Int8Linear
-
-        def copy(name: str, first: int, size: int, bias: bool, bound: float) -> None:
-            weight, b = self._weight_and_bias(name, first, size, bias)
-            self.int8[(name, first, size, bias)] = Int8Linear(weight, b, bound)
-
-        self.int8 = {}
-        for first, size, bias, bound in first_layer_splits:
-            copy("weight_ih_l0", first, size, bias, bound)
-        for layer in range(self.num_layers):
-            copy(f"weight_hh_l{layer}", 0, self.hidden_size, True, 1.0)
-            if layer > 0:
-                copy(f"weight_ih_l{layer}", 0, self.hidden_size, True, 1.0)
-
-    def input_gates(self, x: torch.Tensor, first: int = 0, bias: bool = True) -> torch.Tensor:
-        """First-layer input gates of some input columns: ``W_ih[:, cols] x (+ b_ih)``.
-
-        ``x`` (..., n) holds input columns ``first .. first + n`` of the first layer; the
-        gates (..., G) of disjoint column groups add up to those of the whole input.
-        """
-        return self._linear(x, "weight_ih_l0", first, bias)
+    def input_product(self, first: int, size: int, bias: bool = True) -> ColumnProduct:
+        """The first layer's input gates of input columns ``first .. first + size``:
+        ``W_ih[:, cols] x (+ b_ih)``, (..., size) -> (..., G). The products of disjoint
+        column groups, one of them with the bias, add up to ``W_ih x + b_ih``."""
+        return ColumnProduct(self, "weight_ih_l0", "bias_ih_l0" if bias else None, first, size)
 
     def step(
         self, gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Advance all layers one step from first-layer input gates (B, G).
+        """Advance all layers one step from the first layer's input gates (B, G).
 
         ``hidden`` (and for an LSTM ``cell``) are (L, B, H); returns the new ones. The top
         layer's output is ``new_hidden[-1]``.
@@ -99,16 +103,41 @@ class StackedRNN(nn.RNNBase):
         for layer in range(self.num_layers):
             if layer > 0:
                 below = dropout(hiddens[-1], self.dropout, self.training)
-                gates = self._linear(below, f"weight_ih_l{layer}")
-            h, c = self._cell(layer, gates, hidden[layer], None if cell is None else cell[layer])
+                gates = self.layer_inputs[layer - 1](below)
+            previous = hidden[layer]
+            gates_h = self.hidden_products[layer](previous)
+            h, c = self._cell(gates, gates_h, previous, None if cell is None else cell[layer])
             hiddens.append(h)
             if c is not None:
                 cells.append(c)
         return torch.stack(hiddens), (torch.stack(cells) if cells else None)
 
-    def _cell(
-        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    def reference_step(
+        self, x: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`step` from the whole first-layer input ``x`` (B, I), each layer through
+        torch's own cell function on the full weights (``torch.gru_cell``,
+        ``torch.lstm_cell``): the plain form, for tests and reading."""
+        hiddens: list[torch.Tensor] = []
+        cells: list[torch.Tensor] = []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = dropout(hiddens[-1], self.dropout, self.training)
+            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            weights = [cast(torch.Tensor, getattr(self, f"{name}_l{layer}")) for name in names]
+            if cell is None:
+                hiddens.append(torch.gru_cell(x, hidden[layer], *weights))
+            else:
+                h, c = torch.lstm_cell(x, (hidden[layer], cell[layer]), *weights)
+                hiddens.append(h)
+                cells.append(c)
+        return torch.stack(hiddens), (torch.stack(cells) if cells else None)
+
+    @staticmethod
+    def _cell(
+        gates_x: torch.Tensor, gates_h: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The new (h, c) of one layer from its input gates and hidden gates (B, G)."""
         raise NotImplementedError
 
 
@@ -122,14 +151,14 @@ class GRU(StackedRNN, nn.GRU):
         n  = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))  candidate
         h' = (1 − z) ⊙ n + z ⊙ h                       computed as n + z ⊙ (h − n)
 
-    ``W_i* x + b_i*`` are the precomputed input gates, rows ordered ``[r; z; n]`` as in
-    ``weight_ih_l{k}``.
+    ``W_i* x + b_i*`` are the input gates, ``W_h* h + b_h*`` the hidden gates, rows ordered
+    ``[r; z; n]`` as in ``weight_ih_l{k}``.
     """
 
+    @staticmethod
     def _cell(
-        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+        gates_x: torch.Tensor, gates_h: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, None]:
-        gates_h = self._linear(h, f"weight_hh_l{layer}")
         size = h.size(-1)
         reset_update = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
         reset, update = reset_update.chunk(2, dim=1)
@@ -149,15 +178,17 @@ class LSTM(StackedRNN, nn.LSTM):
         c' = f ⊙ c + i ⊙ g
         h' = o ⊙ tanh(c')
 
-    ``W_i* x + b_i*`` are the precomputed input gates, rows ordered ``[i; f; g; o]`` as in
-    ``weight_ih_l{k}``. The new cell keeps the dtype of the old one (fp32 under autocast).
+    ``W_i* x + b_i*`` are the input gates, ``W_h* h + b_h*`` the hidden gates, rows ordered
+    ``[i; f; g; o]`` as in ``weight_ih_l{k}``. The new cell keeps the dtype of the old one
+    (fp32 under autocast).
     """
 
+    @staticmethod
     def _cell(
-        self, layer: int, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+        gates_x: torch.Tensor, gates_h: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert c is not None, "an LSTM step needs the cell state"
-        gates = gates_x + self._linear(h, f"weight_hh_l{layer}")
+        gates = gates_x + gates_h
         in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
         new_cell = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(candidate)
         new_hidden = torch.sigmoid(out_gate) * torch.tanh(new_cell)

@@ -1,24 +1,32 @@
 """The target decoder: GRU/LSTM layers with attention, one step at a time or a whole target.
 
-Three decoder structures, chosen by ``model.attention`` and ``model.input_feed``:
+Three decoder structures, chosen by ``model.attention`` and ``model.input_feed``; for the
+previous target word ``y_{t-1}``, its embedding ``E y_{t-1}`` and the encoder states ``h``:
 
-- ``none``: the Sutskever et al. (2014) decoder, conditioned only on the encoder's final
-  state (through the bridge); features are the (dropped-out) top RNN outputs.
-- ``bahdanau``: Bahdanau et al. (2015). The previous state queries the source, and the
-  context enters the RNN input next to the embedding; features are
-  ``tanh(W [state; context])``.
-- ``luong_*``: Luong et al. (2015). The RNN steps first, its output queries the source,
-  and the attentional vector ``tanh(W [context; output])`` is the feature. With input
-  feeding it is also fed to the next step's RNN input.
+.. code-block:: text
 
-:meth:`Decoder.step` is one step from the previous ids, returning the features (the input
-of the output projection, which :class:`~mtkit.model.seq2seq.Seq2Seq` owns). The teacher-forced
-:meth:`Decoder.forward` computes the same as a loop of steps, faster: when nothing feeds
-back (``none``, or Luong without input feeding) the target goes through the RNN in one
-call; otherwise it loops over the RNN/attention part of a step (``_advance``), with what
-does not depend on the previous step (the embedding half of the first layer's input
-projection, the final feature layer for ``bahdanau``) computed for all steps in single
-batched calls. The cell equations live in :mod:`mtkit.model.cells`.
+    none      s_t  = RNN(E y_{t-1}, s_{t-1})                 Sutskever et al. (2014)
+              f_t  = drop(s_t)
+    bahdanau  c_t  = attend(s_{t-1}, h)                      Bahdanau et al. (2015)
+              s_t  = RNN([E y_{t-1}; c_t], s_{t-1})
+              f_t  = drop(tanh(W_f [s_t; c_t]))
+    luong_*   h_t  = RNN([E y_{t-1}; h~_{t-1}], h_{t-1})    Luong et al. (2015); without
+              c_t  = attend(h_t, h)                          input feeding the RNN reads
+              h~_t = drop(tanh(W_c [c_t; h_t])) = f_t        E y_{t-1} alone
+
+where ``attend`` is :class:`~mtkit.model.attention.Attention`, states fed to it or to
+``W`` are the top layer's, and ``f_t`` are the features the model's output layer reads.
+
+:meth:`Decoder.step` computes one such step. The RNN's first-layer input product
+``W_ih [E y_{t-1}; v] + b_ih`` is taken in two parts that add up to it, never
+concatenating: the word's part ``W_ih[:, :E] E y_{t-1} + b_ih`` (:class:`WordGates`) depends
+on no earlier step, so teacher forcing (:meth:`Decoder.forward`) computes it for all
+target steps in one product, and an inference copy may tabulate it; the fed vector's part
+``W_ih[:, E:] v`` is added inside the loop. When nothing feeds back (``none``, or Luong
+without input feeding) the whole target goes through the RNN in one fused call, and for
+``bahdanau`` the feature layer runs once over all steps. :meth:`Decoder.reference_step`
+is the step as written above (concatenated input, torch's own cells, the attention's
+reference scores): the tests hold :meth:`~Decoder.step` and :meth:`~Decoder.forward` to it.
 
 Shapes: B batch, S source length, T target length, E embedding, H hidden, D encoder
 output size, G first-layer gates, L decoder layers.
@@ -26,10 +34,9 @@ output size, G first-layer gates, L decoder layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import ModelConfig
@@ -38,83 +45,32 @@ from mtkit.model.attention import Attention
 from mtkit.model.cells import make_rnn
 from mtkit.model.dropout import Dropout
 from mtkit.model.encoder import EncoderOutput
+from mtkit.model.state import Bridge, DecoderState
+
+__all__ = ["Decoder", "DecoderState", "WordGates"]
+
+# What a step's recurrence returns: the top output (B, H), the new state, the Bahdanau
+# context (B, D) or None, and the attention weights (B, S) or None.
+Recurrence = tuple[torch.Tensor, DecoderState, torch.Tensor | None, torch.Tensor | None]
 
 
-@dataclass
-class DecoderState:
-    """Recurrent state carried between steps; :meth:`select` reorders it for beams."""
+class WordGates(nn.Module):
+    """The previous word's part of the first RNN layer's input gates,
+    ``W_ih[:, :E] drop(E y) + b_ih``: ids (B, [T]) -> (B, [T], G).
 
-    hidden: torch.Tensor  # (L, B, H)
-    cell: torch.Tensor | None = None  # (L, B, H), LSTM only
-    feed: torch.Tensor | None = None  # (B, H) previous attentional vector (input feeding)
-
-    def select(self, index: torch.Tensor) -> DecoderState:
-        """Rows picked (or repeated) by ``index``, for GRU and LSTM alike."""
-        return DecoderState(
-            hidden=self.hidden.index_select(1, index),
-            cell=None if self.cell is None else self.cell.index_select(1, index),
-            feed=None if self.feed is None else self.feed.index_select(0, index),
-        )
-
-    def cat(self, other: DecoderState) -> DecoderState:
-        """These rows, then ``other``'s: the counterpart of :meth:`select` for joining batches."""
-        return DecoderState(
-            hidden=torch.cat([self.hidden, other.hidden], 1),
-            cell=None
-            if self.cell is None or other.cell is None
-            else torch.cat([self.cell, other.cell], 1),
-            feed=None
-            if self.feed is None or other.feed is None
-            else torch.cat([self.feed, other.feed]),
-        )
-
-
-class Bridge(nn.Module):
-    """Initial decoder state from the encoder's final states (or zeros).
-
-    Decoder layer j starts from encoder layer j, counted from the top when the encoder is
-    deeper, and from the top encoder layer when the decoder is deeper.
+    ``product`` is the RNN's input product over the embedding's columns. The embedding is
+    the decoder's, held outside the module tree (as :class:`~mtkit.model.cells.ColumnProduct`
+    holds its owner), so that its weight keeps the name ``decoder.embed.weight``.
     """
 
-    def __init__(
-        self, kind: str, enc_dim: int, hidden: int, enc_layers: int, dec_layers: int, lstm: bool
-    ) -> None:
+    def __init__(self, embed: nn.Embedding, dropout: Dropout, product: nn.Module) -> None:
         super().__init__()
-        self.kind = kind
-        self.hidden_size = hidden
-        self.dec_layers = dec_layers
-        offset = max(0, enc_layers - dec_layers)
-        self.sources = [min(offset + j, enc_layers - 1) for j in range(dec_layers)]
-        self.lstm = lstm
-        if kind == "learned":
-            self.to_hidden = nn.ModuleList(nn.Linear(enc_dim, hidden) for _ in range(dec_layers))
-            self.to_cell = (
-                nn.ModuleList(nn.Linear(enc_dim, hidden) for _ in range(dec_layers))
-                if lstm
-                else None
-            )
+        self._embed = (embed,)
+        self.dropout = dropout
+        self.product = product
 
-    def forward(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch = enc.states.size(0)
-        if self.kind == "zero":
-            zeros = enc.states.new_zeros(self.dec_layers, batch, self.hidden_size)
-            return zeros, (zeros.clone() if self.lstm else None)
-        hidden = torch.stack(
-            [
-                torch.tanh(layer(enc.final_hidden[src]))
-                for layer, src in zip(self.to_hidden, self.sources, strict=True)
-            ]
-        )
-        cell = None
-        if self.to_cell is not None:
-            assert enc.final_cell is not None
-            cell = torch.stack(
-                [
-                    layer(enc.final_cell[src])
-                    for layer, src in zip(self.to_cell, self.sources, strict=True)
-                ]
-            )
-        return hidden, cell
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.product(self.dropout(self._embed[0](ids)))  # type: ignore[no-any-return]
 
 
 class Decoder(nn.Module):
@@ -130,11 +86,11 @@ class Decoder(nn.Module):
         enc_dim = cfg.encoder_output_dim
         self.feeds_context = self.kind == "bahdanau"
         self.feeds_feature = self.kind.startswith("luong") and cfg.input_feed
-        extra = enc_dim if self.feeds_context else (self.hidden_size if self.feeds_feature else 0)
+        fed = enc_dim if self.feeds_context else (self.hidden_size if self.feeds_feature else 0)
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(
-            cfg.cell, cfg.embed_dim + extra, self.hidden_size, self.layers, cfg.dropout
+            cfg.cell, cfg.embed_dim + fed, self.hidden_size, self.layers, cfg.dropout
         )
         self.bridge = Bridge(
             cfg.bridge, enc_dim, self.hidden_size, cfg.layers, self.layers, self.lstm
@@ -146,8 +102,12 @@ class Decoder(nn.Module):
             None if self.kind == "none" else nn.Linear(enc_dim + self.hidden_size, self.hidden_size)
         )
         self.output_dim = self.hidden_size
-        self.gate_table: torch.Tensor | None  # see tabulate_embedding_gates
-        self.register_buffer("gate_table", None, persistent=False)
+        # W_ih [E y; v] + b_ih in its two parts: the word's, and the fed vector's (if any)
+        word = self.rnn.input_product(0, self.embed_dim)
+        self.word_gates: nn.Module = WordGates(self.embed, self.dropout, word)
+        self.fed_gates: nn.Module | None = (
+            self.rnn.input_product(self.embed_dim, fed, bias=False) if fed else None
+        )
 
     @property
     def sequential(self) -> bool:
@@ -174,77 +134,101 @@ class Decoder(nn.Module):
     def step(
         self, prev_ids: torch.Tensor, state: DecoderState, enc: EncoderOutput
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """One step: previous ids (B,) -> ``(features (B, H), state, attention (B, S))``.
+        """One step (module docstring): previous ids (B,) -> ``(f_t (B, H), state, a_t (B, S))``.
 
-        The features are the input of the output projection, whatever the structure:
-        ``drop(s^top)`` without attention, ``drop(tanh(W_f [s^top; c]))`` for
-        ``bahdanau``, the attentional vector for ``luong_*``. The attention weights are
-        None without attention.
+        The attention weights ``a_t`` are None without attention.
         """
-        output, state, context, attention = self._advance(
-            self._embedding_gates(prev_ids), state, enc
-        )
+        # 1. the previous word's part of the RNN input gates: W_ih[:, :E] E y_{t-1} + b_ih (B, G)
+        word = self.word_gates(prev_ids)
+        # 2. the recurrence: attention, then the RNN (Bahdanau), or the RNN, then attention
+        output, state, context, attention = self._recur(word, state, enc)
+        # 3. the features f_t (B, H)
         return self._features(output, context), state, attention
 
-    def _embedding_gates(self, ids: torch.Tensor) -> torch.Tensor:
-        """The embedding half of the first layer's input gates: (B, [T]) -> (B, [T], G).
+    def _recur(self, word: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> Recurrence:
+        """The RNN and attention part of a step, from the word's gates (B, G)."""
+        if self.kind == "bahdanau":
+            return self._bahdanau(word, state, enc)
+        if self.kind == "none":
+            return self._sutskever(word, state)
+        return self._luong(word, state, enc)
 
-        ``W_ih[:, :E] emb(y) + b_ih``, or its row ``y`` of the table that
-        :meth:`tabulate_embedding_gates` made for an inference copy.
-        """
-        if self.gate_table is not None and not self.training:
-            return F.embedding(ids, self.gate_table)
-        return self.rnn.input_gates(self.dropout(self.embed(ids)))
+    def _sutskever(self, word: torch.Tensor, state: DecoderState) -> Recurrence:
+        """``s_t = RNN(E y_{t-1}, s_{t-1})``: returns ``(s_t top (B, H), state, None, None)``."""
+        hidden, cell = self.rnn.step(word, state.hidden, state.cell)  # s_t (L, B, H)
+        return hidden[-1], DecoderState(hidden, cell), None, None
 
-    def tabulate_embedding_gates(self) -> None:
-        """Replace the embedding half of the first layer's input gates by a lookup table.
+    def _bahdanau(self, word: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> Recurrence:
+        """``c_t = attend(s_{t-1}, h)``, ``s_t = RNN([E y_{t-1}; c_t], s_{t-1})``: returns
+        ``(s_t top (B, H), state, c_t (B, D), a_t (B, S))``."""
+        assert self.attention is not None and self.fed_gates is not None and enc.keys is not None
+        # a. the previous top state attends: c_t (B, D), a_t (B, S)
+        context, attention = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
+        # b. the input gates W_ih [E y_{t-1}; c_t] + b_ih (B, G), then s_t (L, B, H)
+        gates = word + self.fed_gates(context)
+        hidden, cell = self.rnn.step(gates, state.hidden, state.cell)
+        return hidden[-1], DecoderState(hidden, cell), context, attention
 
-        Those gates depend only on the previous token, so for a model that no longer
-        trains they are one table (V, G), computed here in fp32: a step then looks its B
-        rows up instead of multiplying (B, E) by (E, G), which for a few rows is a
-        product's fixed cost, not its arithmetic (mtkit.search.int8 uses it). Only in eval
-        mode; training ignores the table, which is not saved with the model.
-        """
-        with torch.no_grad():
-            table = self.rnn.input_gates(self.embed.weight.detach().float())  # (V, G)
-        self.gate_table = table.contiguous()
-
-    def _advance(
-        self, gates_emb: torch.Tensor, state: DecoderState, enc: EncoderOutput
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None, torch.Tensor | None]:
-        """The RNN (and for Luong, attention) part of a step, from embedding gates (B, G).
-
-        Returns ``(output, state, context, attention)``: the Luong attentional vector or
-        else the top RNN output (B, H); for ``bahdanau`` the context (B, D) that
-        :meth:`_features` combines with it (else None); the attention weights (B, S).
-        """
-        context = attention = None
-        if self.feeds_context:
-            assert self.attention is not None and enc.keys is not None
-            context, attention = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
-            gates_emb = gates_emb + self.rnn.input_gates(context, self.embed_dim, bias=False)
-        elif self.feeds_feature:
-            assert state.feed is not None
-            gates_emb = gates_emb + self.rnn.input_gates(state.feed, self.embed_dim, bias=False)
-        hidden, cell = self.rnn.step(gates_emb, state.hidden, state.cell)
-        output = hidden[-1]
-        feed = None
-        if self.kind.startswith("luong"):
-            assert self.attention is not None and self.feature_layer is not None
-            assert enc.keys is not None
-            step_context, attention = self.attention(output, enc.keys, enc.states, enc.mask)
-            output = self.dropout(
-                torch.tanh(self.feature_layer(torch.cat([step_context, output], -1)))
-            )
-            feed = output if self.feeds_feature else None
-        return output, DecoderState(hidden, cell, feed), context, attention
+    def _luong(self, word: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> Recurrence:
+        """``h_t = RNN([E y_{t-1}; h~_{t-1}], h_{t-1})``, ``c_t = attend(h_t, h)``,
+        ``h~_t = drop(tanh(W_c [c_t; h_t]))``: returns
+        ``(h~_t (B, H), state, None, a_t (B, S))``."""
+        assert self.attention is not None and self.feature_layer is not None
+        assert enc.keys is not None
+        # a. the input gates W_ih [E y_{t-1}; h~_{t-1}] + b_ih (or of E y_{t-1} alone)
+        #    (B, G), then h_t (L, B, H)
+        gates = word if self.fed_gates is None else word + self.fed_gates(state.feed)
+        hidden, cell = self.rnn.step(gates, state.hidden, state.cell)
+        top = hidden[-1]  # (B, H)
+        # b. the new top state attends: c_t (B, D), a_t (B, S)
+        context, attention = self.attention(top, enc.keys, enc.states, enc.mask)
+        # c. the attentional vector h~_t (B, H), fed to the next step with input feeding
+        combined = self.feature_layer(torch.cat([context, top], -1))
+        attentional = self.dropout(torch.tanh(combined))
+        feed = attentional if self.feeds_feature else None
+        return attentional, DecoderState(hidden, cell, feed), None, attention
 
     def _features(self, output: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Features from :meth:`_advance` outputs, for one step (B, H) or many (B, T, H)."""
+        """``f_t`` from a recurrence's output and context, for one step (B, H) or many (B, T, H)."""
+        if self.kind == "none":
+            return self.dropout(output)
         if not self.feeds_context:
-            return output if self.kind != "none" else self.dropout(output)
+            return output  # Luong: the attentional vector
         assert context is not None and self.feature_layer is not None
         return self.dropout(torch.tanh(self.feature_layer(torch.cat([output, context], -1))))
+
+    def reference_step(
+        self, prev_ids: torch.Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """:meth:`step` as the module docstring writes it, for tests and reading: the RNN
+        input concatenated, the layers through torch's cells, the papers' attention scores."""
+        embedded = self.dropout(self.embed(prev_ids))  # E y_{t-1} (B, E)
+        if self.kind == "bahdanau":
+            assert self.feature_layer is not None
+            context, attention = self._reference_attention(state.hidden[-1], enc)
+            rnn_input = torch.cat([embedded, context], -1)  # (B, E + D)
+            hidden, cell = self.rnn.reference_step(rnn_input, state.hidden, state.cell)
+            combined = self.feature_layer(torch.cat([hidden[-1], context], -1))
+            return self.dropout(torch.tanh(combined)), DecoderState(hidden, cell), attention
+        fed = [] if state.feed is None else [state.feed]
+        rnn_input = torch.cat([embedded, *fed], -1)  # (B, E [+ H])
+        hidden, cell = self.rnn.reference_step(rnn_input, state.hidden, state.cell)
+        if self.kind == "none":
+            return self.dropout(hidden[-1]), DecoderState(hidden, cell), None
+        assert self.feature_layer is not None
+        context, attention = self._reference_attention(hidden[-1], enc)
+        combined = self.feature_layer(torch.cat([context, hidden[-1]], -1))
+        attentional = self.dropout(torch.tanh(combined))
+        feed = attentional if self.feeds_feature else None
+        return attentional, DecoderState(hidden, cell, feed), attention
+
+    def _reference_attention(
+        self, query: torch.Tensor, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context (B, D) and weights (B, S) for queries (B, H), from the papers' scores."""
+        assert self.attention is not None
+        context, weights = self.attention.reference(query.unsqueeze(1), enc.states, enc.mask)
+        return context.squeeze(1), weights.squeeze(1)
 
     # -- whole target ------------------------------------------------------------------------
 
@@ -258,11 +242,11 @@ class Decoder(nn.Module):
         """
         if not self.sequential:
             return self._forward_parallel(tgt_in, enc, state)
-        # unbind, not gates[:, t]: its backward writes all steps' gradients in one go.
-        gates = self._embedding_gates(tgt_in).unbind(1)  # T x (B, G)
+        # unbind, not words[:, t]: its backward writes all steps' gradients in one go.
+        words = self.word_gates(tgt_in).unbind(1)  # T x (B, G)
         outputs, contexts = [], []
-        for step_gates in gates:
-            output, state, context, _ = self._advance(step_gates, state, enc)
+        for word in words:
+            output, state, context, _ = self._recur(word, state, enc)
             outputs.append(output)
             contexts.append(context)
         stacked = torch.stack(outputs, dim=1)  # (B, T, H)

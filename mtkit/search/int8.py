@@ -1,12 +1,10 @@
-"""int8 decoding on CPUs: the decoder's matrix products with 8-bit weights.
+"""int8 products on CPUs: ``x W^T + b`` with 8-bit weights, the kernel of int8 decoding.
 
-A greedy or beam step multiplies a few dozen rows by the decoder's weight matrices, the
-output layer's (H x M, 8 MB in fp32 for M = 4k columns) above all. With so few rows a
-product reads each weight once per step, so its speed is the memory's, not the
-arithmetic units': on a 2-core AVX2 CPU the fp32 output layer ran at 31 GFLOP/s for 32
-rows against 50 for 800. With int8 weights a quarter of the bytes move, and the x86
-backend (fbgemm) multiplies in 8-bit integers: ``scripts/bench_decode.py`` measures what
-a whole search gains.
+A decoding step multiplies a few dozen rows by the decoder's weight matrices, the output
+layer's above all. With so few rows each weight is read once per step, so the product is
+bound by memory traffic rather than arithmetic: int8 weights move a quarter of the bytes,
+and the x86 backend (fbgemm) multiplies in 8-bit integers. Which products are quantized,
+and how a model copy gets them, is :mod:`mtkit.search.quantize`.
 
 The scheme (Jacob et al., 2018), with a fixed range for the inputs:
 
@@ -17,47 +15,22 @@ The scheme (Jacob et al., 2018), with a fixed range for the inputs:
     y         = a * s_j * (x_q - z) . W_q[j, :] + b_j               int32 accumulation
 
 so only the rounding of ``x`` and ``W`` differs from ``x @ W.T + b``
-(:func:`reference_linear` is that fp32 product; the tests hold the two within a
-tolerance). Activations are quantized to 7 bits (``reduce_range``), as the x86 backend
-needs on CPUs without VNNI so its 16-bit intermediate sums cannot saturate.
+(:func:`reference_linear`; the tests hold the two within a tolerance). Activations are
+quantized to 7 bits (``reduce_range``), so that the backend's 16-bit intermediate sums
+cannot saturate on CPUs without VNNI.
 
-Why a fixed range: PyTorch's dynamic quantization takes ``a`` and ``z`` from the min and
-max of the whole input matrix, so a sentence's rounding, and its translation, would
-depend on the other sentences of its batch. Every input of a decoder step is bounded
-ahead of time instead: hidden states, attention contexts (convex combinations of
-encoder states) and features are outputs of tanh/sigmoid gates, in [-1, 1]; the
-embeddings lie within the largest absolute value of their table. Each layer's input is
-clamped to its bound ``b`` (a no-op for these inputs) and quantized with the scale and
-zero point of [-b, b], given to the backend, so the int8 products never mix the rows of
-a batch. (The fp32 parts around them can still round a row's last
-bit differently with the batch size, as in fp32; int8 rounding can, rarely, carry such a
-difference into a different word.)
-
-Which PyTorch API: ``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32``
-over weights packed by ``linear_prepack`` (the x86/fbgemm backend): fp32 in, the input
-quantized with a scale and zero point we give, fp32 out. It gives bit for bit what
-``linear_dynamic`` (which takes the range from the input's min and max) gives with one
-extra row holding -b and b appended, the form used before, without copying the input
-to append that row: a 32-row product of the output layer took ~2.1 instead of ~2.9 ms
-on one AVX2 core (measured beside another job). PyTorch 2.13 marks the creation of quantized
-tensors, which the packing needs, as deprecated; its replacements for int8 products on the
-CPU, ``torch._int_mm`` and ``torch._weight_int8pack_mm``, measured 30 to 100 times
-*slower* than fp32 on a 2-core AVX2 CPU (500 x 512 by 512 x 3961: 1.7 s against 40 ms;
-``linear_dynamic`` 16 ms), so they are no option there yet. Should a later PyTorch drop
-the packed path, :func:`check_int8` turns ``--precision int8`` into a one-line error.
-
-What is quantized (:func:`quantize_for_inference`): in each :class:`~mtkit.model.seq2seq.Seq2Seq`,
-the output layer, the decoder's attention projections and feature layer, and every
-matrix of the decoder RNN's step but one: the embedding half of the first layer's input
-gates depends only on the previous token, so it becomes a table of fp32 gates, one row
-per vocabulary entry (:meth:`~mtkit.model.decoder.Decoder.tabulate_embedding_gates`, while the
-table stays under ``GATE_TABLE_BYTES``; above, that product is int8 too). A lookup of a
-step's rows replaces a product whose cost, for the few rows of a service's step, is
-mostly fixed: a 13-row int8 step of a Multi30k model went from ~3.0 to ~2.7 ms on one
-AVX2 core. The encoder (the library's fused RNN), the embeddings, the bridge and the
-attention scores stay fp32. (An encoder written out step
-by step, to quantize its products too, was slower than the fused one on a 2-core AVX2
-CPU for every batch of more than one sentence, so it was not kept.)
+Why a fixed range: dynamic quantization takes ``a`` and ``z`` from the min and max of the
+whole input matrix, so a sentence's rounding, and its translation, would depend on the
+other sentences of its batch. Each input is instead clamped to a bound ``b`` known ahead
+of time (a no-op for inputs that respect it) and quantized with the scale and zero point
+of [-b, b], so the int8 products never mix the rows of a batch. The product is
+``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32`` over weights packed
+by ``linear_prepack``: fp32 in, the input quantized with the scale and zero point given,
+fp32 out; bit for bit what ``linear_dynamic`` gives on the input plus one row holding -b
+and b, without copying the input. PyTorch marks the creation of quantized tensors, which
+the packing needs, as deprecated, but this packed path is the CPU's fast int8 product;
+where a PyTorch build lacks it, :func:`int8_available` says so and ``--precision int8``
+is a one-line error.
 """
 
 from __future__ import annotations
@@ -85,7 +58,7 @@ class Int8Linear(nn.Module):
         weight = weight.detach().float().contiguous()
         scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
         zeros = torch.zeros(len(scales), dtype=torch.long)
-        with warnings.catch_warnings():  # see the module docstring: deprecated, still the fast one
+        with warnings.catch_warnings():  # deprecated, still the fast path (module docstring)
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
             quantized = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
         bias = None if bias is None else bias.detach().float().contiguous()
@@ -114,7 +87,7 @@ class Int8Linear(nn.Module):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Int8Linear:
         """Packed weights do not deep-copy; rebuild from the dequantized ones (same values)."""
-        return Int8Linear(self._dequantized.clone(), self.bias, self.bound)
+        return type(self)(self._dequantized.clone(), self.bias, self.bound)
 
 
 def input_quantization(bound: float) -> tuple[float, int]:

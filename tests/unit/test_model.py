@@ -371,16 +371,47 @@ def test_dropout_rounding_edges():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_tabulated_embedding_gates_are_the_computed_ones(cell):
+def test_tabulated_word_gates_are_the_computed_ones(cell):
+    """An inference copy's table of word gates (mtkit.search.quantize) holds what the model
+    computes; the model keeps computing them from its embedding, which trains."""
+    from mtkit.search.quantize import GateTable
+
     model = make_model(cell, "bahdanau", True, dropout=0.3).eval()
     decoder = model.decoder
     ids = torch.tensor([[3, 7, 7], [1, 0, VOCAB - 1]])  # (B, T), padding and BOS included
-    computed = decoder._embedding_gates(ids)  # (B, T, G)
-    decoder.tabulate_embedding_gates()
-    assert decoder.gate_table is not None and "gate_table" not in model.state_dict()
-    assert torch.allclose(decoder._embedding_gates(ids), computed, atol=1e-6)
-    # Training never reads the table: the embedding gets its gradient and its dropout.
+    computed = decoder.word_gates(ids)  # (B, T, G)
+    keys = set(model.state_dict())
+    table = GateTable(decoder.word_gates, decoder.embed.weight)
+    assert not table.state_dict() and set(model.state_dict()) == keys
+    assert torch.allclose(table(ids), computed, atol=1e-6)
+    # Training never reads a table: the embedding gets its gradient and its dropout.
     model.train()
     torch.manual_seed(5)
-    decoder._embedding_gates(ids).sum().backward()
+    decoder.word_gates(ids).sum().backward()
     assert decoder.embed.weight.grad is not None and decoder.embed.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("cell", "attention", "bidirectional"), COMBOS)
+@pytest.mark.parametrize("input_feed", [True, False])
+def test_step_and_forward_equal_the_reference_step(cell, attention, bidirectional, input_feed):
+    """The fast forms (word gates apart from the fed vector's, products as modules, the
+    sigmoid form of additive scores, one fused call or batched features over T) compute
+    the decoder's equations as ``Decoder.reference_step`` writes them."""
+    model = make_model(cell, attention, bidirectional, input_feed).eval()
+    _, _, batch = make_batch()
+    decoder = model.decoder
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_lengths)
+        features = decoder(batch.tgt_in, enc, model.init_state(enc))  # (B, T, H)
+        state = reference_state = model.init_state(enc)
+        for t in range(batch.tgt_in.size(1)):
+            prev = batch.tgt_in[:, t]
+            got, state, weights = decoder.step(prev, state, enc)
+            want, reference_state, want_weights = decoder.reference_step(prev, reference_state, enc)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(features[:, t], want, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(state.hidden, reference_state.hidden, atol=1e-5, rtol=1e-4)
+            if attention == "none":
+                assert weights is None and want_weights is None
+            else:
+                torch.testing.assert_close(weights, want_weights, atol=1e-5, rtol=1e-4)

@@ -1,25 +1,15 @@
 """Lexical shortlists: decode over the output columns a sentence's source pieces suggest.
 
-Building (``python -m mtkit.shortlist CKPT -o OUT.pt [data overrides]``): count, over
-the training pairs, in how many pairs each source piece s and target piece t occur
-together; keep for each source piece the ``k`` targets of highest Dice score
-``2 c(s, t) / (c(s) + c(t))`` seen together at least ``MIN_COUNT`` times, besides the
-``frequent`` most frequent target pieces, which every sentence may always use (with EOS
-and UNK). The table is a few int32 tensors under the checkpoint's ``shortlist`` key.
-Counting streams over the pairs in chunks and keeps only the (s, t) pairs seen, so
-memory grows with their number; only the first ``max_pairs`` pairs are counted.
+Building (``python -m mtkit.shortlist CKPT -o OUT.pt [data overrides]``,
+:mod:`mtkit.search.shortlist.table`): for each source piece, the ``k`` target pieces of
+highest Dice score over the training pairs, besides the ``frequent`` most frequent target
+pieces that every sentence may use; the table is stored under the checkpoint's
+``shortlist`` key.
 
-Dice was chosen by measurement: at the same allowed-set size it covers the validation
-references about as well as p(t | s) (the frequent pieces set aside) and better than a
-smoothed PMI; a count floor of 2 keeps one-off pairings out.
-
-Using (:class:`Shortlisted`, a StepModel wrapping a Seq2Seq, as Marian does on CPUs):
-``encode`` also works out each sentence's allowed columns, and ``step`` computes logits,
-for each group of ``GROUP_ROWS`` rows, over the union of the group's allowed columns
-only, masks each row to its own set and log-softmaxes over it. A sentence's result
-therefore never depends on its batch, and with every column allowed it equals the plain
-model's. Shapes: B sentences (rows), S source length, M output columns, R rows in a
-group, U columns in its union, H features, k candidates per source piece.
+Using (:class:`Shortlisted`, :mod:`mtkit.search.shortlist.step`): a StepModel wrapping a
+Seq2Seq, as Marian does on CPUs, whose steps score only the columns each sentence's
+shortlist allows. A sentence's result never depends on its batch, and with every column
+allowed it equals the plain model's.
 """
 
 from __future__ import annotations

@@ -7,11 +7,9 @@ allocator (:func:`tune_process`) and how OpenMP threads wait (:func:`prefer_pass
 **Waiting.** PyTorch's CPU build runs its intra-op loops on libgomp threads, which by
 default spin for a while after each parallel region. When another process wants the core,
 a spinning thread holds it and every parallel region waits for a thread that is not
-running. Measured on a 2-core CPU (``scripts/bench_train.py --contend``, docs/model.md
-"Performance notes"): beside a second training, a training kept 14% of its quiet
-throughput when spinning and 62% with passive waiting (the thread sleeps at once; the
-fair share is 50%), 60% beside a single-threaded busy loop; on a quiet machine passive
-waiting cost about 8% of training speed.
+running, so beside another busy process a spinning training keeps far less than its fair
+share of the CPU; a passive thread sleeps at once and gives the core back
+(``scripts/bench_train.py --contend`` measures it; docs/performance.md, "Waiting threads").
 libgomp reads its wait policy once, when it is loaded, that is on ``import torch``: the
 entry points call :func:`prefer_passive_wait` before anything imports torch. This module
 therefore imports torch only inside the functions that use it.

@@ -18,7 +18,7 @@ Two profiles with ``torch.profiler`` (CPU activities, after warm-up):
 For each it prints the operators by self CPU time: milliseconds, share of the total,
 calls, and calls per target token (per output token for decoding), so "fewer ops per
 step" can be read off directly, then the totals. The format is stable for before/after
-comparisons (docs/model.md, "Performance notes").
+comparisons (docs/performance.md).
 """
 
 from __future__ import annotations

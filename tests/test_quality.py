@@ -1,7 +1,7 @@
 """End-to-end quality on real data (Multi30k de->en from ../shared): train, translate, score.
 
 The default run trains the default model for 200 steps and checks a BLEU floor; the slow
-test trains the README's recipe for a fixed 500 steps and checks a floor near its measured
+test trains the Multi30k recipe (docs/training.md) for a fixed 500 steps and checks a floor near its measured
 BLEU.
 """
 
@@ -47,7 +47,7 @@ def test_short_multi30k_run_clears_a_bleu_floor(tmp_path: Path):
     assert bleu(hypotheses, read(MULTI30K / "test2016.en")[:200]).score >= 15.0
 
 
-# The README's 20-minute command trains as many steps as the CPU manages in 20 minutes:
+# The documented 20-minute command trains as many steps as the CPU manages in 20 minutes:
 # ~1200 with native bf16 units (39.4 greedy), 480 to 715 on 2-core AVX2 CPUs (35.4 to
 # 37.2). A wall-clock budget makes a quality floor a speed test in disguise (speed is the
 # benchmarks' job), so the slow test trains the same recipe for a fixed number of steps in
@@ -63,7 +63,7 @@ BLEU_FLOOR_RECIPE = 35.0
 
 @pytest.mark.slow
 def test_default_recipe_reaches_its_bleu_floor_in_500_steps(tmp_path: Path):
-    """The README's Multi30k recipe (default model and optimiser), 500 steps in fp32: greedy
+    """The Multi30k recipe (default model and optimiser), 500 steps in fp32: greedy
     test2016 BLEU >= 35 (about 16 minutes on 2 AVX2 cores)."""
     run_dir = tmp_path / "run"
     result = run_module(

@@ -1,8 +1,8 @@
 """End-to-end quality on real data (Multi30k de->en from ../shared): train, translate, score.
 
 The default run trains the default model for 200 steps and checks a BLEU floor; the slow
-test trains the Multi30k recipe (docs/training.md) for a fixed 500 steps and checks a floor near its measured
-BLEU.
+test trains the Multi30k recipe (docs/training.md) for a fixed 500 steps and checks a
+floor near its measured BLEU.
 """
 
 from __future__ import annotations

@@ -173,17 +173,6 @@ class RunDirConfig(TrainKeys):
         check_value(ok, "train", "keep_checkpoints", self.keep_checkpoints, "an integer >= 0")
 
 
-# The groups in the order of their keys under ``train``.
-TRAIN_GROUPS: tuple[type[TrainKeys], ...] = (
-    RuntimeConfig,
-    OptimizerConfig,
-    ScheduleConfig,
-    BudgetConfig,
-    LoopConfig,
-    RunDirConfig,
-)
-
-
 @dataclass
 class TrainConfig(
     RunDirConfig, LoopConfig, BudgetConfig, ScheduleConfig, OptimizerConfig, RuntimeConfig
@@ -200,3 +189,7 @@ class TrainConfig(
         if self.early_stopping_metric == "bleu" and not self.valid_bleu:
             expected = "loss or ppl when train.valid_bleu=false"
             check_value(False, "train", "early_stopping_metric", "bleu", expected)
+
+
+# The groups in the order of their keys under ``train``: TrainConfig's bases, last first.
+TRAIN_GROUPS: tuple[type[TrainKeys], ...] = tuple(reversed(TrainConfig.__bases__))

@@ -28,7 +28,7 @@ from mtkit.errors import ConfigError
 from mtkit.search.greedy import forced_scores
 from mtkit.search.hypothesis import Hypothesis, StepModel, output_cap
 from mtkit.search.load import LoadedModel, LoadSpec, prepare
-from mtkit.search.pool import DecodePool, check_processes, load_shared
+from mtkit.search.pool import DecodePool, load_shared
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Translator:
         (:mod:`mtkit.search.pool`; the CPU only); :meth:`close` stops the helpers.
         """
         spec = LoadSpec((str(path),), None, precision, shortlist, device)
-        return cls.of(*load_shared(spec, check_processes(processes)))
+        return cls.of(*load_shared(spec, processes))
 
     @classmethod
     def from_checkpoints(
@@ -107,7 +107,7 @@ class Translator:
         # Weights make an ensemble of any size; equal ones are what None means.
         given = tuple(weights) if weights is not None else (1.0,) * len(paths)
         spec = LoadSpec(tuple(str(p) for p in paths), given, precision, False, device)
-        return cls.of(*load_shared(spec, check_processes(processes)))
+        return cls.of(*load_shared(spec, processes))
 
     # -- what was loaded ---------------------------------------------------------------------
 

@@ -81,11 +81,52 @@ def prefer_passive_wait(environ: MutableMapping[str, str] | None = None) -> bool
     return True
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under taskset or a cgroup)."""
+def usable_cpus() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or a cgroup);
+    ``os.cpu_count()`` where the platform has no affinity call."""
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
     return max(1, os.cpu_count() or 1)
+
+
+def available_cores() -> int:
+    """Cores this process may run on: :func:`usable_cpus` (the name older callers use)."""
+    return usable_cpus()
+
+
+def process_cap_help(cpus: int | None = None) -> str:
+    """The valid range of a process count, for an option's help and its error."""
+    return f"an integer from 1 to {usable_cpus() if cpus is None else cpus} (the usable cores)"
+
+
+def check_process_count(name: str, value: object, cpus: int | None = None) -> int:
+    """``value`` as a count of processes to start: an integer from 1 to the usable cores.
+
+    More processes than cores cannot run at once: each one costs its memory and start-up
+    and takes turns on the same cores, so a count beyond them is refused, never started
+    (a thousand helpers would exhaust memory before the first sentence). ``name`` is the
+    option as the user wrote it (``--processes``, ``train.processes``); ``cpus`` replaces
+    :func:`usable_cpus` (tests, or a caller that already counted). Raises ConfigError.
+    """
+    limit = usable_cpus() if cpus is None else cpus
+    count = _as_count(value)
+    if count is None or not 1 <= count <= limit:
+        raise ConfigError(f"{name}={value!r} is not valid; expected {process_cap_help(limit)}")
+    return count
+
+
+def _as_count(value: object) -> int | None:
+    """``value`` as an integer (an int, or text of one), else None; never a bool or float."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
 
 
 def resolve_threads(

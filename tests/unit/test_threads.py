@@ -106,3 +106,22 @@ def test_set_threads_applies_auto_and_returns_the_count(monkeypatch: pytest.Monk
         assert runtime.set_threads(None) == 1  # None leaves the count alone
     finally:
         torch.set_num_threads(before)
+
+
+def test_usable_cpus_is_the_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert runtime.usable_cpus() == 3 and runtime.available_cores() == 3
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), (4, 4), ("3", 3)])
+def test_process_counts_up_to_the_cores_are_kept(value: object, expected: int) -> None:
+    assert runtime.check_process_count("--processes", value, cpus=4) == expected
+
+
+@pytest.mark.parametrize("value", [5, 1000, 0, -1, True, 2.0, "two", None])
+def test_process_counts_beyond_the_cores_are_one_line_errors(value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        runtime.check_process_count("--processes", value, cpus=4)
+    message = str(caught.value)
+    assert message.startswith(f"--processes={value!r} is not valid")
+    assert "from 1 to 4" in message and "\n" not in message

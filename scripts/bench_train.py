@@ -9,6 +9,9 @@ sentencepiece vocabulary of 8000, ~4000 tokens per batch) for:
   direction, GRU decoder 512 with Bahdanau attention) as mtkit builds it by default:
   the output layer covers the target pieces seen in training (about 4000 of the 8000);
 - ``ref-8k-full``: the same with an output layer over all 8000 pieces;
+- ``lstm-8k`` / ``peephole-8k``: ``ref-8k`` with LSTM cells, plain or with peephole
+  connections (``model.peepholes=true``): the peephole encoder runs step by step where
+  the plain one is the library's fused LSTM (the decoder steps in both);
 - ``full-32k`` / ``sampled-32k``: the same model with a 32000-row target vocabulary
   (embedding and output layer), trained with the full softmax or with sampled softmax
   (K=512). Multi30k cannot support 32000 sentencepiece pieces, so the batches stay
@@ -92,18 +95,21 @@ class Setup:
     loss: LossConfig
     output_vocab: str  # observed | full
     target_rows: int | None  # force the target vocabulary size (None: the tokenizer's)
+    model: ModelConfig = REFERENCE
 
 
 SETUPS = [
     Setup("ref-8k", FULL, "observed", None),
     Setup("ref-8k-full", FULL, "full", None),
+    Setup("lstm-8k", FULL, "observed", None, replace(REFERENCE, cell="lstm")),
+    Setup("peephole-8k", FULL, "observed", None, replace(REFERENCE, cell="lstm", peepholes=True)),
     Setup("full-32k", FULL, "full", 32000),
     Setup("sampled-32k", SAMPLED, "full", 32000),
 ]
 
 
 def make_model(setup: Setup, codec: TextCodec, split: CorpusSplit) -> Seq2Seq:
-    cfg = replace(REFERENCE, output_vocab=setup.output_vocab)
+    cfg = replace(setup.model, output_vocab=setup.output_vocab)
     if setup.target_rows is None:
         return build_model(cfg, codec.src, codec.tgt, split.tgt_values)
     return Seq2Seq(cfg, codec.src.vocab_size, setup.target_rows)
@@ -308,6 +314,11 @@ def summarise(
 
     ratio(("ref-8k", "bf16"), ("ref-8k", "fp32"), "bf16 / fp32 (reference)")
     for precision in args.precisions.split(","):
+        ratio(
+            ("peephole-8k", precision),
+            ("lstm-8k", precision),
+            f"peephole / plain LSTM ({precision})",
+        )
         ratio(
             ("sampled-32k", precision),
             ("full-32k", precision),

@@ -14,6 +14,7 @@ class ModelConfig:
     """The encoder-decoder: sizes, cell, attention, bridge and embeddings."""
 
     cell: str = "gru"
+    peepholes: bool = False  # LSTM only: gates also read the cell state (mtkit.model.peephole)
     embed_dim: int = 256
     encoder_hidden: int = 256
     decoder_hidden: int = 512
@@ -33,6 +34,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         check_choice(s, "cell", self.cell, ("gru", "lstm"))
+        if self.peepholes:
+            expected = "false with model.cell=gru (peepholes look at an LSTM's cell state)"
+            check_value(self.cell == "lstm", s, "peepholes", self.peepholes, expected)
         check_choice(s, "attention", self.attention, ATTENTION_TYPES)
         check_choice(s, "bridge", self.bridge, ("learned", "zero"))
         check_choice(s, "output_vocab", self.output_vocab, ("observed", "full"))

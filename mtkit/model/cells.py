@@ -106,7 +106,8 @@ class StackedRNN(nn.RNNBase):
                 gates = self.layer_inputs[layer - 1](below)
             previous = hidden[layer]
             gates_h = self.hidden_products[layer](previous)
-            h, c = self._cell(gates, gates_h, previous, None if cell is None else cell[layer])
+            c_previous = None if cell is None else cell[layer]
+            h, c = self._layer_cell(layer, gates, gates_h, previous, c_previous)
             hiddens.append(h)
             if c is not None:
                 cells.append(c)
@@ -123,15 +124,40 @@ class StackedRNN(nn.RNNBase):
         for layer in range(self.num_layers):
             if layer > 0:
                 x = dropout(hiddens[-1], self.dropout, self.training)
-            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            weights = [cast(torch.Tensor, getattr(self, f"{name}_l{layer}")) for name in names]
-            if cell is None:
-                hiddens.append(torch.gru_cell(x, hidden[layer], *weights))
-            else:
-                h, c = torch.lstm_cell(x, (hidden[layer], cell[layer]), *weights)
-                hiddens.append(h)
+            c_previous = None if cell is None else cell[layer]
+            h, c = self._reference_layer(layer, x, hidden[layer], c_previous)
+            hiddens.append(h)
+            if c is not None:
                 cells.append(c)
         return torch.stack(hiddens), (torch.stack(cells) if cells else None)
+
+    def layer_weights(self, layer: int, suffix: str = "") -> list[torch.Tensor]:
+        """``[W_ih, W_hh, b_ih, b_hh]`` of a layer (``suffix="_reverse"``: its backward
+        direction), in the order torch's cell functions take them."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [cast(torch.Tensor, getattr(self, f"{name}_l{layer}{suffix}")) for name in names]
+
+    def _layer_cell(
+        self,
+        layer: int,
+        gates_x: torch.Tensor,
+        gates_h: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer ``layer``'s new (h, c): :meth:`_cell`, unless a cell has weights of its own
+        beside the gates' (the peephole LSTM's)."""
+        return self._cell(gates_x, gates_h, h, c)
+
+    def _reference_layer(
+        self, layer: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer ``layer``'s new (h, c) from its whole input, through torch's own cell."""
+        weights = self.layer_weights(layer)
+        if c is None:
+            return torch.gru_cell(x, h, *weights), None
+        new_h, new_c = torch.lstm_cell(x, (h, c), *weights)
+        return new_h, new_c
 
     @staticmethod
     def _cell(
@@ -193,23 +219,3 @@ class LSTM(StackedRNN, nn.LSTM):
         new_cell = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(candidate)
         new_hidden = torch.sigmoid(out_gate) * torch.tanh(new_cell)
         return new_hidden, new_cell.to(c.dtype)
-
-
-def make_rnn(
-    cell: str,
-    input_size: int,
-    hidden: int,
-    layers: int,
-    dropout: float,
-    bidirectional: bool = False,
-) -> GRU | LSTM:
-    """A batch-first ``cell`` (``gru`` | ``lstm``) stack, dropout only between layers."""
-    rnn_class = GRU if cell == "gru" else LSTM
-    return rnn_class(
-        input_size,
-        hidden,
-        num_layers=layers,
-        batch_first=True,
-        dropout=dropout if layers > 1 else 0.0,
-        bidirectional=bidirectional,
-    )

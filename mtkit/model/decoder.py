@@ -42,9 +42,9 @@ from torch import nn
 from mtkit.config import ModelConfig
 from mtkit.corpus.tokenizer import PAD_ID
 from mtkit.model.attention import Attention
-from mtkit.model.cells import make_rnn
 from mtkit.model.dropout import Dropout
 from mtkit.model.encoder import EncoderOutput
+from mtkit.model.rnn import make_rnn
 from mtkit.model.state import Bridge, DecoderState
 
 __all__ = ["Decoder", "DecoderState", "WordGates"]
@@ -90,7 +90,12 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(
-            cfg.cell, cfg.embed_dim + fed, self.hidden_size, self.layers, cfg.dropout
+            cfg.cell,
+            cfg.embed_dim + fed,
+            self.hidden_size,
+            self.layers,
+            cfg.dropout,
+            peepholes=cfg.peepholes,
         )
         self.bridge = Bridge(
             cfg.bridge, enc_dim, self.hidden_size, cfg.layers, self.layers, self.lstm

@@ -14,8 +14,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mtkit.config import ModelConfig
 from mtkit.corpus.tokenizer import PAD_ID
-from mtkit.model.cells import make_rnn
 from mtkit.model.dropout import Dropout
+from mtkit.model.rnn import make_rnn
 
 
 @dataclass
@@ -77,7 +77,13 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(
-            cfg.cell, cfg.embed_dim, cfg.encoder_hidden, cfg.layers, cfg.dropout, cfg.bidirectional
+            cfg.cell,
+            cfg.embed_dim,
+            cfg.encoder_hidden,
+            cfg.layers,
+            cfg.dropout,
+            cfg.bidirectional,
+            cfg.peepholes,
         )
         self.layers = cfg.layers
         self.directions = 2 if cfg.bidirectional else 1

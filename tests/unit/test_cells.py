@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import ModelConfig
-from mtkit.model.cells import GRU, LSTM, StackedRNN, make_rnn
+from mtkit.model.cells import GRU, LSTM, StackedRNN
 from mtkit.model.dropout import dropout
+from mtkit.model.rnn import make_rnn
 from mtkit.model.seq2seq import Seq2Seq
 
 

@@ -14,7 +14,8 @@ from mtkit.model.loss import Criterion
 from mtkit.model.seq2seq import Seq2Seq
 
 VOCAB = 40
-CELLS = ("gru", "lstm")
+# "lstm_peephole": model.cell=lstm with model.peepholes=true (mtkit.model.peephole)
+CELLS = ("gru", "lstm", "lstm_peephole")
 COMBOS = list(itertools.product(CELLS, ATTENTION_TYPES, (True, False)))
 
 
@@ -31,7 +32,8 @@ def make_model(
 ) -> Seq2Seq:
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        cell=cell,
+        cell=cell.removesuffix("_peephole"),
+        peepholes=cell.endswith("_peephole"),
         attention=attention,
         bidirectional=bidirectional,
         input_feed=input_feed,

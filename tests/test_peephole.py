@@ -58,7 +58,7 @@ def test_the_checkpoint_holds_trained_peepholes_and_learned(checkpoint: Path):
     assert len(peepholes) == 3 * (2 * 2 + 2)
     assert all(v.dim() == 1 and v.abs().sum() > 0 for v in peepholes.values())
     with open(checkpoint.parent / "metrics.csv") as f:
-        losses = [float(row["valid_loss"]) for row in csv.DictReader(f) if row["valid_loss"]]
+        losses = [float(row["val_loss"]) for row in csv.DictReader(f) if row["val_loss"]]
     assert len(losses) >= 2 and losses[-1] < losses[0]
 
 

@@ -25,10 +25,26 @@ class Score:
         }
 
 
+METRICS = ("bleu", "chrf", "ter")
+
+
+def make_metric(name: str) -> BLEU | CHRF | TER:
+    """sacreBLEU's metric for ``bleu`` (cased, 13a tokenization), ``chrf`` or ``ter``,
+    each with its defaults."""
+    metrics = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
+    if name not in metrics:
+        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+    return metrics[name]()
+
+
 def _score(
-    metric: BLEU | CHRF | TER, name: str, hypotheses: Sequence[str], references: Sequence[str]
+    metric: BLEU | CHRF | TER,
+    name: str,
+    hypotheses: Sequence[str],
+    references: Sequence[Sequence[str]],
 ) -> Score:
-    result = metric.corpus_score(list(hypotheses), [list(references)])
+    """``references``: one or more reference streams, each aligned with the hypotheses."""
+    result = metric.corpus_score(list(hypotheses), [list(stream) for stream in references])
     return Score(name, float(result.score), str(metric.get_signature()), str(result))
 
 
@@ -39,13 +55,20 @@ def perplexity(mean_nll: float) -> float:
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> Score:
     """Cased BLEU with sacrebleu's default 13a tokenization."""
-    return _score(BLEU(), "BLEU", hypotheses, references)
+    return _score(BLEU(), "BLEU", hypotheses, [references])
 
 
 def all_scores(hypotheses: Sequence[str], references: Sequence[str]) -> list[Score]:
-    """BLEU, chrF and TER."""
-    return [
-        bleu(hypotheses, references),
-        _score(CHRF(), "chrF", hypotheses, references),
-        _score(TER(), "TER", hypotheses, references),
-    ]
+    """BLEU, chrF and TER against one reference."""
+    return corpus_scores(hypotheses, [references])
+
+
+def corpus_scores(
+    hypotheses: Sequence[str],
+    references: Sequence[Sequence[str]],
+    metrics: Sequence[str] = METRICS,
+) -> list[Score]:
+    """The chosen ``metrics`` (names from :data:`METRICS`) against one or more reference
+    streams, as sacreBLEU scores several references."""
+    names = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
+    return [_score(make_metric(m), names[m], hypotheses, references) for m in metrics]

@@ -24,13 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 from sacrebleu.significance import PairedTest, Result
 
 from mtkit.errors import ConfigError
+from mtkit.metrics import METRICS, make_metric
 
-METRICS = ("bleu", "chrf", "ter")
 TESTS = {"bootstrap": "bs", "randomization": "ar"}
 
 
@@ -152,17 +151,6 @@ class PairedResult:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in fields.items()}
 
 
-def make_metric(name: str) -> Metric:
-    """sacreBLEU's metric object for ``bleu``, ``chrf`` or ``ter``."""
-    if name == "bleu":
-        return BLEU()
-    if name == "chrf":
-        return CHRF()
-    if name == "ter":
-        return TER()
-    raise ConfigError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
-
-
 def paired_test(
     baseline: Sequence[str],
     system: Sequence[str],
@@ -183,6 +171,9 @@ def paired_test(
         raise ConfigError(f"unknown paired test {test!r}; expected bootstrap or randomization")
     if samples < 1:
         raise ConfigError(f"--paired-samples={samples} is not valid; expected an integer >= 1")
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric {unknown[0]!r}; expected one of {', '.join(METRICS)}")
     chosen: Mapping[str, Metric] = {name: make_metric(name) for name in metrics}
     systems: list[tuple[str, Sequence[str]]] = [("baseline", baseline), ("system", system)]
     streams = [list(stream) for stream in references]

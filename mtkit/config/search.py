@@ -25,6 +25,10 @@ class SearchOptions:
     min_len: int = 0  # no EOS before this many pieces
     coverage_penalty: float = 0.0  # GNMT beta (0: off)
     no_repeat_ngram: int = 0  # block repeated n-grams of pieces (0: off)
+    sampling: bool = False  # draw each piece from the model's distribution (beam_size 1)
+    temperature: float = 1.0  # sampling: log-probs divided by this (< 1 sharper, > 1 flatter)
+    top_k: int = 0  # sampling: from the k most likely pieces only (0: from all)
+    seed: int = 0  # sampling: the same seed and source sentence give the same sample
 
     def __post_init__(self) -> None:
         s = "decode"
@@ -45,6 +49,25 @@ class SearchOptions:
         cap = self.max_len_cap
         ok = cap is None or (is_int(cap) and cap >= 1)
         check_value(ok, s, "max_len_cap", cap, "an integer >= 1 or null")
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        """Sampling's own values, and a search it can run in: one draw per sentence, which
+        beam search (beam_size > 1) and the coverage penalty (which only ranks beams) lack."""
+        s = "decode"
+        check_value(isinstance(self.sampling, bool), s, "sampling", self.sampling, "true or false")
+        ok = is_finite(self.temperature) and self.temperature > 0
+        check_value(ok, s, "temperature", self.temperature, "a finite number > 0")
+        ok = is_int(self.top_k) and self.top_k >= 0
+        check_value(ok, s, "top_k", self.top_k, "an integer >= 0 (0 = every piece)")
+        ok = is_int(self.seed) and 0 <= self.seed < 2**63
+        check_value(ok, s, "seed", self.seed, "an integer in [0, 2^63)")
+        if self.sampling:
+            needs = "1 with sampling=true (one draw per sentence)"
+            check_value(self.beam_size == 1, s, "beam_size", self.beam_size, needs)
+            needs = "0 with sampling=true (it only ranks beams)"
+            ok = self.coverage_penalty == 0.0
+            check_value(ok, s, "coverage_penalty", self.coverage_penalty, needs)
 
 
 @dataclass

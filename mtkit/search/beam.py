@@ -43,6 +43,7 @@ from mtkit.search.hypothesis import (
     max_lengths,
     unfinished,
 )
+from mtkit.search.prefix import Forced, Prefixes, impossible, prefix_lengths, prefix_table
 
 Finished = list[tuple[float, list[int], torch.Tensor | None]]  # (score, ids, attention (T, S))
 
@@ -63,6 +64,7 @@ class _Rows(RowState):
     attention: torch.Tensor | None  # (A*W, t, S)
     limits: torch.Tensor  # (A*W,) maximum lengths
     source_lengths: torch.Tensor  # (A*W,) real source positions (attention columns)
+    prefix: torch.Tensor | None  # (A*W, P) forced columns (mtkit.search.prefix); None: none left
     state: Any
     enc: Any
 
@@ -79,6 +81,8 @@ class _Rows(RowState):
         rows = torch.arange(self.limits.size(0), device=self.limits.device).repeat_interleave(k)
         self.enc = self.enc.select(rows)
         self.limits, self.source_lengths = self.limits[rows], self.source_lengths[rows]
+        if self.prefix is not None:
+            self.prefix = self.prefix[rows]
 
 
 @dataclass
@@ -91,16 +95,26 @@ class _Beams:
 
     @classmethod
     def start(
-        cls, model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, options: SearchOptions
+        cls,
+        model: StepModel,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        options: SearchOptions,
+        prefix: torch.Tensor | None,
     ) -> _Beams:
-        """One beam per sentence (W = 1), encoded once."""
+        """One beam per sentence (W = 1), encoded once; ``prefix`` (B, P) their forced
+        columns, whose lengths raise the length limits they exceed."""
         batch, device = src.size(0), src.device
         enc = model.encode(src, src_lengths)
+        limits = max_lengths(src_lengths, options).to(device)
+        if prefix is not None:
+            limits = torch.maximum(limits, prefix_lengths(prefix))
         rows = _Rows(
             history=torch.empty(batch, 0, dtype=torch.long, device=device),
             attention=None,
-            limits=max_lengths(src_lengths, options).to(device),
+            limits=limits,
             source_lengths=src_lengths.to(device),
+            prefix=prefix,
             state=model.init_state(enc),
             enc=enc,
         )
@@ -128,22 +142,34 @@ def beam_search(
     src_lengths: torch.Tensor,
     options: SearchOptions | None = None,
     return_attention: bool = False,
+    prefixes: Prefixes = None,
 ) -> list[list[Hypothesis]]:
-    """The ``nbest`` best hypotheses of each of B sentences, best first."""
+    """The ``nbest`` best hypotheses of each of B sentences, best first.
+
+    ``prefixes[i]``: target ids that sentence i's hypotheses must begin with (None or
+    empty: none; :mod:`mtkit.search.prefix` has the rules). Sampling is greedy search's:
+    ``options.sampling`` is a ValueError here.
+    """
     options = options or SearchOptions()
+    if options.sampling:
+        raise ValueError("beam_search does not sample: use greedy_search (beam_size=1)")
     k, device = options.beam_size, src.device
     out = OutputColumns(model, device)
     keep_attention = return_attention or options.coverage_penalty != 0.0
-    beams = _Beams.start(model, src, src_lengths, options)
+    table = prefix_table(prefixes, out, src.size(0))
+    beams = _Beams.start(model, src, src_lengths, options, table)
     finished: list[Finished] = [[] for _ in range(src.size(0))]
     prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=device)
     for t in range(int(beams.rows.limits.max()) + 1):
         rows = beams.rows
         log_probs, rows.state, attention = model.step(prev, rows.state, rows.enc)
         log_probs = log_probs.float()  # (A*W, M)
+        forced = None if rows.prefix is None else _forced(log_probs, beams, t)
         limit_length(log_probs, t, rows.limits, options.min_len, out.eos)
         if options.no_repeat_ngram:
             block_repeats(log_probs, rows.history, options.no_repeat_ngram)
+        if forced is not None:
+            forced.apply(log_probs)
         if keep_attention and attention is not None:
             beams.add_attention(attention)
         top = _top_continuations(log_probs, beams.scores, k)
@@ -156,6 +182,17 @@ def beam_search(
         if keep is not None:
             prev = prev.index_select(0, beams.keep_sentences(keep, k))
     return [_best(f, options.nbest, return_attention) for f in finished]
+
+
+def _forced(log_probs: torch.Tensor, beams: _Beams, step: int) -> Forced | None:
+    """The beams that a prefix forces at ``step``; the table goes once none is."""
+    assert beams.rows.prefix is not None
+    forced = Forced.at(beams.rows.prefix, step, log_probs)
+    if forced is None:
+        beams.rows.prefix = None
+    elif forced.impossible is not None:
+        raise impossible(beams.sentences[forced.impossible // beams.scores.size(1)])
+    return forced
 
 
 def _top_continuations(log_probs: torch.Tensor, scores: torch.Tensor, k: int) -> _Candidates:

@@ -14,6 +14,7 @@ import torch
 from mtkit.config import SearchOptions
 from mtkit.corpus.tokenizer import BOS_ID, EOS_ID
 from mtkit.search.hypothesis import COMPACT, Hypothesis, OutputColumns, StepModel, final_score
+from mtkit.search.prefix import Prefixes
 from mtkit.search.stream import GreedyStream
 
 __all__ = ["forced_scores", "greedy_search"]
@@ -26,14 +27,19 @@ def greedy_search(
     src_lengths: torch.Tensor,
     options: SearchOptions | None = None,
     return_attention: bool = False,
+    prefixes: Prefixes = None,
 ) -> list[list[Hypothesis]]:
     """The most likely token at every step, for B sentences: one hypothesis each.
 
     ``src`` (B, S) source ids ending in EOS, ``src_lengths`` (B,) with EOS; a hypothesis
     keeps its (T, S) attention when ``return_attention`` (and the model attends).
+    ``prefixes[i]``: target ids that sentence i's output must begin with (None or empty:
+    none; :mod:`mtkit.search.prefix`). With ``options.sampling`` each token is drawn
+    instead (:mod:`mtkit.search.sampling`).
     """
     stream = GreedyStream(model, options or SearchOptions(), src.device, compact=COMPACT)
-    tickets = stream.add_batch(src, src_lengths, [return_attention] * src.size(0))
+    attention = [return_attention] * src.size(0)
+    tickets = stream.add_batch(src, src_lengths, attention, prefixes)
     ended = stream.finish()
     return [[ended[ticket]] for ticket in tickets]
 

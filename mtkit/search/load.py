@@ -82,9 +82,14 @@ class LoadedModel:
             yield
 
     def search(
-        self, sources: list[list[int]], options: SearchOptions, return_attention: bool = False
+        self,
+        sources: list[list[int]],
+        options: SearchOptions,
+        return_attention: bool = False,
+        prefixes: list[list[int]] | None = None,
     ) -> list[list[Hypothesis]]:
-        """Search encoded sources (id lists ending in EOS) as one batch, in this process.
+        """Search encoded sources (id lists ending in EOS) as one batch, in this process;
+        ``prefixes``: target ids each output must begin with (:mod:`mtkit.search.prefix`).
 
         Greedy search for a beam of 1 without coverage penalty (the same result as beam
         search, faster). The hypotheses' ``text`` is left empty (the caller detokenizes).
@@ -100,6 +105,7 @@ class LoadedModel:
                 lengths.to(self.device),
                 options,
                 return_attention,
+                prefixes,
             )
 
 

@@ -26,9 +26,10 @@ caller (``PR_SET_PDEATHSIG``, Linux) and stop when its end of the pipe closes. T
 standard output is discarded: a command's stdout holds only its translations.
 
 Messages over the pipe. Parent to child: the :class:`~mtkit.search.load.LoadSpec` first,
-then ``("search", sources, options, return_attention)`` with ``sources`` a list of
-source id lists, and ``("close",)``. Child to parent: ``("ready",)`` once its model is
-loaded, ``("broken", message)`` when loading fails, then one ``("done", packed)`` or
+then ``("search", sources, options, return_attention, prefixes)`` with ``sources`` a
+list of source id lists (``prefixes``: their target prefixes, or None), and
+``("close",)``. Child to parent: ``("ready",)`` once its model is loaded,
+``("broken", message)`` when loading fails, then one ``("done", packed)`` or
 ``("failed", message)`` per search.
 """
 
@@ -133,27 +134,35 @@ class DecodePool:
         sources: list[list[int]],
         options: SearchOptions,
         return_attention: bool,
+        prefixes: list[list[int]] | None = None,
     ) -> list[list[Hypothesis]]:
         """One batch shared with the helpers: of P processes, process k searches sentences
         k, k + P, ... (this one, single-threaded, while the helpers search theirs)."""
         share = 1 + self.helpers
         parts = [sources[k::share] for k in range(share)]
-        self._submit(parts[1:], options, return_attention)
+        given = [None if prefixes is None else prefixes[k::share] for k in range(share)]
+        self._submit(parts[1:], options, return_attention, given[1:])
         with single_thread():
-            own = loaded.search(parts[0], options, return_attention) if parts[0] else []
+            own = loaded.search(parts[0], options, return_attention, given[0]) if parts[0] else []
         found: list[list[Hypothesis]] = [[] for _ in sources]
         for k, part in enumerate([own, *self._collect()]):
             found[k::share] = part
         return found
 
     def _submit(
-        self, parts: list[list[list[int]]], options: SearchOptions, attention: bool
+        self,
+        parts: list[list[list[int]]],
+        options: SearchOptions,
+        attention: bool,
+        prefixes: list[list[list[int]] | None],
     ) -> None:
-        """Send part k (source id lists) to helper k; an empty part is not sent."""
+        """Send part k (source id lists, their prefixes) to helper k; an empty part is not
+        sent."""
         self.wait_ready()
         for number, (conn, sources) in enumerate(zip(self._conns, parts, strict=True)):
             if sources:
-                self._send(number, conn, ("search", sources, options, attention))
+                message = ("search", sources, options, attention, prefixes[number])
+                self._send(number, conn, message)
                 self._busy[number] = True
 
     def _collect(self) -> list[list[list[Hypothesis]]]:
@@ -272,9 +281,9 @@ def helper_main(conn: Connection) -> None:
             break
         if message[0] == "close":
             break
-        _, sources, options, attention = message
+        _, sources, options, attention, prefixes = message
         try:
-            found = loaded.search(sources, options, attention)
+            found = loaded.search(sources, options, attention, prefixes)
         except Exception as error:  # a bug: the caller reports it in one line
             send(("failed", f"{type(error).__name__}: {error}"))
             continue

@@ -42,6 +42,15 @@ from mtkit.search.hypothesis import (
     max_lengths,
     unfinished,
 )
+from mtkit.search.prefix import (
+    Forced,
+    Prefixes,
+    cat_tables,
+    impossible,
+    prefix_lengths,
+    prefix_table,
+)
+from mtkit.search.sampling import row_keys, sample
 
 Ended = list[tuple[int, Hypothesis]]  # (ticket, hypothesis) of the sentences that ended
 
@@ -60,6 +69,8 @@ class _Rows(RowState):
     prev: torch.Tensor  # (A,) the token each row feeds next
     slot: torch.Tensor  # (A,) the row's place in the kept attention; -1: keeps none
     done: torch.Tensor | None  # (A,) ended and waiting to leave; None while none waits
+    prefix: torch.Tensor | None  # (A, P) forced columns (mtkit.search.prefix); None: none left
+    keys: torch.Tensor | None  # (A,) sampling keys (mtkit.search.sampling); None: argmax
     enc: Any
     state: Any
 
@@ -80,6 +91,8 @@ class _Rows(RowState):
             torch.cat([self.prev, other.prev]),
             torch.cat([self.slot, other.slot]),
             None if self.done is None else torch.cat([self.done, other.steps < 0]),  # not ended
+            cat_tables(self.prefix, len(self.tickets), other.prefix, len(other.tickets)),
+            None if self.keys is None or other.keys is None else torch.cat([self.keys, other.keys]),
             self.enc.cat(other.enc),
             self.state.cat(other.state),
         )
@@ -171,29 +184,43 @@ class GreedyStream:
         return 0 if self._rows is None else int(self._rows.src_lengths.max())
 
     @torch.inference_mode()
-    def add(self, sources: Sequence[list[int]], attention: Sequence[bool]) -> list[int]:
+    def add(
+        self, sources: Sequence[list[int]], attention: Sequence[bool], prefixes: Prefixes = None
+    ) -> list[int]:
         """Encode source ids (each ending in EOS) and append them; returns their tickets.
 
         ``attention[i]``: whether sentence i's hypothesis keeps its (T, S) attention.
+        ``prefixes[i]``: target ids that sentence i's output must begin with (None or
+        empty: none; :mod:`mtkit.search.prefix` has the rules).
         """
         if not sources:
             return []
         src, lengths = pad_sequences(list(sources))
-        return self.add_batch(src.to(self.device), lengths.to(self.device), attention)
+        return self.add_batch(src.to(self.device), lengths.to(self.device), attention, prefixes)
 
     @torch.inference_mode()
     def add_batch(
-        self, src: torch.Tensor, src_lengths: torch.Tensor, attention: Sequence[bool]
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        attention: Sequence[bool],
+        prefixes: Prefixes = None,
     ) -> list[int]:
         """:meth:`add` for a padded batch: source ids (B, S) ending in EOS, lengths (B,)."""
         count, device = src.size(0), self.device
         if not count:
             return []
+        table = prefix_table(prefixes, self.out, count)  # checked before anything runs
         enc = self.model.encode(src, src_lengths)
         tickets = list(range(self._next_ticket, self._next_ticket + count))
         self._next_ticket += count
         limits = max_lengths(src_lengths, self.options).to(device)
+        if table is not None:  # a prefix longer than the limit raises it
+            limits = torch.maximum(limits, prefix_lengths(table).to(device))
         width = int(limits.max()) + 1
+        keys = None
+        if self.options.sampling:
+            keys = row_keys(src, src_lengths, self.options.seed).to(device)
         new = _Rows(
             tickets,
             list(attention),
@@ -205,6 +232,8 @@ class GreedyStream:
             torch.full((count,), BOS_ID, dtype=torch.long, device=device),
             torch.full((count,), -1, dtype=torch.long, device=device),
             None,
+            None if table is None else table.to(device),
+            keys,
             enc,
             self.model.init_state(enc),
         )
@@ -234,8 +263,15 @@ class GreedyStream:
         if rows is None:
             return []
         log_probs, rows.state, attention = self.model.step(rows.prev, rows.state, rows.enc)
+        forced = None if rows.prefix is None else self._forced(log_probs, rows)
         self._constrain(log_probs, rows)
-        best_lp, best = log_probs.max(dim=-1)  # (A,)
+        if forced is not None:
+            forced.apply(log_probs)
+        if rows.keys is None:
+            best_lp, best = log_probs.max(dim=-1)  # (A,)
+        else:
+            best = sample(log_probs, rows.keys, rows.steps, self.options)
+            best_lp = log_probs.gather(1, best.unsqueeze(1)).squeeze(1)
         if rows.done is not None:  # rows that ended feed EOS until they leave
             best = best.masked_fill(rows.done, self.out.eos)
         rows.totals += best_lp
@@ -263,6 +299,16 @@ class GreedyStream:
         if rows.done is None:
             return self._index, rows.steps
         return self._index, rows.steps.clamp(max=rows.columns.size(1) - 1)
+
+    def _forced(self, log_probs: torch.Tensor, rows: _Rows) -> Forced | None:
+        """The rows that a prefix forces at their step; the table goes once none is."""
+        assert rows.prefix is not None
+        forced = Forced.at(rows.prefix, rows.steps, log_probs)
+        if forced is None:
+            rows.prefix = None
+        elif forced.impossible is not None:
+            raise impossible(rows.tickets[forced.impossible])
+        return forced
 
     def _constrain(self, log_probs: torch.Tensor, rows: _Rows) -> None:
         """In place on (A, M), each row at its own step: min_len, limits, n-gram blocking."""

@@ -29,6 +29,7 @@ from mtkit.search.greedy import forced_scores
 from mtkit.search.hypothesis import Hypothesis, StepModel, output_cap
 from mtkit.search.load import LoadedModel, LoadSpec, prepare
 from mtkit.search.pool import DecodePool, load_shared
+from mtkit.search.prefix import check_shortlist, encode_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class Translator:
 
         ``changes`` are :class:`SearchOptions` field names; ``None`` keeps the default. An
         unknown name or a bad value is a one-line ConfigError naming it. Without an
-        explicit ``nbest``, the default is capped at the beam size. Without an explicit
+        explicit ``nbest``, the default is capped at the beam size; ``sampling=True``
+        without an explicit ``beam_size`` samples with a beam of 1. Without an explicit
         ``max_len_cap``, a checkpoint's Translator cuts outputs at the length limit of its
         longest training sentence (:func:`~mtkit.search.hypothesis.output_cap`).
         """
@@ -174,6 +176,8 @@ class Translator:
                 valid = ", ".join(names)
                 raise ConfigError(f"unknown search option '{name}'; valid options: {valid}")
         given = {name: value for name, value in changes.items() if value is not None}
+        if given.get("sampling") is True and "beam_size" not in given:
+            given["beam_size"] = 1  # one draw per sentence
         options = replace(self.defaults, **{**given, "nbest": 1})  # checks all but nbest
         nbest = given.get("nbest", min(self.defaults.nbest, options.beam_size))
         cap, longest = options.max_len_cap, self.loaded.train_max_len
@@ -189,14 +193,17 @@ class Translator:
         *,
         batch_tokens: int | None = None,
         progress: ProgressCallback | None = None,
+        prefix: Sequence[str | None] | None = None,
         **changes: Any,
     ) -> list[str]:
         """One translation per input text (the best hypothesis), in input order.
 
-        ``changes`` are search options, as for :meth:`options`.
+        ``prefix``: one target prefix per text ("" or None: none) that its translation
+        must begin with (:meth:`translate_nbest`). ``changes`` are search options, as for
+        :meth:`options` (``sampling=True, temperature=..., top_k=..., seed=...`` samples).
         """
         options = replace(self.options(**changes), nbest=1)
-        results = self._translate(texts, options, batch_tokens, False, progress)
+        results = self._translate(texts, options, batch_tokens, False, progress, prefix)
         return [hyps[0].text for hyps in results]
 
     def translate_nbest(
@@ -206,14 +213,20 @@ class Translator:
         batch_tokens: int | None = None,
         return_attention: bool = False,
         progress: ProgressCallback | None = None,
+        prefix: Sequence[str | None] | None = None,
         **changes: Any,
     ) -> list[list[Hypothesis]]:
         """The ``nbest`` best hypotheses of each text, best first, in input order.
 
-        ``changes`` are search options, as for :meth:`options`.
+        ``prefix``: one target prefix per text ("" or None: none), encoded by the target
+        sentencepiece model without EOS; every hypothesis begins with its pieces, which
+        count in its score (:mod:`mtkit.search.prefix`). An empty text still gives an
+        empty translation. A prefix the model cannot write is a one-line ConfigError
+        naming its line (:func:`~mtkit.search.prefix.encode_prefixes`). ``changes``
+        are search options, as for :meth:`options`.
         """
         options = self.options(**changes)
-        return self._translate(texts, options, batch_tokens, return_attention, progress)
+        return self._translate(texts, options, batch_tokens, return_attention, progress, prefix)
 
     def score(
         self, sources: Sequence[str], hypotheses: Sequence[Hypothesis], **changes: Any
@@ -241,22 +254,29 @@ class Translator:
         batch_tokens: int | None,
         return_attention: bool,
         progress: ProgressCallback | None,
+        prefix: Sequence[str | None] | None = None,
     ) -> list[list[Hypothesis]]:
         """Encode, batch by length, search, detokenize, and put back in input order."""
         budget = batch_tokens or self.defaults.batch_tokens
         results: list[list[Hypothesis]] = [[Hypothesis("", [], 0.0)] for _ in texts]
         todo = [i for i, text in enumerate(texts) if text.strip()]
+        prefixes = self._prefixes(prefix, texts, todo)  # checked before anything is searched
         if progress is not None and len(todo) < len(texts):
             progress(len(texts) - len(todo))  # empty lines are done already
         sources = self.codec.encode_source([texts[i].strip() for i in todo])
         self._warn_long(sources, todo, options)
+        if prefixes is not None:
+            check_shortlist(self.model, sources, prefixes, [i + 1 for i in todo])
         batches = sorted_batches([len(s) for s in sources], max(1, budget // options.beam_size))
         for batch in batches:
             batch_sources = [sources[j] for j in batch.tolist()]
+            given = None if prefixes is None else [prefixes[j] for j in batch.tolist()]
             if self.pool is None:
-                hypotheses = self.loaded.search(batch_sources, options, return_attention)
+                hypotheses = self.loaded.search(batch_sources, options, return_attention, given)
             else:
-                hypotheses = self.pool.search(self.loaded, batch_sources, options, return_attention)
+                hypotheses = self.pool.search(
+                    self.loaded, batch_sources, options, return_attention, given
+                )
             texts_out = iter(self.codec.decode_target([h.tokens for hs in hypotheses for h in hs]))
             for j, hyps in zip(batch.tolist(), hypotheses, strict=True):
                 for hyp in hyps:
@@ -265,6 +285,17 @@ class Translator:
             if progress is not None:
                 progress(len(batch))
         return results
+
+    def _prefixes(
+        self, prefix: Sequence[str | None] | None, texts: Sequence[str], todo: list[int]
+    ) -> list[list[int]] | None:
+        """The target ids of the prefixes of the non-empty texts ``todo``; None when no
+        prefix has a piece (search then does no prefix work at all)."""
+        if prefix is None:
+            return None
+        ids = encode_prefixes(self.codec, prefix, len(texts), self.stepper)
+        kept = [ids[i] for i in todo]
+        return kept if any(kept) else None
 
     def _warn_long(
         self, sources: list[list[int]], numbers: list[int], options: SearchOptions

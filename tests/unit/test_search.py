@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 from mtkit.corpus.tokenizer import EOS_ID
+from mtkit.errors import ConfigError
 from mtkit.search import SearchOptions, beam_search, forced_scores, greedy_search
 from mtkit.search.hypothesis import RowState, unfinished
 
@@ -307,3 +309,155 @@ def test_finished_rows_leave_once_they_are_the_given_share():
     assert unfinished(done, 0.25).tolist() == [1, 2, 3]
     assert unfinished(done, 0.0).tolist() == [1, 2, 3]  # at once
     assert unfinished(torch.zeros(4, dtype=torch.bool), 0.1) is None
+
+
+# -- prefix-forced decoding (mtkit.search.prefix) ---------------------------------------------
+
+# Every piece stays possible (SPREAD where the table is silent): any prefix can be forced.
+OPEN: Table = {
+    (): {A: 0.6, B: 0.3, C: 0.1},
+    (A,): {A: 0.4, B: 0.3, C: 0.05, EOS_ID: 0.25},
+    (B,): {EOS_ID: 0.9, A: 0.06, B: 0.03, C: 0.01},
+}
+SPREAD = {A: 0.35, B: 0.25, C: 0.22, EOS_ID: 0.18}
+
+
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_a_prefix_is_continued_and_scored_as_forced_decoding(search):
+    """Forced to start with "b", both end there (0.3 * 0.9); the other prefixes go on."""
+    model = ScriptedModel([OPEN], default=SPREAD)
+    options = replace(PLAIN, beam_size=2, nbest=1, length_norm="gnmt", max_len_b=4)
+    prefixes = [[B], [A, B], [C, C, C], [], None]
+    found = search(model, *sources(0, 0, 0, 0, 0), options=options, prefixes=prefixes)
+    best = [hyps[0] for hyps in found]
+    assert best[0].tokens == [B] and best[0].score == pytest.approx(math.log(0.27) / (7 / 6) ** 0.6)
+    for hyp, prefix in zip(best, prefixes, strict=True):
+        assert hyp.tokens[: len(prefix or [])] == (prefix or [])
+    assert best[3].tokens == best[4].tokens  # an empty prefix is none
+    forced = forced_scores(model, *sources(0, 0, 0, 0, 0), [h.tokens for h in best], options)
+    assert forced == pytest.approx([h.score for h in best])
+
+
+def test_with_prefixes_beam_of_one_is_greedy_and_a_batch_is_each_sentence_alone():
+    tables = [OPEN, CHATTY, {(): {B: 0.5, C: 0.3, EOS_ID: 0.2}, (B,): {C: 0.7, EOS_ID: 0.3}}]
+    model = ScriptedModel(tables, default=SPREAD)
+    options = SearchOptions(beam_size=1, length_norm="gnmt", max_len_a=0.0, max_len_b=6)
+    prefixes = [[A, A, C], [], [B, C, A]]
+    greedy = greedy_search(model, *sources(0, 1, 2), options=options, prefixes=prefixes)
+    beam = beam_search(model, *sources(0, 1, 2), options=options, prefixes=prefixes)
+    assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam])
+    wide = replace(options, beam_size=3, nbest=3)
+    together = beam_search(model, *sources(0, 1, 2), options=wide, prefixes=prefixes)
+    for i in range(3):
+        [alone] = beam_search(model, *sources(i), options=wide, prefixes=[prefixes[i]])
+        assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in together[i]])
+        assert all(h.tokens[: len(prefixes[i])] == prefixes[i] for h in alone)
+
+
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_a_prefix_beyond_the_length_limit_is_the_whole_output(search):
+    model = ScriptedModel([ENDLESS], default=SPREAD)
+    options = SearchOptions(beam_size=2, length_norm="none", max_len_a=0.0, max_len_b=2)
+    [[hyp, *_]] = search(model, *sources(0), options=options, prefixes=[[B, A, B, A]])
+    assert hyp.tokens == [B, A, B, A]  # the limit (2) rose to the prefix; then only EOS
+    assert hyp.score == pytest.approx(2 * math.log(0.7 * 0.3))  # EOS at the limit: log 1
+
+
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_min_len_and_ngram_blocking_never_block_a_forced_piece(search):
+    model = ScriptedModel([{(): {A: 0.9, EOS_ID: 0.1}}], default={A: 0.6, B: 0.3, EOS_ID: 0.1})
+    options = SearchOptions(
+        beam_size=2, length_norm="none", max_len_a=0.0, max_len_b=8, no_repeat_ngram=2, min_len=5
+    )
+    [[hyp, *_]] = search(model, *sources(0), options=options, prefixes=[[A, A, A]])
+    assert hyp.tokens[:3] == [A, A, A] and len(hyp.tokens) >= 5
+    after = list(zip(hyp.tokens[2:], hyp.tokens[3:], strict=False))  # bigrams past the prefix
+    assert (A, A) not in after[1:] and len(after) == len(set(after))
+
+
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_prefixes_search_cannot_force_are_value_errors_naming_the_sentence(search):
+    narrow = ScriptedModel([OPEN], default=SPREAD, output_ids=torch.tensor([EOS_ID, A, B, C]))
+    options = replace(PLAIN, beam_size=2)
+    src = sources(0, 0)
+    cases = [
+        ([[A], [B, 1]], "sentence 1: piece id 1 has no output column"),
+        ([[A, EOS_ID], None], f"sentence 0: piece id {EOS_ID} holds EOS"),
+        ([[A]], "1 prefixes for 2 sentences"),
+    ]
+    for prefixes, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            search(narrow, *src, options=options, prefixes=prefixes)
+    zero = ScriptedModel([GARDEN_PATH, GARDEN_PATH])  # P(a | a a) = 0: "a a a" cannot be
+    with pytest.raises(ValueError, match="prefix of sentence 1 forces a piece of probability 0"):
+        search(zero, *sources(0, 1), options=options, prefixes=[[B], [A, A, A]])
+
+
+# -- sampling (mtkit.search.sampling) ---------------------------------------------------------
+
+ONE_STEP: Table = {(): {A: 0.5, B: 0.3, C: 0.2}}  # then EOS (the default)
+
+
+def distinct_sources(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` sources for table 0 that differ in their other ids (so in their keys)."""
+    src = torch.tensor([[0, 10 + i % 50, 10 + i // 50, EOS_ID] for i in range(count)])
+    return src, torch.full((count,), 4)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, {A: 0.5, B: 0.3, C: 0.2}),
+        ({"temperature": 0.5}, {A: 0.25 / 0.38, B: 0.09 / 0.38, C: 0.04 / 0.38}),  # p^2
+        ({"top_k": 2}, {A: 0.5 / 0.8, B: 0.3 / 0.8, C: 0.0}),
+    ],
+    ids=str,
+)
+def test_samples_follow_the_model_distribution(changes, expected):
+    """2000 sentences, one draw each: the shares are within 0.035 of the probabilities
+    (4 standard deviations at most; the draws are a fixed function of seed and source)."""
+    model = ScriptedModel([ONE_STEP])
+    options = SearchOptions(beam_size=1, sampling=True, seed=7, length_norm="none", **changes)
+    found = greedy_search(model, *distinct_sources(2000), options=options)
+    first = [hyps[0].tokens[0] for hyps in found]
+    for token, p in expected.items():
+        assert first.count(token) / len(first) == pytest.approx(p, abs=0.035)
+
+
+def test_samples_are_reproducible_batch_invariant_and_scored_as_forced_decoding():
+    model = ScriptedModel([ONE_STEP, CHATTY, OPEN], default=SPREAD)
+    options = SearchOptions(beam_size=1, sampling=True, seed=3, length_norm="gnmt", max_len_b=6)
+    src = torch.tensor([[t, 20 + i, EOS_ID] for i in range(12) for t in (0, 1, 2)])
+    lengths = torch.full((len(src),), 3)
+    together = [hyps[0] for hyps in greedy_search(model, src, lengths, options=options)]
+    again = [hyps[0] for hyps in greedy_search(model, src, lengths, options=options)]
+    assert [h.tokens for h in again] == [h.tokens for h in together]
+    for i in (0, 4, 35):
+        [[alone]] = greedy_search(model, src[i : i + 1], lengths[:1], options=options)
+        assert alone.tokens == together[i].tokens and alone.score == together[i].score
+    other = greedy_search(model, src, lengths, options=replace(options, seed=4))
+    assert [h[0].tokens for h in other] != [h.tokens for h in together]
+    forced = forced_scores(model, src, lengths, [h.tokens for h in together], options)
+    assert forced == pytest.approx([h.score for h in together])
+    rows = torch.tensor([0, 2, 5])  # tables 0, 2 and 2 (CHATTY cannot write c)
+    prefixed = greedy_search(
+        model, src[rows], lengths[rows], options=options, prefixes=[[C, C]] * 3
+    )
+    assert all(hyps[0].tokens[:2] == [C, C] for hyps in prefixed)
+
+
+def test_sampling_is_greedy_search_only():
+    with pytest.raises(ConfigError, match=r"decode.beam_size=2 is not valid; expected 1 with"):
+        SearchOptions(beam_size=2, sampling=True)
+    with pytest.raises(ValueError, match="beam_search does not sample"):
+        beam_search(
+            ScriptedModel([ONE_STEP]),
+            *sources(0),
+            options=SearchOptions(beam_size=1, sampling=True),
+        )
+    top_one = SearchOptions(beam_size=1, sampling=True, top_k=1, length_norm="none")
+    model = ScriptedModel([GARDEN_PATH])
+    [[hyp]] = greedy_search(model, *distinct_sources(1), options=top_one)
+    assert hyp.tokens == [A, A]  # the one most likely piece: greedy's

@@ -82,8 +82,8 @@ class Scorer:
         translator = Translator(
             model, codec or self.codec, self.decode, self.device, self.precision
         )
-        hypotheses = translator.translate(
-            split.texts("src"), beam_size=1, max_len_cap=self.output_cap
+        hypotheses = translator.translate(  # greedy even where decode.sampling=true
+            split.texts("src"), beam_size=1, max_len_cap=self.output_cap, sampling=False
         )
         model.train(was_training)
         return bleu(hypotheses, split.texts("tgt"))

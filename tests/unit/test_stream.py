@@ -81,9 +81,14 @@ def varied(hyps: list[Hypothesis]) -> bool:
 
 
 def stream_decode(
-    model: StepModel, options: SearchOptions, attention: list[bool], compact: float = 0.0
+    model: StepModel,
+    options: SearchOptions,
+    attention: list[bool],
+    compact: float = 0.0,
+    prefixes: list[list[int]] | None = None,
 ) -> tuple[list[Hypothesis], int]:
-    """Decode SOURCES through one stream, each joining before its step in JOINS."""
+    """Decode SOURCES through one stream, each joining before its step in JOINS (with its
+    target prefix, if given)."""
     stream = GreedyStream(model, options, torch.device("cpu"), compact=compact)
     results: dict[int, Hypothesis] = {}
     ticket_of: dict[int, int] = {}
@@ -91,7 +96,8 @@ def stream_decode(
     active: set[int] = set()
     while len(results) < len(SOURCES):
         joining = [i for i, join in enumerate(JOINS) if join == step]
-        tickets = stream.add([SOURCES[i] for i in joining], [attention[i] for i in joining])
+        given = None if prefixes is None else [prefixes[i] for i in joining]
+        tickets = stream.add([SOURCES[i] for i in joining], [attention[i] for i in joining], given)
         ticket_of.update(zip(tickets, joining, strict=True))
         active |= set(joining)
         if not compact:  # ended rows have left at once
@@ -106,11 +112,17 @@ def stream_decode(
     return [results[i] for i in range(len(SOURCES))], step
 
 
-def alone(model: StepModel, options: SearchOptions, attention: bool) -> list[Hypothesis]:
+def alone(
+    model: StepModel,
+    options: SearchOptions,
+    attention: bool,
+    prefixes: list[list[int]] | None = None,
+) -> list[Hypothesis]:
     found = []
-    for source in SOURCES:
-        src = torch.tensor([source])
-        [[hyp]] = greedy_search(model, src, torch.tensor([len(source)]), options, attention)
+    for i, source in enumerate(SOURCES):
+        src, lengths = torch.tensor([source]), torch.tensor([len(source)])
+        given = None if prefixes is None else [prefixes[i]]
+        [[hyp]] = greedy_search(model, src, lengths, options, attention, prefixes=given)
         found.append(hyp)
     return found
 
@@ -207,3 +219,47 @@ def test_cat_pads_the_source_axis_and_drops_columns_padded_everywhere():
     assert torch.equal(both.select(torch.tensor([2])).hidden, other.hidden)
     assert both.cell is not None and torch.equal(both.cell[:, :2], state.cell)
     assert both.feed is not None and torch.equal(both.feed[2:], other.feed)
+
+
+# Target prefixes of SOURCES: some longer than their sentence's length limit (4 and 4 + 1 ...).
+PREFIXES = [[9, 9], [], [30, 31, 32, 33, 34, 35], [12], [], [7, 8, 9, 10, 11, 12, 13], [5]]
+
+
+@pytest.mark.parametrize("name", ["gru-bahdanau", "lstm-luong-feed"])
+def test_prefixes_stream_like_greedy_search_alone(name: str):
+    """Rows with and without a prefix join at different steps; each is forced at its own
+    step, keeps its own limit (raised by a long prefix) and gets greedy search's result."""
+    model = small_model(name, seed=3)
+    asked = [i % 2 == 0 for i in range(len(SOURCES))]
+    got, _ = stream_decode(model, OPTIONS, asked, prefixes=PREFIXES)
+    want = alone(model, OPTIONS, True, PREFIXES)
+    assert all(h.tokens[: len(p)] == p for h, p in zip(got, PREFIXES, strict=True))
+    assert got[2].tokens == PREFIXES[2]  # longer than its limit (1 + 3): the whole output
+    assert_same(
+        [replace(g, attention=None) for g in got], [replace(w, attention=None) for w in want]
+    )
+    assert_same(
+        [g for g in got if g.attention is not None],
+        [w for w, a in zip(want, asked, strict=True) if a],
+    )
+
+
+def test_an_ensemble_streams_prefixes_and_samples_like_greedy_search_alone():
+    members = [small_model("gru-bahdanau", seed=s) for s in (5, 6)]
+    ensemble = Ensemble(members, [0.3, 0.7]).eval()
+    got, _ = stream_decode(ensemble, OPTIONS, [False] * len(SOURCES), prefixes=PREFIXES)
+    assert_same(got, alone(ensemble, OPTIONS, False, PREFIXES))
+    sampled = replace(OPTIONS, beam_size=1, sampling=True, seed=11, temperature=1.5)
+    got, _ = stream_decode(ensemble, sampled, [False] * len(SOURCES), compact=0.3)
+    want = alone(ensemble, sampled, False)
+    assert_same(got, want)
+    assert [h.tokens for h in want] != [h.tokens for h in alone(ensemble, OPTIONS, False)]
+
+
+@pytest.mark.parametrize("changes", [{}, {"top_k": 3, "no_repeat_ngram": 2}], ids=str)
+def test_samples_stream_like_greedy_search_alone(changes: dict[str, object]):
+    """A row's draws depend on its source and its own step, not on when it joined."""
+    model = small_model("lstm-luong-feed", seed=7)
+    options = replace(OPTIONS, beam_size=1, sampling=True, seed=2, **changes)
+    got, _ = stream_decode(model, options, [False] * len(SOURCES), prefixes=PREFIXES)
+    assert_same(got, alone(model, options, False, PREFIXES))

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from mtkit.cli.io import check_output, write_checkpoint
 from mtkit.errors import CheckpointError, ConfigError, run_cli
-from mtkit.model.checkpoint import load_checkpoint, save_checkpoint, step_checkpoints
+from mtkit.model.checkpoint import load_checkpoint, step_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +124,17 @@ def run(args: argparse.Namespace) -> int:
         paths = last_checkpoints(Path(args.checkpoints[0]), args.last)
     else:
         paths = [Path(p) for p in args.checkpoints]
-    output = Path(args.output)
-    if output.is_dir():
-        raise ConfigError(f"-o {output}: is a directory; give a file name such as avg.pt")
+    output = check_output(args.output, "-o")  # a folder or a device is refused before the work
     for path in paths:
         if _same_file(output, path):
-            raise ConfigError(f"-o {output}: is one of the input checkpoints; choose another file")
+            raise ConfigError(
+                f"-o {args.output}: is one of the input checkpoints; choose another file"
+            )
     payload = average_checkpoints(paths)
-    save_checkpoint(payload, output)
+    write_checkpoint(output, payload, "-o")
     names = ", ".join(path.name for path in paths)
     print(
-        f"mtkit-average: {output}: the average of {len(paths)} checkpoint(s): {names}",
+        f"mtkit-average: {args.output}: the average of {len(paths)} checkpoint(s): {names}",
         file=sys.stderr,
     )
     return 0
@@ -152,7 +153,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CKPT",
         help="checkpoints to average (or RUN_DIR with --last)",
     )
-    parser.add_argument("-o", "--output", required=True, help="the averaged checkpoint to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the averaged checkpoint to write: a new name or a regular file, replaced "
+        "only once complete (a folder, a device or a named pipe is refused)",
+    )
     parser.add_argument(
         "--last",
         type=int,

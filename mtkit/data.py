@@ -14,10 +14,12 @@ import sys
 
 from mtkit.corpus.cache import load_corpus
 
+PROG = "mtkit-data"
 USAGE = """usage: mtkit-data [KEY=VALUE ...]
 
 Prepare the corpus cache of a training setup and print its folder. Takes the same
-overrides as mtkit-train (only data.* and tokenizer.* matter)."""
+overrides as mtkit-train (only data.* and tokenizer.* matter). SIGINT or SIGTERM stops
+it at once (exit 130 / 143) and removes the half-built cache folder."""
 
 
 def main() -> None:
@@ -26,16 +28,24 @@ def main() -> None:
     Takes the same overrides as ``python -m mtkit.train`` (only ``data`` and ``tokenizer``
     matter) and prints the cache entry's folder: what to copy to the nodes of a
     multi-node run that do not share a filesystem with the node that prepares it.
+    A stop signal ends it like the other commands (one line, exit 128 + N), once the
+    half-built ``building-*`` folder and the helper processes are gone.
     """
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(USAGE)
         return
+    from mtkit.cli.io import Output, exit_on_signals
     from mtkit.errors import run_cli
     from mtkit.runtime import prefer_passive_wait
 
     prefer_passive_wait()  # sentencepiece and the encoding workers inherit it
+    with exit_on_signals(PROG):
 
-    print(run_cli(_prepare, "mtkit-data"))
+        def prepare_and_print() -> None:
+            with Output(None) as output:  # a closed stdout is found before the work
+                output.write([_prepare()])
+
+        run_cli(prepare_and_print, PROG)
 
 
 def _prepare() -> str:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
 from mtkit.errors import ConfigError
@@ -291,3 +292,47 @@ def own_group_and_die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
+
+
+# What a stop signal undoes at once: token -> action (see at_stop).
+_STOP_ACTIONS: dict[int, Callable[[], object]] = {}
+_STOP_TOKENS = itertools.count()
+
+
+def at_stop(action: Callable[[], object]) -> int:
+    """Register what a stop signal must undo at once: kill a helper process, remove a temp
+    file or a half-built folder. Returns the token that :func:`forget_stop` takes.
+
+    A command's signal handler (:func:`mtkit.cli.io.exit_on_signals`) runs the actions
+    before the program unwinds: helpers that still load or search would otherwise hold
+    the cores the unwinding needs, and an exception raised by the handler inside a
+    finalizer is lost, so ``finally`` blocks are not enough. An action must be quick,
+    idempotent and take no lock (``os.kill``, ``unlink``, ``rmtree``).
+    """
+    token = next(_STOP_TOKENS)
+    _STOP_ACTIONS[token] = action
+    return token
+
+
+def forget_stop(token: int) -> None:
+    """The action of ``token`` is no longer needed (the helper ended, the file is in place)."""
+    _STOP_ACTIONS.pop(token, None)
+
+
+def run_stop_actions() -> None:
+    """Run every registered stop action (newest first), each at most once; errors ignored."""
+    for token in sorted(_STOP_ACTIONS, reverse=True):
+        action = _STOP_ACTIONS.pop(token, None)
+        if action is not None:
+            with contextlib.suppress(Exception):
+                action()
+
+
+def kill_on_stop(pid: int) -> int:
+    """:func:`at_stop` for a helper process: SIGKILL (it holds nothing worth saving)."""
+
+    def kill() -> None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+    return at_stop(kill)

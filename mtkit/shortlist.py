@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtkit.cli.io import check_output, write_checkpoint
 from mtkit.corpus.cache import Corpus, load_corpus
 from mtkit.errors import CheckpointError, ConfigError, run_cli
-from mtkit.model.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
+from mtkit.model.checkpoint import load_checkpoint, model_from_payload
 from mtkit.search.shortlist.step import Shortlisted, coverage
 from mtkit.search.shortlist.table import MAX_PAIRS, build_shortlist
 
@@ -27,7 +28,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Example: mtkit-shortlist best.pt -o best-sl.pt data=multi30k data.dir=PATH",
     )
     parser.add_argument("checkpoint", metavar="CKPT")
-    parser.add_argument("-o", "--output", required=True, help="the checkpoint to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the checkpoint to write: a new name or a regular file, replaced only once "
+        "complete (a folder, a device or a named pipe is refused)",
+    )
     parser.add_argument("--k", type=int, default=50, help="candidates per source piece")
     parser.add_argument(
         "--frequent", type=int, default=200, help="most frequent target pieces, always allowed"
@@ -59,12 +66,10 @@ def training_corpus(overrides: list[str], payload: dict[str, Any], source: str) 
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.is_dir():
-        raise ConfigError(f"-o {output}: is a directory; give a file name such as best-sl.pt")
+    output = check_output(args.output, "-o")  # a folder or a device is refused before the work
     source = Path(args.checkpoint)
     if output.exists() and source.exists() and output.samefile(source):
-        raise ConfigError(f"-o {output}: is the input checkpoint; choose another file")
+        raise ConfigError(f"-o {args.output}: is the input checkpoint; choose another file")
     payload = load_checkpoint(source)
     model, _ = model_from_payload(payload, str(source))
     corpus = training_corpus(args.overrides, payload, str(source))
@@ -74,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     covered, size = coverage(Shortlisted(model, shortlist), corpus.splits["valid"])
     payload["shortlist"] = shortlist.to_state()
-    save_checkpoint(payload, output)
+    write_checkpoint(output, payload, "-o")
     sample = "all" if shortlist.pairs == len(train) else f"the first {shortlist.pairs} of"
     print(
-        f"{PROG}: {output}: k={args.k} frequent={args.frequent} from {sample} "
+        f"{PROG}: {args.output}: k={args.k} frequent={args.frequent} from {sample} "
         f"{len(train)} training pairs in {seconds:.1f} s",
         file=sys.stderr,
     )

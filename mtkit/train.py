@@ -44,7 +44,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     except MtkitError as error:
         _fail(error)
     except Aborted as abort:
-        print("mtkit-train: aborted; last.pt was not updated", file=sys.stderr)
+        if launch.speaks():
+            print("mtkit-train: aborted; last.pt was not updated", file=sys.stderr)
         raise SystemExit(128 + abort.number) from None
     if summary.get("signal"):
         raise SystemExit(128 + int(summary["signal"]))
@@ -74,8 +75,9 @@ def _setup_console_logging() -> None:
 
 
 def _processes(run: RunConfig) -> int:
-    """How many training processes to start (``train.processes``; ``auto`` asks whether
-    CUDA is there only when the device is ``auto``, which loads torch)."""
+    """How many training processes to start (``train.processes``, at most one per usable
+    core; ``auto`` asks whether CUDA is there only when the device is ``auto``, which
+    loads torch)."""
     from mtkit.runtime import available_cores
 
     cuda = False
@@ -109,7 +111,7 @@ def main() -> None:
     prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     from mtkit.cli.io import exit_on_signals
 
-    with exit_on_signals("mtkit-train"):
+    with exit_on_signals("mtkit-train", quiet=not launch.speaks()):
         _main()
 
 
@@ -117,14 +119,14 @@ def _main() -> None:
     overrides = sys.argv[1:]
     plain = [a for a in overrides if not a.startswith("-")]
     flags_only_hydra = any(a.startswith("-") for a in overrides)
-    run = None
+    processes = 1
     try:
         if not flags_only_hydra:
             run = check_overrides(plain)
             _check_processes(run)
+            processes = 1 if launch.started_here() else _processes(run)
     except MtkitError as error:
         _fail(error)
-    processes = _processes(run) if run is not None and not launch.started_here() else 1
     if processes > 1:
         from mtkit.runtime import available_cores
 

@@ -18,6 +18,7 @@ import torch
 from helpers import TINY_OVERRIDES, load_weights, read_metrics
 
 from mtkit.config import TrainConfig
+from mtkit.errors import ConfigError
 from mtkit.training.distributed import DistInfo, part
 from mtkit.training.launch import LOST_PEER, report_errors, resolve_processes
 
@@ -66,11 +67,21 @@ def test_a_batch_splits_into_alike_parts_whose_weights_restore_the_batch_mean() 
         ({"device": "cpu"}, 2, True, 2),
         ({"device": "cuda"}, 2, True, 1),
         ({"threads": 1}, 2, False, 1),  # pinned threads: one process
-        ({"processes": 3}, 2, False, 3),
+        ({"processes": 3}, 4, False, 3),
+        ({"processes": 2}, 2, False, 2),  # as many as the cores
     ],
 )
 def test_auto_processes(settings: dict, cores: int, cuda: bool, expected: int) -> None:
     assert resolve_processes(TrainConfig(**settings), cores, cuda) == expected
+
+
+@pytest.mark.parametrize("count", [3, 64])
+def test_more_processes_than_cores_is_one_line_naming_the_limit(count: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_processes(TrainConfig(processes=count), 2, False)
+    assert str(caught.value) == (
+        f"train.processes={count} is not valid; expected an integer from 1 to 2 (the usable cores)"
+    )
 
 
 def test_other_processes_errors_show_when_rank_0_has_none_of_its_own(

@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mtkit import runtime
 from mtkit.errors import ConfigError
 from mtkit.runtime import resolve_threads
 
@@ -45,7 +46,9 @@ def add_decoding_options(add: Callable[..., Any]) -> None:
         "--processes",
         default="auto",
         help="decoding processes of one thread each: auto (2 on a CPU with 2+ cores for "
-        f"{AUTO_MIN_SENTENCES}+ lines when --threads is auto; the default) or N",
+        f"{AUTO_MIN_SENTENCES}+ lines when --threads is auto; the default) or N from 1 to "
+        f"the cores this process may use ({runtime.usable_cpus()} here); a larger N is an "
+        "error",
     )
     add(
         "--shortlist",
@@ -79,12 +82,19 @@ def check_positive(
 
 
 def parse_processes(text: str) -> int | str:
-    """``--processes`` as given: ``auto`` or an integer >= 1 (else a ConfigError)."""
+    """``--processes`` as given: ``auto`` or an integer from 1 to the usable cores (else a
+    ConfigError): more helpers than cores only take turns, each with a model in memory."""
     if text == "auto":
         return text
-    if text.strip().isdigit() and int(text) >= 1:
-        return int(text)
-    raise ConfigError(f"--processes must be {PROCESSES_HELP}, not {text!r}")
+    if not (text.strip().isdigit() and int(text) >= 1):
+        raise ConfigError(f"--processes must be {PROCESSES_HELP}, not {text!r}")
+    cores = runtime.usable_cpus()
+    if int(text) > cores:
+        raise ConfigError(
+            f"--processes must be auto or an integer from 1 to {cores} (the cores this "
+            f"process may use), not {text!r}"
+        )
+    return int(text)
 
 
 def resolve_processes(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from mtkit.cli.io import check_output, write_file
 from mtkit.errors import DataError, MtkitError
-from mtkit.runtime import new_file_mode
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 
@@ -62,17 +60,12 @@ def save_attention_plots(
 
 
 def _save(figure: Any, path: Path) -> None:
-    """``figure`` as a PNG at ``path``, through a temp file in the same folder."""
-    temp: str | None = None
-    try:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.chmod(temp, new_file_mode())
-        os.replace(temp, path)
-        temp = None
-    except OSError as error:
-        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        if temp is not None:
-            Path(temp).unlink(missing_ok=True)
+    """``figure`` as a PNG at ``path``, written atomically (never over a special file)."""
+    write_file(check_output(path, "--attention-plots"), _png(figure), "--attention-plots")
+
+
+def _png(figure: Any) -> Callable[[BinaryIO], None]:
+    def write(stream: BinaryIO) -> None:
+        figure.savefig(stream, format="png", dpi=100)
+
+    return write

@@ -6,7 +6,8 @@ prepared ids (the tokenizer section, the languages, ``data.reverse_source`` and
 split (:mod:`mtkit.corpus.layout`) and ``meta.json``, written last, with the stats and
 the record that :mod:`mtkit.corpus.integrity` checks. A build happens in a
 ``building-*`` folder that is renamed into place when complete, so a killed build
-never leaves a half entry under a key.
+never leaves a half entry under a key; a command stopped by a signal removes it at once
+(:func:`mtkit.runtime.at_stop`), one killed outright leaves it to the next build.
 
 Under ``torchrun``, rank 0 prepares the entry; the other ranks only open it
 (``build=False``), and a rank that cannot see a complete entry stops with one line
@@ -38,6 +39,7 @@ from mtkit.corpus.prepare import prepare
 from mtkit.corpus.sources import ROLES, SplitSource, split_sources
 from mtkit.corpus.tokenizer import SubwordModel, TextCodec
 from mtkit.errors import DataError
+from mtkit.runtime import at_stop, forget_stop
 
 log = logging.getLogger("mtkit.corpus")
 
@@ -139,6 +141,7 @@ def _build_entry(
             f"{target.parent}: cannot write the corpus cache there "
             f"({error.strerror or error}) (data.cache_dir)"
         ) from None
+    on_stop = at_stop(lambda: shutil.rmtree(work, ignore_errors=True))  # removed at once
     try:
         stats, seconds = prepare(cfg, tok_cfg, sources, work)
         (work / OWNER_FILE).unlink()
@@ -160,6 +163,7 @@ def _build_entry(
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+        forget_stop(on_stop)
 
 
 def _publish(work: Path, target: Path) -> None:

@@ -22,7 +22,7 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +31,7 @@ import numpy as np
 
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import EOS_ID, TextCodec
+from mtkit.runtime import forget_stop, kill_on_stop
 
 
 @dataclass
@@ -163,6 +164,7 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             env=child_environment(),
         )
+        self._on_stop = kill_on_stop(self._process.pid)  # a stop signal kills it at once
         self._send_message(("start", str(src_model), tgt_model and str(tgt_model), reverse))
 
     def send(self, path: str, index: int, max_len: int | None) -> None:
@@ -196,6 +198,7 @@ class WorkerProcess:
             self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+        forget_stop(self._on_stop)
 
 
 def child_environment() -> dict[str, str]:
@@ -204,6 +207,16 @@ def child_environment() -> dict[str, str]:
     package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mtkit/
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
+
+
+def serve_quietly(serve: Callable[[], None]) -> None:
+    """A helper process's request loop. When the parent goes away mid-message (it was
+    stopped: a broken pipe, a message cut short) the helper ends at once and says
+    nothing, since the parent reports the stop itself."""
+    try:
+        serve()
+    except (BrokenPipeError, ConnectionResetError, EOFError, pickle.UnpicklingError):
+        os._exit(0)  # skip the final flush of a stdout nobody reads
 
 
 def write_message(stream: IO[bytes], message: object) -> None:

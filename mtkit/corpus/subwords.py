@@ -40,10 +40,11 @@ import numpy as np
 import pyarrow as pa
 
 from mtkit.config import TokenizerConfig
-from mtkit.corpus.encode import child_environment, read_message, write_message
+from mtkit.corpus.encode import child_environment, read_message, serve_quietly, write_message
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import train_subword_model
 from mtkit.errors import DataError
+from mtkit.runtime import forget_stop, kill_on_stop
 
 SP_BLOCK = 10_000  # sentencepiece reads this many pairs' sources, then their targets
 SAMPLE_SEED = 1  # which sentences a corpus larger than the sample trains on
@@ -166,6 +167,7 @@ class TrainerProcess:
             stdout=subprocess.PIPE,
             env=env,
         )
+        self._on_stop = kill_on_stop(self._process.pid)  # a stop signal kills it at once
         self.fed = 0  # sentences of the current job fed so far
 
     def send(self, job: SubwordJob) -> None:
@@ -198,6 +200,7 @@ class TrainerProcess:
             self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+        forget_stop(self._on_stop)
 
 
 class SubwordTrainers:
@@ -269,4 +272,4 @@ def serve() -> None:
 if __name__ == "__main__":
     from mtkit.corpus.subwords import serve as serve_jobs  # the jobs unpickle to that module's
 
-    serve_jobs()
+    serve_quietly(serve_jobs)

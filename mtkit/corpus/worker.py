@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from mtkit.corpus.encode import encode_texts, read_message, write_message
+from mtkit.corpus.encode import encode_texts, read_message, serve_quietly, write_message
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import SubwordModel, TextCodec
 
@@ -46,4 +46,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    serve_quietly(serve)

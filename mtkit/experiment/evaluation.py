@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtkit.cli.io import check_output, write_text
 from mtkit.config import RunConfig
 from mtkit.errors import DataError
 from mtkit.metrics import all_scores, bleu
@@ -80,17 +79,13 @@ def threads(requested: int | str | None) -> Iterator[None]:
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(value, stream, indent=2)
-    os.replace(temp, path)
+    write_text(check_output(path, ""), json.dumps(value, indent=2), "")
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> None:
     """One line per text; line breaks inside a text become spaces, so lines stay aligned."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
+    text = "".join(" ".join(line.split()) + "\n" for line in lines)
+    write_text(check_output(path, ""), text, "")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -14,8 +14,9 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from mtkit.cli.io import check_output, write_file
 from mtkit.errors import MtkitError
 from mtkit.experiment.overrides import override_values
 from mtkit.experiment.report import RunResult, by_condition, values
@@ -231,7 +232,11 @@ def _finish(fig: Any, ax: Any, path: Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+
+    def png(stream: BinaryIO) -> None:
+        fig.savefig(stream, format="png", dpi=110)
+
+    write_file(check_output(path, ""), png, "")
     pyplot().close(fig)
 
 

@@ -11,6 +11,7 @@ comparison of source-side ideas means anything.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtkit.cli.io import check_output, write_text
 from mtkit.experiment.evaluation import read_json
 from mtkit.experiment.spec import ExperimentSpec
 
@@ -99,13 +101,13 @@ def read_lines(path: Path) -> list[str]:
 
 
 def write_results(path: Path, columns: Sequence[str], results: Sequence[RunResult]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for result in results:
-            writer.writerow(
-                {c: "" if result.row.get(c) is None else result.row[c] for c in columns}
-            )
+    """results.csv, written atomically (never over a folder, a device or a named pipe)."""
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for result in results:
+        writer.writerow({c: "" if result.row.get(c) is None else result.row[c] for c in columns})
+    write_text(check_output(path, ""), handle.getvalue(), "")
 
 
 def by_condition(spec: ExperimentSpec, results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -211,7 +213,7 @@ def write_table(
     warnings = regime_warnings(spec, results)
     if warnings:
         lines += ["", "Generic-output regime:", "", *warnings]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(check_output(path, ""), "\n".join(lines) + "\n", "")
 
 
 def training_result(

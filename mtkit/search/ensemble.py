@@ -73,10 +73,10 @@ def normalized_weights(weights: Sequence[float] | None, count: int) -> tuple[flo
         raise ConfigError(
             f"--weights: expected {count} numbers (one per checkpoint), got {len(weights)}"
         )
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not 0 < sum(weights) < math.inf:
         raise ConfigError(
             f"--weights {' '.join(str(w) for w in weights)}: expected numbers >= 0 "
-            "with a positive sum"
+            "with a positive sum below 1.8e308"
         )
     total = float(sum(weights))
     return tuple(float(w) / total for w in weights)

@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -48,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from mtkit.config import SearchOptions
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.runtime import (
+    forget_stop,
+    kill_on_stop,
     own_group_and_die_with_parent,
     resolve_device,
     single_thread,
@@ -105,13 +108,19 @@ class DecodePool:
         self._conns: list[Connection] = []
         self._processes: list[subprocess.Popen] = []
         self._busy: list[bool] = []  # helper k was sent a part it has not answered yet
+        self._on_stop: list[int] = []  # a stop signal kills the helpers at once
         self._ready = False
-        for number in range(helpers):
-            conn, process = _start_helper()  # loading starts now, beside the caller's own
-            self._conns.append(conn)
-            self._processes.append(process)
-            self._busy.append(False)
-            self._send(number, conn, (spec,))
+        try:
+            for number in range(helpers):
+                conn, process = _start_helper()  # loading starts now, beside the caller's own
+                self._on_stop.append(kill_on_stop(process.pid))
+                self._conns.append(conn)
+                self._processes.append(process)
+                self._busy.append(False)
+                self._send(number, conn, (spec,))
+        except BaseException:  # a signal while starting them: none is left behind
+            self.close()
+            raise
 
     @property
     def helpers(self) -> int:
@@ -185,20 +194,26 @@ class DecodePool:
     def close(self, timeout: float = 1.0) -> None:
         """Stop the helpers (idempotent). An idle helper exits when told to; one still
         loading or searching (the caller was interrupted) is killed at once, since it holds
-        nothing worth waiting for."""
-        for number, (conn, process) in enumerate(zip(self._conns, self._processes, strict=True)):
-            busy = self._busy[number] or not self._ready
+        nothing worth waiting for. All are told first, then waited for together, so the
+        stop takes at most ``timeout`` whatever their number."""
+        # not strict: a signal may have come between two of the appends in __init__
+        for number, (conn, process) in enumerate(zip(self._conns, self._processes, strict=False)):
             with contextlib.suppress(OSError, ValueError):
-                conn.send(("close",))
-            conn.close()
-            try:
-                if busy:
+                if self._busy[number] or not self._ready:
                     process.kill()
-                process.wait(timeout)
+                else:
+                    conn.send(("close",))
+            conn.close()
+        deadline = time.monotonic() + timeout
+        for process in self._processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self._conns, self._processes, self._busy = [], [], []
+        for token in self._on_stop:
+            forget_stop(token)
+        self._conns, self._processes, self._busy, self._on_stop = [], [], [], []
 
     def _send(self, number: int, conn: Connection, message: tuple[Any, ...]) -> None:
         try:

@@ -42,16 +42,24 @@ def env_rank() -> int:
 
 def setup(device_type: str) -> DistInfo:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    info = DistInfo(env_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = launched()
+    if not info.enabled:
+        return info
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def launched() -> DistInfo:
+    """This process's place among the processes it was started with (the launcher's
+    environment), whether or not it has joined their group yet."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(env_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def lost_peer(error: RuntimeError, info: DistInfo) -> bool:

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from mtkit.config import TrainConfig
-from mtkit.runtime import own_group_and_die_with_parent
+from mtkit.runtime import check_process_count, own_group_and_die_with_parent
 
 ENV_PROCESSES = "MTKIT_PROCESSES"
 """Set in the processes :func:`run_processes` starts: the number of them."""
@@ -64,13 +64,21 @@ def resolve_processes(train: TrainConfig, cores: int, cuda_available: bool) -> i
     docstring), and 1 on a GPU, on one core, under torchrun, or when the threads are
     pinned.
     With more than 2 cores each of the 2 processes gets ``cores // 2`` threads.
+    A number is at most ``cores`` (:func:`mtkit.runtime.check_process_count`): more
+    processes than cores only take turns, each with a model and an optimizer in memory.
     """
     if train.processes != "auto":
-        return int(train.processes)
+        return check_process_count("train.processes", train.processes, cores)
     on_cpu = train.device == "cpu" or (train.device == "auto" and not cuda_available)
     if not on_cpu or cores < 2 or train.threads != "auto" or under_torchrun():
         return 1
     return 2
+
+
+def speaks() -> bool:
+    """Whether this process prints its messages: not a process that :func:`run_processes`
+    started other than rank 0 (rank 0 and the supervisor speak for the run)."""
+    return not started_here() or os.environ.get("RANK", "0") == "0"
 
 
 def record_error(line: str) -> bool:
@@ -83,7 +91,7 @@ def record_error(line: str) -> bool:
     rank = os.environ.get("RANK", "0")
     with contextlib.suppress(OSError):
         (Path(folder) / f"{rank}.txt").write_text(line + "\n", encoding="utf-8")
-    return rank == "0"
+    return speaks()
 
 
 def under_torchrun() -> bool:
@@ -176,8 +184,11 @@ class Supervisor:
 
     def wait(self) -> int:
         """Wait for every process. The first failure (not one that a forwarded signal
-        caused) stops the others; the status is rank 0's after a signal, else the first
-        failure's, else 0."""
+        caused) stops the others: killed at once when rank 0 failed (it printed the
+        error, and the others write nothing; one may be waiting to join rank 0's group,
+        in C++, where no signal handler runs), else after they had time to notice by
+        themselves. The status is rank 0's after a signal, else the first failure's,
+        else 0."""
         running, failure = list(self.children), 0
         while running:
             time.sleep(0.1)
@@ -186,8 +197,12 @@ class Supervisor:
                 code = _exit_status(child.returncode)
                 if code and not failure and not self.signalled:
                     failure = code
-                    self._report(self.children.index(child), child.returncode)
-                    self.stop(after=PEER_NOTICE_S)
+                    rank = self.children.index(child)
+                    self._report(rank, child.returncode)
+                    if rank == 0:
+                        self.kill()
+                    else:
+                        self.stop(after=PEER_NOTICE_S)
         return _exit_status(self.children[0].returncode) if self.signalled else failure
 
     def _report(self, rank: int, code: int) -> None:
@@ -199,6 +214,14 @@ class Supervisor:
                 f"killed by {name}; the run stopped",
                 file=sys.stderr,
             )
+
+    def kill(self) -> None:
+        """Kill the processes still running (they print nothing more)."""
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+        for child in self.children:
+            child.wait()
 
     def stop(self, after: float = 0.0) -> None:
         """Give the processes still running ``after`` seconds to end by themselves (a

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config import RunConfig, to_yaml
-from mtkit.errors import ConfigError, TrainingError
+from mtkit.config.paths import node_kind, output_target, write_atomically
+from mtkit.errors import ConfigError, DataError, TrainingError
 
 log = logging.getLogger("mtkit")
 
@@ -36,6 +37,9 @@ METRIC_FIELDS = [
     "teacher_forcing",
     "elapsed_min",
 ]
+
+# The files of a run directory, each a regular file (:func:`check_run_files`).
+RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "summary.json", "best.pt", "last.pt")
 
 # metrics.csv column -> TensorBoard tag
 _TENSORBOARD_TAGS = {
@@ -68,16 +72,13 @@ class RunFiles:
         self._write("metrics.csv", text.getvalue())
 
     def _write(self, name: str, text: str) -> None:
-        """Atomically (temp file, then rename); a failure is one line naming the file."""
+        """Atomically (temp file, then rename; never over a special file); a failure is one
+        line naming the file."""
         path = self.run_dir / name
-        temp = path.with_name(f".{name}.tmp")
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            temp.write_text(text)
-            temp.replace(path)
-        except OSError as error:
-            temp.unlink(missing_ok=True)
-            raise TrainingError(f"{path}: cannot write ({error.strerror or error})") from None
+            write_atomically(output_target(path), lambda stream: stream.write(text.encode()))
+        except DataError as error:
+            raise TrainingError(str(error)) from None
 
     def add_row(self, history: list[dict[str, Any]]) -> None:
         """After a validation: metrics.csv, and the newest row as TensorBoard scalars."""
@@ -111,13 +112,38 @@ def _tensorboard_writer(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+def check_run_files(run_dir: Path) -> None:
+    """Refuse a run directory where a file of the run is a folder, a device, a named pipe
+    or a socket: writing it would block (a pipe), fail at every line (``/dev/full``) or
+    replace the node (a checkpoint renamed over it). One line naming the file."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(
+            f"hydra.run.dir={run_dir}: is {node_kind(run_dir) or 'a file'}, not a folder; "
+            "choose another hydra.run.dir"
+        )
+    for name in RUN_FILES:
+        kind = node_kind(run_dir / name)
+        if kind is not None:
+            raise ConfigError(
+                f"{run_dir / name}: is {kind}, not a regular file; a run writes its {name} "
+                "there: remove it or choose another hydra.run.dir"
+            )
+
+
 @contextmanager
 def log_file(run_dir: Path, enabled: bool = True) -> Iterator[None]:
-    """Send mtkit's log lines to ``run_dir/train.log`` as well as the console."""
+    """Send mtkit's log lines to ``run_dir/train.log`` as well as the console (after
+    :func:`check_run_files`: ``train.log`` is appended to, so it must be a regular file)."""
     if not enabled:
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_files(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"hydra.run.dir={run_dir}: cannot create it ({error.strerror or error})"
+        ) from None
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)

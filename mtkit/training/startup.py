@@ -8,13 +8,15 @@ about to be trained.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from mtkit.config import RunConfig, TrainConfig
 from mtkit.corpus.cache import Corpus, load_corpus
-from mtkit.errors import ConfigError, DataError, MtkitError
+from mtkit.errors import ConfigError, DataError, MtkitError, TrainingError
 from mtkit.model.checkpoint import remove_stale_temp_files, step_checkpoints
 from mtkit.model.seq2seq import Seq2Seq
 from mtkit.training import distributed, launch
@@ -51,6 +53,42 @@ def check_run_directory(run_dir: Path, cfg: TrainConfig) -> None:
             f"train.resume={run_dir / 'last.pt'}, choose another hydra.run.dir, "
             "or pass train.overwrite=true to replace it"
         )
+
+
+def check_run_directory_on_main(
+    run_dir: Path, cfg: TrainConfig, dist: distributed.DistInfo, device: torch.device
+) -> None:
+    """Rank 0 checks the run directory (:func:`check_run_directory`; the other ranks have
+    none) and every process learns the outcome, so a refusal ends them all: rank 0 with
+    its one line, the others with :func:`peer_failed` (recorded, not printed)."""
+    problem: MtkitError | None = None
+    if dist.is_main:
+        try:
+            check_run_directory(run_dir, cfg)
+        except MtkitError as error:
+            problem = error
+    if distributed.any_rank(problem is not None, dist, device):
+        raise problem or peer_failed(dist)
+
+
+def peer_failed(dist: distributed.DistInfo) -> TrainingError:
+    """The error of a process that stops only because another process of the run did."""
+    return TrainingError(
+        f"training process {dist.rank} of {dist.world}: {launch.LOST_PEER} (see its message)"
+    )
+
+
+@contextmanager
+def peer_loss_reported() -> Iterator[None]:
+    """Turn the backend error of a collective whose peer has gone (gloo's ``Connection
+    closed by peer``, at start-up or inside backward) into :func:`peer_failed`'s line."""
+    try:
+        yield
+    except RuntimeError as error:
+        info = distributed.launched()
+        if not distributed.lost_peer(error, info):
+            raise
+        raise peer_failed(info) from None
 
 
 def check_loss_settings(run: RunConfig, output_columns: int) -> None:
@@ -124,7 +162,7 @@ def describe_start(
     log.info(
         "model: %s%s attention=%s, %.2fM parameters, output vocabulary %d of %d pieces; "
         "device %s, precision %s%s",
-        run.model.cell,
+        run.model.cell + (" with peepholes" if run.model.peepholes else ""),
         " bidirectional" if run.model.bidirectional else "",
         run.model.attention,
         n_params / 1e6,

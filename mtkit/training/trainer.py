@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mtkit.config import RunConfig
 from mtkit.corpus.batching import TokenBatchSampler, collate
 from mtkit.corpus.cache import Corpus
-from mtkit.errors import ConfigError, TrainingError
+from mtkit.errors import ConfigError
 from mtkit.model.loss import Criterion
 from mtkit.model.seq2seq import build_model
 from mtkit.runtime import autocast_context, resolve_device, resolve_precision, set_threads
@@ -40,9 +40,10 @@ from mtkit.training.run_files import RunFiles, log_file
 from mtkit.training.signals import Interrupted, StopSignals
 from mtkit.training.startup import (
     check_loss_settings,
-    check_run_directory,
+    check_run_directory_on_main,
     describe_start,
     load_shared_corpus,
+    peer_loss_reported,
 )
 from mtkit.training.step import train_step
 from mtkit.training.validation import Scorer
@@ -71,8 +72,7 @@ class Trainer:
         self.run, self.run_dir, cfg = run, run_dir, run.train
         self._setup_processes()
         self.precision = resolve_precision(cfg.precision, self.device)
-        if self.dist.is_main:
-            check_run_directory(run_dir, cfg)
+        check_run_directory_on_main(run_dir, cfg, self.dist, self.device)
         self.corpus = corpus or load_shared_corpus(run, self.dist, self.device)
         self._build_model()
         self.optimizer = build_optimizer(cfg, self.model.parameters())
@@ -145,13 +145,6 @@ class Trainer:
             with self.signals:
                 reason = self._run_epochs(start)
                 return self._finish(reason, start)
-        except RuntimeError as error:
-            if not distributed.lost_peer(error, self.dist):
-                raise
-            raise TrainingError(
-                f"training process {self.dist.rank} of {self.dist.world}: {launch.LOST_PEER} "
-                "(see its message); the process group is gone"
-            ) from None
         finally:
             if self.files is not None:
                 self.files.close()
@@ -306,6 +299,11 @@ class Trainer:
 
 
 def fit(run: RunConfig, run_dir: Path, corpus: Corpus | None = None) -> dict[str, Any]:
-    """Train one model as configured; files go to ``run_dir`` (rank 0 only)."""
-    with log_file(run_dir, enabled=distributed.env_rank() == 0), distributed.group_closed_on_exit():
+    """Train one model as configured; files go to ``run_dir`` (rank 0 only).
+
+    With several processes, a process that finds another one gone (at start-up or in a
+    collective of any step) ends with a one-line TrainingError, not gloo's traceback.
+    """
+    main = distributed.env_rank() == 0
+    with log_file(run_dir, enabled=main), distributed.group_closed_on_exit(), peer_loss_reported():
         return Trainer(run, run_dir, corpus).fit()

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mtkit import runtime
 from mtkit.config import DataConfig, TokenizerConfig
 from mtkit.corpus.encode import ChunkEncoder
 from mtkit.corpus.layout import TEXT_FILE, SplitWriter, TextWriter, lengths_dtype
@@ -33,7 +34,7 @@ from mtkit.corpus.progress import StageProgress, run_with_heartbeat
 from mtkit.corpus.sources import SplitSource
 from mtkit.corpus.subwords import SubwordJob, SubwordTrainers
 from mtkit.corpus.tokenizer import SAMPLE_CHARACTERS, SubwordModel, TextCodec, sample_size
-from mtkit.errors import ConfigError, DataError
+from mtkit.errors import DataError
 
 log = logging.getLogger("mtkit.corpus")
 
@@ -91,18 +92,16 @@ def prepare(
 
 
 def worker_count(chunks: int) -> int:
-    """Processes that encode: ``MTKIT_DATA_WORKERS`` if set, else the CPUs (at most 8).
+    """Processes that encode: ``MTKIT_DATA_WORKERS`` if set (at most the usable cores),
+    else the usable cores (at most 8).
 
     Without the variable, a corpus of fewer than :data:`MIN_POOL_CHUNKS` chunks is
     encoded in this process, where sentencepiece's own threads use the cores.
     """
     value = os.environ.get("MTKIT_DATA_WORKERS", "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"MTKIT_DATA_WORKERS={value!r}: expected a whole number >= 1")
-        return int(value)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cpus or 1, MAX_WORKERS) if chunks >= MIN_POOL_CHUNKS else 1
+    if value:  # at most one per usable core, like every other count of processes
+        return runtime.check_process_count("MTKIT_DATA_WORKERS", value)
+    return min(runtime.usable_cpus(), MAX_WORKERS) if chunks >= MIN_POOL_CHUNKS else 1
 
 
 # -- stage 1: read and validate ----------------------------------------------------------------

@@ -9,6 +9,7 @@ run saved its last.pt; the same command continues).
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,8 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="train nothing: evaluate finished runs and rewrite the report",
     )
     args = parser.parse_intermixed_args(argv)
-    if args.budget is not None and not args.budget > 0:
-        parser.error("--budget must be a number of minutes > 0")
+    if args.budget is not None and not 0 < args.budget < math.inf:
+        parser.error(f"--budget must be a finite number of minutes > 0, not {args.budget:g}")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be an integer >= 1")
     return args

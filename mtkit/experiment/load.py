@@ -8,6 +8,7 @@ keys and values are composed by :func:`mtkit.experiment.overrides.check_stages`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -94,9 +95,11 @@ class _Checker:
         return " ".join(str(value).split())
 
     def number(self, value: Any, key: str, minimum: float, integer: bool = False) -> float:
+        """A finite number >= ``minimum`` (YAML's ``.nan`` and ``.inf`` are floats too)."""
         kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-            what = "an integer" if integer else "a number"
+        ok = isinstance(value, kinds) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < minimum:
+            what = "an integer" if integer else "a finite number"
             self.fail(key, f"expected {what} >= {minimum:g}, got {value!r}")
         return value
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtkit.errors import ConfigError
 from mtkit.experiment import evaluation, figures, progress, report
 from mtkit.experiment.overrides import check_stages, compose, merge, override_values
 from mtkit.experiment.runner import (
@@ -102,6 +103,8 @@ def _estimator(spec: ExperimentSpec, budget: float) -> progress.Estimator:
 
 def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -> int:
     """Run (or continue) the experiment and write its report; 0, or 1 if a run failed."""
+    if options.out.exists() and not options.out.is_dir():
+        raise ConfigError(f"--out {display(options.out)}: exists and is not a folder")
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
     runs = plan_runs(spec, options)
     check_selection(runs, options.only, display(spec.path))
@@ -163,12 +166,13 @@ def _one_run(
     if not selected(run, session.options.only) and status != DONE:
         print(f"{head}: not in --runs and not finished; left out of the report", flush=True)
         return []
-    elapsed = elapsed_minutes(run.run_dir)
-    doing = progress.action(status, estimator.budget, elapsed, spec.decode_only)
-    print(f"{head}: {doing} ... {progress.eta(minutes_left)}", flush=True)
     if session.options.report_only and status in (NEW, RESUME):
         print(f"{head}: not trained yet; left out of the report", flush=True)
         return []
+    elapsed = elapsed_minutes(run.run_dir)
+    doing = progress.action(status, estimator.budget, elapsed, spec.decode_only)
+    eta = "" if session.options.report_only else f" ... {progress.eta(minutes_left)}"
+    print(f"{head}: {doing}{eta}", flush=True)  # --report-only trains nothing: no ETA
     if status in (NEW, RESUME):
         _train(run, status, session.guard, estimator)
     found = _evaluate(spec, run, session.test, estimator)

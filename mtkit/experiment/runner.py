@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
 
+from mtkit.cli.io import check_output, write_text
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.experiment.overrides import hydra_value, merge, runner_overrides
 from mtkit.experiment.spec import ExperimentSpec
@@ -215,7 +216,8 @@ def train(run: Run, status: str, guard: SignalGuard) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     _refuse_if_still_training(run)
     command = training_command(run, status)
-    log_path, pid_path = run.run_dir / "console.log", run.run_dir / PID_FILE
+    log_path = check_output(run.run_dir / "console.log", "")  # appended to: a regular file
+    pid_path = check_output(run.run_dir / PID_FILE, "")
     with log_path.open("ab") as log:
         log.write(f"$ {shlex.join(command)}\n".encode())
         log.flush()
@@ -224,7 +226,7 @@ def train(run: Run, status: str, guard: SignalGuard) -> None:
             child = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            pid_path.write_text(f"{child.pid}\n")
+            write_text(pid_path, f"{child.pid}\n", "")
             guard.attach(child)
             code = child.wait()
         finally:

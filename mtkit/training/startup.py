@@ -19,8 +19,9 @@ from mtkit.corpus.cache import Corpus, load_corpus
 from mtkit.errors import ConfigError, DataError, MtkitError, TrainingError
 from mtkit.model.checkpoint import remove_stale_temp_files, step_checkpoints
 from mtkit.model.seq2seq import Seq2Seq
+from mtkit.search.hypothesis import output_cap
 from mtkit.training import distributed, launch
-from mtkit.training.validation import long_pairs
+from mtkit.training.validation import long_pairs, within_limit
 
 log = logging.getLogger("mtkit")
 
@@ -148,16 +149,7 @@ def describe_start(
     for what, count in dropped.items():
         if count:
             log.info("filtered out: %d %s", count, what)
-    for role in ("valid", "test"):
-        long = long_pairs(corpus.splits[role], run.data.max_len) if role in corpus.splits else []
-        if long:
-            shown = ", ".join(map(str, long[:5])) + (", ..." if len(long) > 5 else "")
-            log.warning(
-                "%s split: %d pair(s) longer than data.max_len=%d source pieces (pair %s); "
-                "their translations are cut at %d pieces",
-                role, len(long), run.data.max_len, shown,
-                int(run.decode.max_len_a * run.data.max_len) + run.decode.max_len_b,
-            )  # fmt: skip
+    warn_long_pairs(run, corpus)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "model: %s%s attention=%s, %.2fM parameters, output vocabulary %d of %d pieces; "
@@ -172,6 +164,45 @@ def describe_start(
         precision,
         _describe_processes(dist),
     )
+
+
+def warn_long_pairs(run: RunConfig, corpus: Corpus) -> None:
+    """Name the validation and test pairs longer than ``data.max_len``: their translations
+    are cut, and the validation loss leaves them out (:meth:`Scorer.loss`)."""
+    max_len, cap = run.data.max_len, output_cap(run.decode, run.data.max_len)
+    for role in ("valid", "test"):
+        if role not in corpus.splits:
+            continue
+        split, left_out = corpus.splits[role], "left out of the validation loss; "
+        source = long_pairs(split, max_len, "src")
+        if source:
+            log.warning(
+                "%s split: %d pair(s) longer than data.max_len=%d source pieces (pair %s); "
+                "%stheir translations are cut at %d pieces",
+                role, len(source), max_len, _shown(source),
+                left_out if role == "valid" else "", cap,
+            )  # fmt: skip
+        target = sorted(set(long_pairs(split, max_len, "tgt")) - set(source))
+        if target and role == "valid":
+            log.warning(
+                "valid split: %d pair(s) longer than data.max_len=%d target pieces (pair %s); "
+                "%s",
+                len(target), max_len, _shown(target), left_out.rstrip("; "),
+            )  # fmt: skip
+
+
+def check_validation_pairs(run: RunConfig, corpus: Corpus) -> None:
+    """The validation loss needs one pair within ``data.max_len`` on both sides."""
+    if len(within_limit(corpus.splits["valid"], run.data.max_len)) == 0:
+        raise DataError(
+            f"valid split: every pair is longer than data.max_len={run.data.max_len} pieces "
+            "on a side, so no validation loss can be computed; raise data.max_len or add "
+            "shorter validation pairs"
+        )
+
+
+def _shown(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
 
 
 def _describe_processes(dist: distributed.DistInfo) -> str:

@@ -41,6 +41,7 @@ from mtkit.training.signals import Interrupted, StopSignals
 from mtkit.training.startup import (
     check_loss_settings,
     check_run_directory_on_main,
+    check_validation_pairs,
     describe_start,
     load_shared_corpus,
     peer_loss_reported,
@@ -74,6 +75,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         check_run_directory_on_main(run_dir, cfg, self.dist, self.device)
         self.corpus = corpus or load_shared_corpus(run, self.dist, self.device)
+        check_validation_pairs(run, self.corpus)
         self._build_model()
         self.optimizer = build_optimizer(cfg, self.model.parameters())
         self.lr = LearningRate(cfg)

@@ -51,12 +51,20 @@ class Scorer:
 
     @torch.no_grad()
     def loss(self, model: Seq2Seq, split: CorpusSplit) -> tuple[float, float]:
-        """Mean token NLL (label smoothing aside) and perplexity of ``split``, in eval mode."""
+        """Mean token NLL (label smoothing aside) and perplexity of ``split``, in eval mode.
+
+        Only the pairs within ``data.max_len`` on both sides count (:func:`within_limit`):
+        teacher forcing runs the decoder over the whole reference, attending to the whole
+        source, so one pair of 15,000 words a side would cost minutes at every validation.
+        Training saw no longer pair, and the start of the run names the pairs left out.
+        """
         was_training = model.training
         model.eval()
         nll, tokens = 0.0, 0
-        lengths = np.maximum(split.src_lengths, split.tgt_lengths)
-        for indices in sorted_batches(lengths.tolist(), self.batch_tokens):
+        pairs = within_limit(split, self.max_len)
+        lengths = np.maximum(split.src_lengths, split.tgt_lengths)[pairs]
+        for positions in sorted_batches(lengths.tolist(), self.batch_tokens):
+            indices = pairs[positions]
             batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices])
             batch = batch.to(self.device)
             with autocast_context(self.device, self.precision):
@@ -113,6 +121,15 @@ class Scorer:
         return {"bleu_greedy": round(score.score, 2), "signature": score.signature}
 
 
-def long_pairs(split: CorpusSplit, max_len: int) -> list[int]:
-    """1-based numbers of the pairs of ``split`` with more than ``max_len`` source pieces."""
-    return [int(i) + 1 for i in np.flatnonzero(split.src_lengths - 1 > max_len)]
+def long_pairs(split: CorpusSplit, max_len: int, side: str = "src") -> list[int]:
+    """1-based numbers of the pairs of ``split`` with more than ``max_len`` pieces on
+    ``side`` (``src`` or ``tgt``; the lengths count EOS, the limit does not)."""
+    lengths = split.src_lengths if side == "src" else split.tgt_lengths
+    return [int(i) + 1 for i in np.flatnonzero(lengths - 1 > max_len)]
+
+
+def within_limit(split: CorpusSplit, max_len: int) -> np.ndarray:
+    """Indices (int64, ``(n,)``) of the pairs of ``split`` with at most ``max_len`` pieces on
+    both sides: the pairs the validation loss is computed on."""
+    longest = np.maximum(split.src_lengths, split.tgt_lengths).astype(np.int64)
+    return np.flatnonzero(longest - 1 <= max_len).astype(np.int64)

@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_pairs, write_lines
 
 import mtkit.corpus.cache
+from mtkit import runtime
 from mtkit.config import DATA_DIR, DataConfig, TokenizerConfig
 from mtkit.corpus.batching import collate
 from mtkit.corpus.cache import Corpus, load_corpus
@@ -962,11 +963,14 @@ def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("MTKIT_DATA_WORKERS", raising=False)
     assert worker_count(MIN_POOL_CHUNKS - 1) == 1  # a small corpus: no worker processes
     assert 1 <= worker_count(1000) <= 8
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)
     monkeypatch.setenv("MTKIT_DATA_WORKERS", "3")
     assert worker_count(1) == 3
-    monkeypatch.setenv("MTKIT_DATA_WORKERS", "two")
-    with pytest.raises(ConfigError, match="MTKIT_DATA_WORKERS='two'"):
-        worker_count(10)
+    for bad in ("two", "0", "5"):  # 5: more than the 4 usable cores
+        monkeypatch.setenv("MTKIT_DATA_WORKERS", bad)
+        with pytest.raises(ConfigError, match=f"MTKIT_DATA_WORKERS='{bad}' is not valid; "
+                           "expected an integer from 1 to 4"):  # fmt: skip
+            worker_count(10)
 
 
 def test_sentencepiece_reads_blocks_of_pairs_in_the_earlier_order(

@@ -10,6 +10,11 @@ Output formats (stdout or ``-o FILE``), always one block per input line, in inpu
 
 Scores are log-probabilities after length normalisation (``decode.length_norm``).
 
+``--prefix FILE`` (one target prefix per input line, an empty line for none) makes each
+translation begin with its prefix; ``--sampling`` (with ``--temperature``, ``--top-k``,
+``--seed``) draws each translation instead of searching for the best, as
+back-translation wants (docs/translating.md).
+
 Everything that can be checked is checked before the model is loaded: the options, the
 input, the ``-o`` file (a temp file is created beside it at once) and the
 ``--attention-plots`` folder. ``-o FILE`` is written atomically: the translations go to
@@ -36,7 +41,7 @@ from mtkit.cli.options import (
     check_positive,
 )
 from mtkit.corpus.readers import read_lines, require_readable, require_stdin
-from mtkit.errors import ConfigError, MtkitError, run_cli
+from mtkit.errors import ConfigError, DataError, MtkitError, run_cli
 from mtkit.runtime import prefer_passive_wait
 
 if TYPE_CHECKING:  # torch loads only once the options are known good
@@ -45,6 +50,7 @@ if TYPE_CHECKING:  # torch loads only once the options are known good
 
 PROG = "mtkit-translate"
 INPUT = "the -i/--input file"
+PREFIX = "the --prefix file"
 READ_HINT = "; use --errors replace to substitute"
 
 
@@ -62,6 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("-i", "--input", help="input file (default: stdin)")
     add("-o", "--output", help="output file, replaced only once complete (default: stdout)")
     _search_options(add)
+    _prefix_and_sampling_options(add)
     add_decoding_options(add)
     add(
         "--attention-plots",
@@ -79,6 +86,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_positive(parser, args, ("beam_size", "nbest", "batch_tokens"))
     if args.beam_size is not None and args.nbest > args.beam_size:
         parser.error("--nbest must not exceed --beam-size")
+    if not args.sampling and (args.temperature, args.top_k, args.seed) != (None, None, None):
+        parser.error("--temperature, --top-k and --seed need --sampling")
+    if args.sampling and ((args.beam_size or 1) > 1 or args.nbest > 1):
+        parser.error("--sampling draws one translation per line: no --beam-size or --nbest above 1")
     return args
 
 
@@ -98,11 +109,26 @@ def _search_options(add: Callable[..., Any]) -> None:
     )
 
 
+def _prefix_and_sampling_options(add: Callable[..., Any]) -> None:
+    add("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none)")
+    add(
+        "--sampling",
+        action="store_true",
+        help="draw each translation (beam 1), e.g. to back-translate",
+    )
+    add("--temperature", type=float, help="sampling: log-probs / T (default 1; < 1 sharper)")
+    add("--top-k", type=int, help="sampling: from the K most likely pieces only (default 0: all)")
+    add("--seed", type=int, help="sampling: the same seed and line give the same draw (default 0)")
+
+
 # Search options set by flags: option name -> (flag, argparse destination).
 SEARCH_FLAGS = {
     "beam_size": ("--beam-size", "beam_size"),
     "max_len_a": ("--max-len-ratio", "max_len_ratio"),
     "length_penalty": ("--length-penalty", "length_penalty"),
+    "temperature": ("--temperature", "temperature"),
+    "top_k": ("--top-k", "top_k"),
+    "seed": ("--seed", "seed"),
 }
 
 
@@ -112,6 +138,8 @@ def search_changes(args: argparse.Namespace) -> dict[str, Any]:
     from mtkit.config import SearchOptions
 
     changes: dict[str, Any] = {"nbest": args.nbest}  # checked against the beam by the parser
+    if args.sampling:
+        changes["sampling"] = True
     for name, (flag, dest) in SEARCH_FLAGS.items():
         value = getattr(args, dest)
         if value is None:
@@ -153,11 +181,30 @@ def check_plots(folder: str | None) -> Path | None:
     return prepare_folder(folder, "--attention-plots")
 
 
+def read_prefixes(args: argparse.Namespace, count: int) -> list[str] | None:
+    """The ``--prefix`` file's lines: one per input line, else a one-line error."""
+    if args.prefix is None:
+        return None
+    prefixes = read_lines(args.prefix, PREFIX, args.errors, READ_HINT)
+    if len(prefixes) != count:
+        raise DataError(
+            f"--prefix {args.prefix} has {len(prefixes)} lines but the input has {count}; "
+            "expected one prefix per input line"
+        )
+    return prefixes
+
+
 def translate_lines(
-    translator: Translator, lines: list[str], args: argparse.Namespace, changes: dict[str, Any]
+    translator: Translator,
+    lines: list[str],
+    args: argparse.Namespace,
+    changes: dict[str, Any],
+    prefixes: list[str] | None = None,
 ) -> list[list[Hypothesis]]:
     """Search every line, with a progress bar on stderr when reading a file (or a terminal)."""
     from tqdm import tqdm
+
+    from mtkit.search.prefix import PrefixError
 
     if args.nbest > 1 and args.beam_size is None:
         changes["beam_size"] = max(args.nbest, translator.defaults.beam_size)
@@ -165,13 +212,17 @@ def translate_lines(
     with tqdm(
         total=len(lines), unit="sent", disable=not show_bar, file=sys.stderr, desc="translate"
     ) as bar:
-        return translator.translate_nbest(
-            lines,
-            batch_tokens=args.batch_tokens,
-            return_attention=args.attention_plots is not None,
-            progress=bar.update,
-            **changes,
-        )
+        try:
+            return translator.translate_nbest(
+                lines,
+                batch_tokens=args.batch_tokens,
+                return_attention=args.attention_plots is not None,
+                progress=bar.update,
+                prefix=prefixes,
+                **changes,
+            )
+        except PrefixError as error:
+            raise PrefixError(f"--prefix {args.prefix}: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,11 +231,14 @@ def run(args: argparse.Namespace) -> int:
         require_stdin(INPUT)
     else:
         require_readable(args.input, INPUT)
+    if args.prefix is not None:
+        require_readable(args.prefix, PREFIX)
     plots = check_plots(args.attention_plots)
     with Output(args.output, "-o/--output") as output:
         lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
+        prefixes = read_prefixes(args, len(lines))
         with open_translator(args, len(lines)) as translator:
-            results = translate_lines(translator, lines, args, changes)
+            results = translate_lines(translator, lines, args, changes, prefixes)
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()
     if plots is not None:

@@ -40,6 +40,10 @@ from mtkit.search.hypothesis import OutputColumns, StepModel
 Prefixes = Sequence[Sequence[int] | None] | None  # one list of target ids per sentence
 
 
+class PrefixError(ConfigError):
+    """A prefix given as text cannot be forced; the message names its line."""
+
+
 def prefix_table(prefixes: Prefixes, out: OutputColumns, count: int) -> torch.Tensor | None:
     """The prefixes' output columns (B, P), -1 past each prefix's end; None when no
     sentence has a prefix piece. A ValueError for a wrong count, EOS or a piece without
@@ -69,23 +73,23 @@ def encode_prefixes(
 ) -> list[list[int]]:
     """Each text's prefix as target ids (no EOS; [] for "" or None), checked: one prefix
     per text, every piece known to the target sentencepiece model and written by
-    ``model``. Else a one-line ConfigError naming the 1-based line."""
+    ``model``. Else a one-line PrefixError naming the 1-based line."""
     if isinstance(prefix, str) or len(prefix) != count:
         given = "a string" if isinstance(prefix, str) else f"{len(prefix)}"
-        raise ConfigError(f"prefix: expected one per text ({count}), got {given}")
+        raise PrefixError(f"prefix: expected one per text ({count}), got {given}")
     texts = [(p or "").strip() for p in prefix]
     ids = codec.encode_target(texts)
     writable = set(model.output_ids.tolist())
     for line, (text, pieces) in enumerate(zip(texts, ids, strict=True), start=1):
         if UNK_ID in pieces:
-            raise ConfigError(
+            raise PrefixError(
                 f"prefix of line {line} ({text!r}): the target sentencepiece model does not "
                 "know some of its characters"
             )
         missing = [p for p in pieces if p not in writable]
         if missing:
             piece = codec.tgt.id_to_piece(missing[0])
-            raise ConfigError(
+            raise PrefixError(
                 f"prefix of line {line} ({text!r}): the model never writes its piece "
                 f"{piece!r} (not in its output vocabulary)"
             )
@@ -96,7 +100,7 @@ def check_shortlist(
     model: object, sources: list[list[int]], prefixes: list[list[int]], lines: list[int]
 ) -> None:
     """For a model decoding through a lexical shortlist: every prefix piece must be in
-    its sentence's shortlist, else a one-line ConfigError naming the line (``lines``, one
+    its sentence's shortlist, else a one-line PrefixError naming the line (``lines``, one
     per source). Checked for all sentences before any is searched."""
     from mtkit.search.shortlist import Shortlisted  # the corpus code: only when asked
 
@@ -112,7 +116,7 @@ def check_shortlist(
                 continue
             columns, _ = out.columns(torch.tensor(prefixes[i], device=allowed.device))
             if not bool(allowed[row, columns].all()):
-                raise ConfigError(
+                raise PrefixError(
                     f"prefix of line {lines[i]}: a piece is outside the sentence's lexical "
                     "shortlist, so the model cannot write it; translate without --shortlist"
                 )

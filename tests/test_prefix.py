@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_lines
+from helpers import ROOT, run_module
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
 from mtkit.config import ModelConfig
@@ -139,3 +141,23 @@ def test_ensembles_int8_and_helper_processes_force_prefixes_too(
     texts = int8.translate(SENTENCES, prefix=WRONG)
     assert_prefixed(texts, WRONG)
     assert texts[1] == int8.translate([SENTENCES[1]], prefix=[WRONG[1]])[0]
+
+
+def test_the_command_line_reads_one_prefix_per_input_line(
+    checkpoint: Path,  # noqa: F811
+    translator: Translator,  # noqa: F811
+    tmp_path: Path,
+):
+    source = write_lines(tmp_path / "in.xx", SENTENCES)
+    prefixes = write_lines(tmp_path / "prefix.yy", [p or "" for p in WRONG])
+    args = [str(checkpoint), "-i", str(source), "--beam-size", "3", "--prefix", str(prefixes)]
+    result = run_module("mtkit.translate", *args, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == translator.translate(SENTENCES, beam_size=3, prefix=WRONG)
+    short = write_lines(tmp_path / "short.yy", WRONG[:3])
+    kept = write_lines(tmp_path / "out.yy", ["an earlier result"])
+    args = [str(checkpoint), "-i", str(source), "-o", str(kept), "--prefix", str(short)]
+    refused = run_module("mtkit.translate", *args, cwd=ROOT)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert f"--prefix {short} has 3 lines but the input has 4" in refused.stderr
+    assert kept.read_text() == "an earlier result\n"  # nothing written over

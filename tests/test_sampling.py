@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import write_lines
+from helpers import ROOT, run_module
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
 from mtkit.errors import ConfigError
@@ -71,3 +73,23 @@ def test_sampling_options_are_checked_by_name(translator: Translator):  # noqa: 
         with pytest.raises(ConfigError, match=re.escape(message)) as info:
             translator.translate(["red cat"], **changes)
         assert "\n" not in str(info.value)
+
+
+def test_the_command_line_samples_as_the_translator_does(
+    checkpoint: Path,  # noqa: F811
+    translator: Translator,  # noqa: F811
+    tmp_path: Path,
+):
+    source = write_lines(tmp_path / "in.xx", LINES)
+    flags = ["--sampling", "--seed", "4", "--top-k", "8", "--temperature", "1.5"]
+    result = run_module("mtkit.translate", str(checkpoint), "-i", str(source), *flags, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    want = translator.translate(LINES, sampling=True, seed=4, top_k=8, temperature=1.5)
+    assert result.stdout.splitlines() == want
+    for bad, message in (
+        (["--seed", "4"], "--temperature, --top-k and --seed need --sampling"),
+        (["--sampling", "--nbest", "2"], "--sampling draws one translation per line"),
+        (["--sampling", "--top-k", "-1"], "--top-k: decode.top_k=-1 is not valid"),
+    ):
+        refused = run_module("mtkit.translate", str(checkpoint), "-i", str(source), *bad, cwd=ROOT)
+        assert refused.returncode == 2 and message in refused.stderr

@@ -10,17 +10,61 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from mtkit.errors import MtkitError, run_cli
+from mtkit.runtime import available_cores
 
 PROG = "mtkit-serve"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+class Bounded:
+    """An argparse type: an integer (or, with ``integer=False``, a finite number) from
+    ``low`` to ``high``; anything else is a usage error that gives the range."""
+
+    def __init__(self, low: float, high: float, integer: bool = True) -> None:
+        self.low, self.high, self.integer = low, high, integer
+
+    @property
+    def range(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} from {_shown(self.low)} to {_shown(self.high)}"
+
+    def __call__(self, text: str) -> float:
+        try:
+            value: float | None = int(text) if self.integer else float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected {self.range}")
+        return value
+
+
+def _shown(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+# The valid values of each number option: beyond these a service is broken, not tuned.
+PORT = Bounded(0, 65535)
+BEAM = Bounded(1, 256)
+LINES = Bounded(1, 100_000)
+CHARS = Bounded(1, 1_000_000)  # the body limit follows: 6 bytes a character + 64 KiB
+QUEUE = Bounded(1, 100_000)
+WAIT_MS = Bounded(0, 1000, integer=False)
+WEIGHT = Bounded(0, 1e6, integer=False)
+
+
+def cores() -> Bounded:
+    """--threads and --workers: at most the cores this process may use (more cannot run
+    at once: each extra process costs its memory and start-up, and takes turns)."""
+    return Bounded(1, available_cores())
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve mtkit checkpoints over HTTP: a JSON API (POST /v1/translate, "
@@ -29,6 +73,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     for group in (_model_options, _address_options, _worker_options, _limit_options):
         group(parser.add_argument)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     _check_values(parser, args)
     return args
@@ -38,15 +87,19 @@ def _model_options(add: Callable[..., Any]) -> None:
     """What is served: checkpoints, device, precision, shortlist, default beam size."""
     add("checkpoints", nargs="+", metavar="CKPT", help="best.pt / last.pt / averaged checkpoints")
     add(
-        "--weights", type=float, nargs="+", metavar="W", help="ensemble weights, one per checkpoint"
+        "--weights",
+        type=WEIGHT,
+        nargs="+",
+        metavar="W",
+        help=f"ensemble weights, one per checkpoint ({WEIGHT.range})",
     )
     add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     add("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
     add(
         "--beam-size",
-        type=int,
+        type=BEAM,
         metavar="K",
-        help="beam size of requests that name none (default: the checkpoint's)",
+        help="beam size of requests that name none (default: the checkpoint's; at most --max-beam)",
     )
     add(
         "--shortlist",
@@ -67,28 +120,31 @@ def _address_options(add: Callable[..., Any]) -> None:
     )
     add(
         "--port",
-        type=int,
+        type=PORT,
         default=8000,
         metavar="N",
-        help="port (default 8000; 0 picks a free one)",
+        help="port (default 8000; 0 picks a free one; at most 65535)",
     )
 
 
 def _worker_options(add: Callable[..., Any]) -> None:
     """What decodes: threads, processes and the kind of worker."""
+    count = cores()
     add(
         "--threads",
-        type=int,
+        type=count,
         metavar="N",
         help="CPU threads for the model (default: all cores but one; with --worker inline, "
-        "the cores shared out among the --workers processes)",
+        f"the cores shared out among the --workers processes; {count.range}, the cores "
+        "this process may use)",
     )
     add(
         "--workers",
-        type=int,
+        type=count,
         metavar="N",
         help="model processes, each decoding its own share of the requests with --threads "
-        "threads (default 1); with --worker inline each also serves HTTP",
+        "threads (default 1); with --worker inline each also serves HTTP "
+        f"({count.range}, the cores this process may use)",
     )
     add(
         "--worker",
@@ -105,49 +161,47 @@ def _limit_options(add: Callable[..., Any]) -> None:
     """What one request may ask for, and how requests are batched."""
     add(
         "--max-beam",
-        type=int,
+        type=BEAM,
         default=16,
         metavar="K",
-        help="largest beam a request may ask for (16)",
+        help=f"largest beam a request may ask for (16; {BEAM.range})",
     )
-    add("--max-lines", type=int, default=100, metavar="N", help="most texts in one request (100)")
+    add(
+        "--max-lines",
+        type=LINES,
+        default=100,
+        metavar="N",
+        help=f"most texts in one request (100; {LINES.range}); more: 413",
+    )
     add(
         "--max-chars",
-        type=int,
+        type=CHARS,
         default=20000,
         metavar="N",
-        help="most characters in a request (20000)",
+        help=f"most characters in a request (20000; {CHARS.range}); more: 413, as is a body "
+        "of more than 6 bytes a character + 64 KiB",
     )
     add(
         "--queue-size",
-        type=int,
+        type=QUEUE,
         default=256,
         metavar="N",
-        help="requests that may wait (256); more: 503",
+        help=f"requests that may wait (256; {QUEUE.range}); more: 503",
     )
     add(
         "--batch-wait-ms",
-        type=float,
+        type=WAIT_MS,
         default=3.0,
         metavar="MS",
         help="quiet time that closes a batch: the model starts once no request has come and "
-        "no answer has gone out for this long (3; longer after long searches)",
+        f"no answer has gone out for this long (3; longer after long searches; {WAIT_MS.range})",
     )
 
 
 def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in (
-        "max_beam", "max_lines", "max_chars", "queue_size", "beam_size", "threads", "workers"
-    ):  # fmt: skip
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    """What one option's range cannot say (each number's range is checked as it is read)."""
     if args.beam_size is not None and args.beam_size > args.max_beam:
         parser.error("--beam-size must not exceed --max-beam")
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be in 0..65535")
-    if args.batch_wait_ms < 0:
-        parser.error("--batch-wait-ms must be >= 0")
     if (args.workers or 1) > 1 and args.worker == "thread":
         parser.error("--workers needs --worker process or inline (each worker is a process)")
 
@@ -179,9 +233,8 @@ def serve(args: argparse.Namespace) -> int:
 
     prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
     try:
-        import uvicorn
-
         from mtkit.serve.app import create_app
+        from mtkit.serve.server import Server, server_config
         from mtkit.serve.setup import served_model
     except ImportError as error:
         raise MtkitError(
@@ -201,8 +254,7 @@ def serve(args: argparse.Namespace) -> int:
         app.state.batcher.close()
         raise
     announce(app.state.info, sock)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(server_config(app), app.state.batcher.close).run(sockets=[sock])
     return 0
 
 

@@ -10,10 +10,11 @@ that holds more waits and looks again a few milliseconds later. A burst then alt
 between the processes, and a process busy with a search step leaves the next connection
 to the others.
 
-:class:`BalancedServer` is uvicorn's server with its own accept loop: the listening socket
-is not handed to uvicorn; accepted connections get uvicorn's HTTP protocol through
-``loop.connect_accepted_socket``, and uvicorn keeps track of them and shuts them down
-gracefully as it does its own.
+:class:`BalancedServer` is the service's server (:mod:`mtkit.serve.server`) with its own
+accept loop: the listening socket is not handed to uvicorn; accepted connections get
+uvicorn's HTTP protocol through ``loop.connect_accepted_socket``, and uvicorn keeps track
+of them and shuts them down gracefully as it does its own. A process that died leaves
+its count to its parent, which marks it busy until a new process takes its place.
 """
 
 from __future__ import annotations
@@ -22,27 +23,30 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 
 import uvicorn
+
+from mtkit.serve.server import Server
 
 log = logging.getLogger(__name__)
 
 RECHECK_S = 0.005  # how soon a process that holds more connections looks again
 
 
-class BalancedServer(uvicorn.Server):
-    """uvicorn's server accepting from ``sock`` only while this process (``index`` in
+class BalancedServer(Server):
+    """The service's server accepting from ``sock`` only while this process (``index`` in
     ``counts``, the processes' open connections) holds the fewest connections."""
 
     def __init__(
         self,
         config: uvicorn.Config,
+        close_worker: Callable[[float], None],
         sock: socket.socket,
         counts: MutableSequence[int],
         index: int,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, close_worker)
         self.listening = sock
         self.counts = counts
         self.index = index

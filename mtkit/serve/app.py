@@ -2,12 +2,15 @@
 
 Routes: ``POST /v1/translate``, ``GET /v1/model``, ``GET /healthz``, the page at ``/``
 with its files under ``/static/``, and the framework's ``/openapi.json`` and ``/docs``.
-Requests are checked here (types, limits, search settings) and decoded by a
+Requests are checked here (body bytes as they are read, :mod:`mtkit.serve.limits`; types,
+valid Unicode, limits, search settings) and decoded by a
 :class:`~mtkit.serve.batcher.Batcher`, in a worker thread or in a model process of its
 own (:class:`~mtkit.serve.process.ModelProcess`), or by an
 :class:`~mtkit.serve.inline.InlineBatcher` that steps the greedy search on the event
 loop's own thread between its I/O; handlers never touch the model, and a bad request
-costs nothing but its error response: the service keeps serving.
+costs nothing but its error response: the service keeps serving. Every error is JSON
+with a ``detail``: 4xx for the client's mistakes, 503 while the worker cannot take the
+request (busy, restarting, shutting down), 500 for a bug.
 """
 
 from __future__ import annotations
@@ -22,19 +25,28 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request as StarletteRequest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 import mtkit
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
 from mtkit.serve.inline import InlineBatcher
+from mtkit.serve.jobs import WorkerDown
+from mtkit.serve.limits import BodyLimit, body_limit
 from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
-from mtkit.serve.schemas import TranslateBody, TranslateResponse, translation_json
+from mtkit.serve.schemas import (
+    TranslateBody,
+    TranslateResponse,
+    translation_json,
+    unicode_problem,
+    validation_detail,
+)
+from mtkit.serve.server import CLOSE_S
 from mtkit.serve.setup import ServedModel, ServeSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -42,26 +54,12 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 Worker = Batcher | InlineBatcher | ModelProcess | ModelPool  # what decodes the requests
 
 
-class BodyLimit:
-    """ASGI middleware: a declared body larger than ``max_bytes`` is a 413 before it is read."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    detail = f"request body of {int(value)} bytes; the limit is {self.max_bytes}"
-                    response = JSONResponse({"detail": detail}, status_code=413)
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
 def check_request(body: TranslateBody, settings: ServeSettings, default_beam: int) -> Request:
-    """The body as a batcher Request; limits and search settings out of range are errors."""
+    """The body as a batcher Request; limits and search settings out of range, or a
+    string that is not valid Unicode, are errors."""
+    problem = unicode_problem(body)
+    if problem is not None:
+        raise HTTPException(422, problem)
     texts = [body.text] if isinstance(body.text, str) else body.text
     if len(texts) > settings.max_lines:
         raise HTTPException(
@@ -75,13 +73,18 @@ def check_request(body: TranslateBody, settings: ServeSettings, default_beam: in
     beam_size = default_beam if body.beam_size is None else body.beam_size
     if not 1 <= beam_size <= settings.max_beam:
         raise HTTPException(
-            422, f"beam_size={beam_size} is out of range; expected 1..{settings.max_beam}"
+            422, f"beam_size={_shown(beam_size)} is out of range; expected 1..{settings.max_beam}"
         )
     if not 1 <= body.nbest <= beam_size:
         raise HTTPException(
-            422, f"nbest={body.nbest} is out of range; expected 1..beam_size ({beam_size})"
+            422, f"nbest={_shown(body.nbest)} is out of range; expected 1..beam_size ({beam_size})"
         )
     return Request(tuple(texts), beam_size, body.nbest, body.attention)
+
+
+def _shown(number: int) -> str:
+    """An integer for an error message; a huge one by its number of digits."""
+    return str(number) if abs(number) < 10**20 else f"<a {len(str(abs(number)))}-digit number>"
 
 
 def create_app(served: ServedModel, settings: ServeSettings | None = None) -> FastAPI:
@@ -106,9 +109,9 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
             info.update(device=batcher.facts["device"], precision=batcher.facts["precision"])
             info["server"]["threads"] = batcher.facts["threads"]
         yield
-        await asyncio.to_thread(batcher.close)
+        await asyncio.to_thread(batcher.close, CLOSE_S)
         if isinstance(batcher, InlineBatcher):
-            await batcher.drain()
+            await batcher.drain(CLOSE_S)
 
     app = FastAPI(
         title="mtkit translation service",
@@ -119,7 +122,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     )
     app.state.batcher = batcher
     app.state.info = info
-    app.add_middleware(BodyLimit, max_bytes=6 * settings.max_chars + 65536)
+    app.add_middleware(BodyLimit, max_bytes=body_limit(settings.max_chars))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_translate_route(app, translator, batcher, settings, default_beam)
     _add_status_routes(app, batcher, info)
@@ -155,7 +158,11 @@ def _add_translate_route(
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
-    """POST /v1/translate, and JSON answers for unexpected errors."""
+    """POST /v1/translate, and JSON answers for invalid requests and unexpected errors."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: StarletteRequest, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(error.errors())}, 422)
 
     @app.exception_handler(Exception)
     async def internal_error(_: StarletteRequest, error: Exception) -> JSONResponse:
@@ -174,6 +181,8 @@ def _add_translate_route(
                 raise HTTPException(
                     503, "the server is busy; retry shortly", headers={"Retry-After": "1"}
                 ) from None
+            except WorkerDown as error:
+                raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
             except BatcherClosed as error:
                 raise HTTPException(503, str(error)) from None
             batcher.answered()
@@ -196,17 +205,17 @@ def _add_status_routes(app: FastAPI, batcher: Worker, info: dict[str, Any]) -> N
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        """``ok`` while the worker runs, with its queue length and counters."""
-        status = "ok" if batcher.alive else "stopped"
-        return JSONResponse(
-            {
-                "status": status,
-                "pid": os.getpid(),
-                "queued": batcher.queued,
-                **asdict(batcher.stats),
-            },
-            status_code=200 if batcher.alive else 503,
-        )
+        """``ok`` while the worker serves, with its queue length and counters; else 503
+        with ``restarting`` or ``stopped`` and why (``detail``)."""
+        status, why = batcher.health
+        peers = getattr(app.state, "peers", None)  # the other processes of --worker inline
+        if status == "ok" and peers is not None:
+            status, why = peers()
+        body = {"status": status, "pid": os.getpid(), "queued": batcher.queued}
+        body.update(asdict(batcher.stats))
+        if why is not None:
+            body["detail"] = why
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

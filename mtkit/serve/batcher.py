@@ -38,12 +38,20 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import replace
 
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 from mtkit.serve.greedy import MAX_ROWS, GreedyJobs, joining
-from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
+from mtkit.serve.jobs import (
+    BatcherClosed,
+    BatcherStats,
+    Job,
+    QueueFull,
+    Request,
+    estimated_tokens,
+    settle,
+    split_answers,
+)
 
 __all__ = [
     "Batcher",
@@ -91,6 +99,7 @@ class Batcher:
         self.max_rows = max(1, max_rows)
         self.stats = BatcherStats()
         self._jobs: collections.deque[Job] = collections.deque()
+        self._decoding: list[Job] = []  # the beam group being decoded
         self._cond = threading.Condition()
         self._closed = False
         self._greedy = (
@@ -112,6 +121,13 @@ class Batcher:
         return self._thread.is_alive() and not self._closed
 
     @property
+    def health(self) -> tuple[str, str | None]:
+        """``("ok", None)`` while the worker thread runs, else ``("stopped", why)``."""
+        if self.alive:
+            return "ok", None
+        return "stopped", "the service is shutting down" if self._closed else "the worker stopped"
+
+    @property
     def queued(self) -> int:
         """Requests waiting for the worker (not counting those being decoded)."""
         return len(self._jobs)
@@ -123,6 +139,8 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
+            if self._thread.ident is not None and not self._thread.is_alive():
+                raise BatcherClosed("the worker stopped")
             if len(self._jobs) >= self.queue_size:
                 raise QueueFull(f"{len(self._jobs)} requests are waiting")
             self._jobs.append(job)
@@ -137,7 +155,9 @@ class Batcher:
         self._answered_at = time.monotonic()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking requests, finish those being decoded, fail those still waiting."""
+        """Stop taking requests, fail those still waiting, and give those being decoded
+        ``timeout`` seconds to finish; then fail them too (the search goes on unheard)."""
+        closed = BatcherClosed("the service is shutting down")
         with self._cond:
             self._closed = True
             waiting = list(self._jobs)
@@ -145,9 +165,14 @@ class Batcher:
             self._cond.notify_all()
         for job in waiting:
             if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(BatcherClosed("the service is shutting down"))
+                job.future.set_exception(closed)
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            for job in list(self._decoding):
+                settle(job.future, error=closed)
+            if self._greedy is not None:
+                self._greedy.fail_all(closed)
 
     # -- the worker thread: what to do next --------------------------------------------------
 
@@ -157,6 +182,7 @@ class Batcher:
             if work is None:
                 return
             group, joining = work
+            self._decoding = group
             if group:
                 start = time.monotonic()
                 self._decode(group)
@@ -164,7 +190,8 @@ class Batcher:
                 self.answered()  # the group's answers are on their way to the callers
             else:
                 assert self._greedy is not None
-                self._greedy.advance(joining)
+                self._greedy.advance(joining)  # never raises
+            self._decoding = []
 
     def _next_work(self) -> tuple[list[Job], list[Job]] | None:
         """(a beam group, []) or ([], greedy jobs joining before the next stream step);
@@ -267,24 +294,15 @@ class Batcher:
                 nbest=max(job.request.nbest for job in group),
                 return_attention=any(job.request.attention for job in group),
             )
+            answers = split_answers(results, [job.request for job in group])
         except Exception as error:  # a bug, not bad input: fail these requests, keep serving
             log.exception("translation failed for %d request(s)", len(group))
             for job in group:
-                job.future.set_exception(error)
+                settle(job.future, error=error)
             return
         # Count first: a caller that reads the stats after its answer sees its request.
         self.stats.batches += 1
         self.stats.requests += len(group)
         self.stats.sentences += len(texts)
-        start = 0
-        for job in group:
-            request = job.request
-            mine = results[start : start + len(request.texts)]
-            start += len(request.texts)
-            job.future.set_result([_trim(hyps, request) for hyps in mine])
-
-
-def _trim(hyps: list[Hypothesis], request: Request) -> list[Hypothesis]:
-    """What the request asked for from a group's n-best list."""
-    kept = hyps[: request.nbest]
-    return kept if request.attention else [replace(h, attention=None) for h in kept]
+        for job, answer in zip(group, answers, strict=True):
+            settle(job.future, answer)

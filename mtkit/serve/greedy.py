@@ -6,7 +6,7 @@ hypotheses that finish after each step, and answers a request once its last sent
 has finished (empty texts are answered at once, as the Translator does). The stream runs
 on the Translator's model, device and dtype, in inference mode as the Translator
 searches. A failing step is a bug: the requests in the stream fail, and a fresh stream
-serves the next ones.
+serves the next ones (:meth:`GreedyJobs.advance` never raises).
 
 A batch of fixed sentences runs as many steps as its longest sentence, the last ones
 with a few rows left; the stream keeps its rows filled instead, so under load its steps
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.stream import GreedyStream
 from mtkit.search.translator import Translator
-from mtkit.serve.jobs import BatcherStats, Job
+from mtkit.serve.jobs import BatcherStats, Job, settle
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,11 @@ class GreedyJobs:
         return self._stream.source_tokens
 
     def advance(self, joining: list[Job]) -> None:
-        """Append ``joining`` to the greedy stream, take one step, answer finished requests."""
+        """Append ``joining`` to the greedy stream, take one step, answer finished requests.
+
+        Never raises: a failure while joining fails the joining requests; one in the step
+        or in answering fails every streamed request, and a fresh stream serves the next.
+        """
         with self.translator.inference():
             try:
                 self._add(joining)
@@ -101,14 +105,27 @@ class GreedyJobs:
             if not len(self._stream):
                 return
             try:
-                finished = self._stream.step()
+                self._step()
             except Exception as error:  # a bug: fail every streamed request, start afresh
                 log.exception("greedy search failed for %d sentence(s)", len(self._stream))
-                streamed = [job for job, _ in self._owners.values()]
-                self._owners.clear()
-                self._stream = self._new_stream()
-                self._fail(streamed, error)
-                return
+                self.reset(error)
+
+    def reset(self, error: BaseException) -> None:
+        """Fail every request in the stream with ``error`` and start a fresh stream."""
+        streamed = [job for job, _ in self._owners.values()]
+        self._owners.clear()
+        self._stream = self._new_stream()
+        self._fail(streamed, error)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail the requests in the stream, from any thread (a stop that gives up on them);
+        the stream itself is left to the thread that steps it."""
+        for job, _ in list(self._owners.values()):
+            settle(job.future, error=error)
+
+    def _step(self) -> None:
+        """One stream step; the requests whose last sentence finished get their answers."""
+        finished = self._stream.step()
         self.stats.steps += 1
         texts = self.translator.codec.decode_target([hyp.tokens for _, hyp in finished])
         for (ticket, hyp), text in zip(finished, texts, strict=True):
@@ -145,12 +162,11 @@ class GreedyJobs:
         # Count first: a caller that reads the stats after its answer sees its request.
         self.stats.requests += 1
         self.stats.sentences += len(job.request.texts)
-        job.future.set_result(job.results)
+        settle(job.future, job.results)
 
-    def _fail(self, jobs: list[Job], error: Exception) -> None:
+    def _fail(self, jobs: list[Job], error: BaseException) -> None:
         failed = {id(job) for job in jobs}
         for job in jobs:
-            if not job.future.done():
-                job.future.set_exception(error)
+            settle(job.future, error=error)
         for ticket in [t for t, (job, _) in self._owners.items() if id(job) in failed]:
             del self._owners[ticket]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from concurrent.futures import Future
 from dataclasses import astuple
 
@@ -32,7 +33,17 @@ from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher
 from mtkit.serve.greedy import MAX_ROWS, GreedyJobs, joining
-from mtkit.serve.jobs import BatcherClosed, BatcherStats, Job, QueueFull, Request, estimated_tokens
+from mtkit.serve.jobs import (
+    BatcherClosed,
+    BatcherStats,
+    Job,
+    QueueFull,
+    Request,
+    estimated_tokens,
+    settle,
+)
+
+log = logging.getLogger(__name__)
 
 YIELDS = 3  # event loop iterations between two steps: the loop's I/O gets its turn
 
@@ -76,8 +87,14 @@ class InlineBatcher:
 
     @property
     def alive(self) -> bool:
-        task_ok = self._task is None or not self._task.done()
-        return task_ok and self._beam.alive and not self._closed
+        return self._beam.alive and not self._closed  # a failed greedy task is started again
+
+    @property
+    def health(self) -> tuple[str, str | None]:
+        """``("ok", None)`` while the greedy task and the beam thread run, else why not."""
+        if self.alive:
+            return "ok", None
+        return "stopped", "the service is shutting down" if self._closed else "the worker stopped"
 
     @property
     def queued(self) -> int:
@@ -100,7 +117,7 @@ class InlineBatcher:
         job = Job(request, sum(estimated_tokens(text) for text in request.texts))
         job.step = self._stats.steps
         self._jobs.append(job)
-        if self._task is None:
+        if self._task is None or self._task.done():  # the first, or after a failure
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._task = self._loop.create_task(self._drive(self._greedy))
@@ -134,13 +151,30 @@ class InlineBatcher:
         if self._wake is not None:
             self._wake.set()
 
-    async def drain(self) -> None:
-        """After :meth:`close`: wait until the greedy task has finished its sentences."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def drain(self, timeout: float | None = None) -> None:
+        """After :meth:`close`: wait until the greedy task has finished its sentences, or
+        ``timeout`` seconds; then stop it and fail the sentences left."""
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            self._task.cancel()
+            assert self._greedy is not None
+            self._greedy.fail_all(BatcherClosed("the service is shutting down"))
 
     async def _drive(self, greedy: GreedyJobs) -> None:
+        """:meth:`_steps`; a failure there (a bug) fails the requests it held and those
+        waiting, and the next greedy request starts a new task."""
+        try:
+            await self._steps(greedy)
+        except Exception as error:
+            log.exception("the greedy task failed")
+            greedy.reset(error)
+            waiting, self._jobs = list(self._jobs), collections.deque()
+            for job in waiting:
+                settle(job.future, error=error)
+
+    async def _steps(self, greedy: GreedyJobs) -> None:
         """Join waiting sentences and step the stream, yielding to the loop after each step."""
         assert self._wake is not None
         while True:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from mtkit.search.hypothesis import Hypothesis
 
@@ -14,7 +16,21 @@ class QueueFull(Exception):
 
 
 class BatcherClosed(Exception):
-    """The service is shutting down."""
+    """The service is shutting down, or its worker has stopped."""
+
+
+class WorkerDown(BatcherClosed):
+    """The worker stopped and is being restarted: the caller may retry shortly."""
+
+
+def settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Give ``future`` its result or error unless it has one already: a stop that gave
+    up on a search (or a caller that went away) settled it first, and the worker goes on."""
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def estimated_tokens(text: str) -> int:
@@ -22,9 +38,10 @@ def estimated_tokens(text: str) -> int:
 
     About 4 bytes a piece in European languages and 3 (one character) in Chinese or
     Japanese: close enough to fill a search batch, without running the tokenizer in the
-    HTTP handler (the Translator tokenizes the whole batch once, exactly).
+    HTTP handler (the Translator tokenizes the whole batch once, exactly). Never raises:
+    a lone surrogate (which the app refuses) counts as its three bytes.
     """
-    return len(text.strip().encode("utf-8")) // 4 + 2
+    return len(text.strip().encode("utf-8", "surrogatepass")) // 4 + 2
 
 
 @dataclass(frozen=True)
@@ -59,3 +76,21 @@ class BatcherStats:
     sentences: int = 0
     batches: int = 0
     steps: int = 0
+
+
+def split_answers(
+    results: list[list[Hypothesis]], requests: list[Request]
+) -> list[list[list[Hypothesis]]]:
+    """A group's n-best lists cut into each request's answer, with what it asked for."""
+    answers, start = [], 0
+    for request in requests:
+        mine = results[start : start + len(request.texts)]
+        start += len(request.texts)
+        answers.append([trim(hyps, request) for hyps in mine])
+    return answers
+
+
+def trim(hyps: list[Hypothesis], request: Request) -> list[Hypothesis]:
+    """What the request asked for from a group's n-best list."""
+    kept = hyps[: request.nbest]
+    return kept if request.attention else [replace(h, attention=None) for h in kept]

@@ -8,8 +8,9 @@ step of half the rows costs much less, and encoding the sentences that join runs
 both cores at once (docs/benchmarks.md has the figures). One process stays the default.
 
 :class:`ModelPool` offers the interface of one :class:`~mtkit.serve.process.ModelProcess`
-(``submit``, ``answered``, ``stats``, ``queued``, ``alive``, ``facts``, ``start``,
-``close``) and sends each request to the process with the fewest sentences in flight.
+(``submit``, ``answered``, ``stats``, ``queued``, ``health``, ``facts``, ``start``,
+``close``) and sends each request to the process with the fewest sentences in flight,
+among those that serve (a process that died is restarted on its own).
 Each process decodes exactly as one alone does, so every answer is still what
 translating the request alone gives.
 """
@@ -62,6 +63,15 @@ class ModelPool:
         return {**first, "threads": threads, "workers": len(self.members)}
 
     @property
+    def health(self) -> tuple[str, str | None]:
+        """``ok`` while every process serves, else the first one's trouble, numbered."""
+        for number, member in enumerate(self.members, 1):
+            state, why = member.health
+            if state != "ok":
+                return state, f"model process {number} of {len(self.members)}: {why}"
+        return "ok", None
+
+    @property
     def alive(self) -> bool:
         return all(member.alive for member in self.members)
 
@@ -80,10 +90,12 @@ class ModelPool:
         return BatcherStats(*(sum(column) for column in columns))
 
     def submit(self, request: Request) -> Future[list[list[Hypothesis]]]:
-        """Send the request to the process with the fewest sentences in flight."""
+        """Send the request to the serving process with the fewest sentences in flight
+        (while one restarts, the others take every request)."""
         size = len(request.texts)
         with self._lock:
-            index = min(range(len(self.members)), key=self._in_flight.__getitem__)
+            serving = [i for i, member in enumerate(self.members) if member.alive]
+            index = min(serving or range(len(self.members)), key=self._in_flight.__getitem__)
             self._in_flight[index] += size
         try:
             future = self.members[index].submit(request)
@@ -103,5 +115,11 @@ class ModelPool:
             member.answered()
 
     def close(self, timeout: float = 10.0) -> None:
-        for member in self.members:
-            member.close(timeout)
+        """Close every process at once, all within ``timeout`` seconds."""
+        threads = [
+            threading.Thread(target=member.close, args=(timeout,)) for member in self.members
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mtkit.cli.io import check_output, write_checkpoint
+from mtkit.cli.io import check_output, exit_on_signals, write_checkpoint
 from mtkit.errors import CheckpointError, ConfigError, run_cli
 from mtkit.model.checkpoint import load_checkpoint, step_checkpoints
 
@@ -176,9 +176,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="mtkit-average: %(message)s")
-    args = parse_args(argv)
-    raise SystemExit(run_cli(lambda: run(args), "mtkit-average"))
+    with exit_on_signals("mtkit-average"):  # the temp file of a write under way goes too
+        logging.basicConfig(level=logging.WARNING, format="mtkit-average: %(message)s")
+        args = parse_args(argv)
+        raise SystemExit(run_cli(lambda: run(args), "mtkit-average"))
 
 
 if __name__ == "__main__":

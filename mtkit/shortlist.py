@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtkit.cli.io import check_output, write_checkpoint
+from mtkit.cli.io import check_output, exit_on_signals, write_checkpoint
 from mtkit.corpus.cache import Corpus, load_corpus
 from mtkit.errors import CheckpointError, ConfigError, run_cli
 from mtkit.model.checkpoint import load_checkpoint, model_from_payload
@@ -95,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    args = parse_args(argv)
-    raise SystemExit(run_cli(lambda: run(args), PROG))
+    with exit_on_signals(PROG):  # the temp file of a write under way goes too
+        logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+        args = parse_args(argv)
+        raise SystemExit(run_cli(lambda: run(args), PROG))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,17 @@ def _check_processes(run: RunConfig) -> None:
         )
 
 
+def _check_run_files(overrides: list[str]) -> None:
+    """A ``hydra.run.dir`` given on the command line is checked before Hydra or any
+    training process touches it (:func:`mtkit.training.run_files.check_run_files`)."""
+    from mtkit.training.run_files import check_run_files
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "hydra.run.dir" and value and "${" not in value:
+            check_run_files(Path(value).expanduser().absolute())
+
+
 def main() -> None:
     """Check the overrides, then train.
 
@@ -124,6 +135,7 @@ def _main() -> None:
         if not flags_only_hydra:
             run = check_overrides(plain)
             _check_processes(run)
+            _check_run_files(plain)
             processes = 1 if launch.started_here() else _processes(run)
     except MtkitError as error:
         _fail(error)

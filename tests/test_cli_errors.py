@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -151,6 +153,7 @@ def test_unwritable_run_dir(tmp_path: Path) -> None:
         ("decode.max_len_a=-5", "decode.max_len_a=-5.0 is not valid"),
         ("train.keep_checkpoints=-1", "train.keep_checkpoints=-1 is not valid"),
         ("train.processes=0", "train.processes=0 is not valid"),
+        ("train.processes=64", "train.processes=64 is not valid; expected an integer from 1 to"),
     ],
 )
 def test_bad_number(tmp_path: Path, override: str, fragment: str) -> None:
@@ -313,7 +316,7 @@ def test_a_failed_write_keeps_the_old_output_file(checkpoint: Path, tmp_path: Pa
     ("args", "fragment"),
     [
         (["-o", "{blocker}/out.txt"], "{blocker}/out.txt: cannot write (Not a directory)"),
-        (["-o", "{tmp}"], "{tmp}: is a directory (-o/--output needs a file name)"),
+        (["-o", "{tmp}"], "{tmp}: is a folder, not a regular file; give a file name"),
         (
             ["--attention-plots", "{blocker}/plots"],
             "{blocker}/plots: cannot create the --attention-plots folder (Not a directory)",
@@ -359,3 +362,173 @@ def test_closed_streams(tmp_path: Path) -> None:
         "mtkit.evaluate", "--hyp", str(ref), "--ref", str(ref), cwd=tmp_path, before=close(1)
     )
     assert error_line(evaluate, EVALUATE) == f"{EVALUATE} cannot write: stdout is closed"
+
+
+# -- outputs that are no regular file -------------------------------------------------------
+
+
+def special_node(folder: Path, kind: str) -> Path:
+    """A node of ``kind`` in ``folder``: a folder, a named pipe, a socket, a character
+    device (a private copy of /dev/null, made only where this process may) or a symbolic
+    link to such a device."""
+    path = folder / f"node-{kind}"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+    else:
+        device = folder / "null-device"
+        try:
+            os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+        if kind == "device":
+            return device
+        path.symlink_to(device)
+    return path
+
+
+def node_type(path: Path) -> int:
+    return stat.S_IFMT(path.lstat().st_mode)
+
+
+SPECIAL = ["folder", "fifo", "socket", "device", "link-to-device"]
+KIND_WORDS = {
+    "folder": "a folder",
+    "fifo": "a named pipe",
+    "socket": "a socket",
+    "device": "a character device",
+    "link-to-device": "a character device",
+}
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+@pytest.mark.parametrize("command", ["average", "shortlist"])
+def test_checkpoint_outputs_refuse_special_files_and_leave_them_alone(
+    checkpoint: Path, tmp_path: Path, command: str, kind: str
+) -> None:
+    """``-o`` of mtkit-average and mtkit-shortlist: a folder, a pipe, a socket or a device
+    (also behind a link) is a one-line error before any work, and stays what it was."""
+    node = special_node(tmp_path, kind)
+    before = {p.name: node_type(p) for p in tmp_path.iterdir()}
+    result = run_cli(f"mtkit.{command}", str(checkpoint), "-o", str(node), cwd=tmp_path)
+    line = error_line(result, f"mtkit-{command}: error:")
+    assert line == (
+        f"mtkit-{command}: error: -o {node}: is {KIND_WORDS[kind]}, not a regular file; "
+        "give a file name"
+    )
+    assert {p.name: node_type(p) for p in tmp_path.iterdir()} == before  # nothing replaced
+
+
+def test_a_checkpoint_output_through_a_link_replaces_the_file_it_points_at(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "avg.pt"
+    target.write_bytes(b"an older file")
+    link = tmp_path / "link.pt"
+    link.symlink_to(target)
+    result = run_cli("mtkit.average", str(checkpoint), "-o", str(link), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == target
+    assert len(Translator.from_checkpoint(link).translate(["red cat"])) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avg.pt", "link.pt"]  # no temp file
+
+
+@pytest.mark.parametrize("kind", ["device", "link-to-device"])
+def test_translations_are_written_into_a_device(
+    checkpoint: Path, tmp_path: Path, kind: str
+) -> None:
+    """A stream (``-o /dev/null``, a character device behind a link) is written into, as
+    before; the node stays."""
+    node = special_node(tmp_path, kind)
+    result = run_cli("mtkit.translate", str(checkpoint), "-o", str(node), cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert node_type(node) == (stat.S_IFCHR if kind == "device" else stat.S_IFLNK)
+    devnull = run_cli("mtkit.translate", str(checkpoint), "-o", os.devnull, cwd=tmp_path)
+    assert devnull.returncode == 0, devnull.stderr
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_translations_are_written_into_a_named_pipe(checkpoint: Path, tmp_path: Path) -> None:
+    pipe = special_node(tmp_path, "fifo")
+    command = [sys.executable, "-m", "mtkit.translate", str(checkpoint), "-o", str(pipe)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write(b"red cat\n\nblue dog\n")
+        process.stdin.close()
+        with pipe.open("rb") as reader:  # the command opens the pipe once a reader is there
+            received = reader.read()
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert received.count(b"\n") == 3 and stat.S_ISFIFO(pipe.lstat().st_mode)
+
+
+@pytest.mark.parametrize("kind", ["socket", "folder"])
+def test_translations_refuse_a_socket_or_a_folder(tmp_path: Path, kind: str) -> None:
+    node = special_node(tmp_path, kind)
+    missing = str(tmp_path / "missing.pt")  # refused before the checkpoint is read
+    line = error_line(run_cli("mtkit.translate", missing, "-o", str(node), cwd=tmp_path), TRANSLATE)
+    assert f"{node}: is {KIND_WORDS[kind]}, not a regular file; give a file name" in line
+    assert node_type(node) == (stat.S_IFSOCK if kind == "socket" else stat.S_IFDIR)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-device", "folder"])
+@pytest.mark.parametrize("name", ["train.log", "metrics.csv", "best.pt"])
+def test_run_files_that_are_no_regular_file_are_refused(
+    tmp_path: Path, corpus: Path, name: str, kind: str
+) -> None:
+    """A run directory whose train.log, metrics.csv or checkpoint is a pipe, a device or a
+    folder: one line before training (a pipe would block, a device would be replaced)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    node = special_node(tmp_path, kind)
+    node.rename(run_dir / name)
+    before = node_type(run_dir / name)
+    line = error_line(run_train(tmp_path, *local(corpus)))
+    assert line == (
+        f"{PREFIX} {run_dir / name}: is {KIND_WORDS[kind]}, not a regular file; a run writes "
+        f"its {name} there: remove it or choose another hydra.run.dir"
+    )
+    assert sorted(p.name for p in run_dir.iterdir()) == [name]
+    assert node_type(run_dir / name) == before  # still there, not replaced
+
+
+def test_processes_beyond_the_usable_cores_are_a_usage_error(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cores
+    missing = str(tmp_path / "missing.pt")
+    many = ["--processes", str(cores + 1)]
+    for command, args in (
+        ("translate", [missing, *many]),
+        ("evaluate", [missing, "--src", missing, "--ref", missing, *many]),
+    ):
+        result = run_cli(f"mtkit.{command}", *args, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"mtkit-{command}: error: --processes must be auto or an integer from 1 to "
+            f"{cores} (the cores this process may use), not '{cores + 1}'"
+        )
+    usage = run_cli("mtkit.translate", "--help", cwd=tmp_path)
+    assert f"N from 1 to the cores this process may use ({cores} here)" in " ".join(
+        usage.stdout.split()
+    )
+
+
+def test_ensemble_weights_with_an_infinite_sum_are_named_as_given(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    args = [str(checkpoint), str(checkpoint), "--weights", "1e308", "1e308"]
+    line = error_line(run_cli("mtkit.translate", *args, cwd=tmp_path), TRANSLATE)
+    assert line == (
+        f"{TRANSLATE} --weights 1e+308 1e+308: expected numbers >= 0 with a positive sum "
+        "below 1.8e308"
+    )
+
+
+def test_data_help_is_its_usage(tmp_path: Path) -> None:
+    for flag in ("--help", "-h"):
+        result = run_cli("mtkit.data", flag, cwd=tmp_path)
+        assert result.returncode == 0 and result.stderr == ""
+        assert result.stdout.startswith("usage: mtkit-data [KEY=VALUE ...]")

@@ -220,3 +220,31 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return fields[0] != "Z"
+
+
+@pytest.mark.parametrize("problem", ["trained-model", "run-file-is-a-pipe"])
+def test_a_start_up_refusal_ends_every_process_with_its_one_line(
+    tiny_corpus_dir: Path, tmp_path: Path, problem: str
+) -> None:
+    """Rank 0 refuses the run directory (after the processes joined their group, or before
+    it): both processes end, with that one line and nothing from the other one."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if problem == "trained-model":
+        (run_dir / "best.pt").write_bytes(b"a trained model")
+        expected = f"{run_dir} already holds a trained model (best.pt)"
+    else:  # found in the process itself when the run directory comes from Hydra's default
+        os.mkfifo(run_dir / "train.log")
+        expected = f"{run_dir / 'train.log'}: is a named pipe, not a regular file"
+    command = train_command(tiny_corpus_dir, run_dir, "train.processes=2")
+    if problem != "trained-model":  # past the command's own check of a hydra.run.dir it reads
+        command[command.index(f"hydra.run.dir={run_dir}")] = "hydra.run.dir=${oc.env:RUN_DIR}"
+    env = {**quiet_env(run_dir), "RUN_DIR": str(run_dir)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "Traceback" in line]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith(f"mtkit-train: error: {expected}"), lines
+    assert lines[-1] == errors[0] and "gloo" not in result.stderr and "frame #" not in result.stderr

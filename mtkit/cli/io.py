@@ -86,7 +86,7 @@ class Output:
             except OSError as error:
                 raise DataError(f"{where(path, flag)}: cannot write ({_reason(error)})") from None
         self.target = output_target(path, flag)  # a symbolic link keeps pointing at the new file
-        stream, self.temp = open_temp(self.target, flag)
+        stream, self.temp = open_temp(self.target, flag, make_folder=False)
         self._on_stop = runtime.at_stop(self.temp.unlink)
         return io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
 

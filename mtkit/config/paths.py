@@ -79,10 +79,12 @@ def output_target(path: str | Path, flag: str = "") -> Path:
     return given.resolve()
 
 
-def open_temp(target: Path, flag: str = "") -> tuple[BinaryIO, Path]:
-    """A new temp file beside ``target`` (its folder created if need be), open for writing."""
+def open_temp(target: Path, flag: str = "", make_folder: bool = True) -> tuple[BinaryIO, Path]:
+    """A new temp file beside ``target``, open for writing; ``make_folder``: create the
+    folder (and its parents) when it does not exist."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if make_folder and not target.parent.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as error:
         raise DataError(

@@ -29,9 +29,12 @@ CONFIGS = {
         cell="lstm", peepholes=True, layers=2, decoder_layers=1, attention="luong_general"
     ),
     "lstm-uni-luong_dot-nofeed": dict(
-        cell="lstm", bidirectional=False, encoder_hidden=10, attention="luong_dot",
+        cell="lstm",
+        bidirectional=False,
+        encoder_hidden=10,
+        attention="luong_dot",
         input_feed=False,
-    ),  # fmt: skip
+    ),
     "gru-bi-luong_concat-zero-bridge": dict(cell="gru", attention="luong_concat", bridge="zero"),
     "lstm-bi-none-3dec-layers": dict(cell="lstm", attention="none", decoder_layers=3),
 }

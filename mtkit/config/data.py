@@ -69,19 +69,43 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Sentencepiece subwords, trained on the training split only."""
+    """Sentencepiece subwords, trained on the training split only, unless existing models
+    are given (``model`` for both sides, or ``src_model`` and ``tgt_model``): then they
+    encode the data as they are, and the training keys are not used."""
 
     type: str = "unigram"
     vocab_size: int = 8000
     joint: bool = True
     character_coverage: float = 1.0
     max_sentences: int = 2_000_000
+    model: str | None = None  # an existing sentencepiece .model for both languages
+    src_model: str | None = None  # or one per side (both given)
+    tgt_model: str | None = None
 
     def __post_init__(self) -> None:
         s = "tokenizer"
+        if self.model is not None:
+            ok = self.src_model is None and self.tgt_model is None
+            expected = "null when tokenizer.src_model / tgt_model are given (one or the other)"
+            check_value(ok, s, "model", self.model, expected)
+        if (self.src_model is None) != (self.tgt_model is None):
+            key = "src_model" if self.src_model is not None else "tgt_model"
+            other = "tgt_model" if key == "src_model" else "src_model"
+            value = getattr(self, key)
+            check_value(False, s, key, value, f"tokenizer.{other} too (or tokenizer.model)")
         check_choice(s, "type", self.type, ("unigram", "bpe"))
         check_value(self.vocab_size >= 16, s, "vocab_size", self.vocab_size, "an integer >= 16")
         ok = 0.9 <= self.character_coverage <= 1.0
         check_value(ok, s, "character_coverage", self.character_coverage, "a number in [0.9, 1]")
         ok = self.max_sentences >= 1
         check_value(ok, s, "max_sentences", self.max_sentences, "an int >= 1")
+
+    @property
+    def given_models(self) -> dict[str, str] | None:
+        """``{"src": path, "tgt": path}`` of existing models (the same path for both sides
+        with ``model``), or None when sentencepiece is to be trained."""
+        if self.model is not None:
+            return {"src": self.model, "tgt": self.model}
+        if self.src_model is not None and self.tgt_model is not None:
+            return {"src": self.src_model, "tgt": self.tgt_model}
+        return None

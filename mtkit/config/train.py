@@ -163,6 +163,9 @@ class RunDirConfig(TrainKeys):
     """The run directory: where a run restarts from, and what it may write there."""
 
     resume: str | None = None  # a last.pt to resume from
+    # start a new run from a trained checkpoint's weights and sentencepiece models
+    # (fine-tuning): optimizer, schedule and step count start afresh
+    init_from: str | None = None
     # allow training into a run directory that already holds a checkpoint
     overwrite: bool = False
     # keep the last N validation checkpoints (step-XXXXXX.pt); 0 = none
@@ -171,6 +174,9 @@ class RunDirConfig(TrainKeys):
     def check(self) -> None:
         ok = self.keep_checkpoints >= 0
         check_value(ok, "train", "keep_checkpoints", self.keep_checkpoints, "an integer >= 0")
+        if self.init_from is not None and self.resume is not None:
+            expected = "null with train.resume (resume continues a run; init_from starts one)"
+            check_value(False, "train", "init_from", self.init_from, expected)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config import DataConfig, TokenizerConfig
-from mtkit.corpus.fingerprint import default_cache_dir
+from mtkit.corpus.fingerprint import default_cache_dir, sha256_file
 from mtkit.corpus.integrity import (
     OWNER_FILE,
     check_files,
@@ -79,12 +79,36 @@ def cache_key(cfg: DataConfig, tok_cfg: TokenizerConfig, sources: dict[str, Spli
     payload = {
         "format": CACHE_FORMAT,
         "splits": {role: s.fingerprint for role, s in sources.items()},
-        "tokenizer": asdict(tok_cfg),
+        "tokenizer": _tokenizer_key(tok_cfg),
         "languages": [cfg.src_lang, cfg.tgt_lang, cfg.hf_config],
         "reverse_source": cfg.reverse_source,
         "max_len": cfg.max_len,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _tokenizer_key(tok_cfg: TokenizerConfig) -> dict[str, Any]:
+    """The tokenizer settings, with a given model file stood for by its content's digest
+    (the same model under another path shares the cache entry; a changed file does not)."""
+    given = ("model", "src_model", "tgt_model")
+    # without given models, the key is what it was before these settings existed
+    settings = {k: v for k, v in asdict(tok_cfg).items() if k not in given or v is not None}
+    for key in given:
+        if key in settings:
+            path = Path(settings[key]).expanduser()
+            try:
+                settings[key] = sha256_file(path)
+            except FileNotFoundError:
+                raise DataError(
+                    f"tokenizer.{key}={settings[key]}: no such file; expected a sentencepiece "
+                    ".model file"
+                ) from None
+            except OSError as error:
+                raise DataError(
+                    f"tokenizer.{key}={settings[key]}: cannot read it ({error.strerror or error}); "
+                    "expected a sentencepiece .model file"
+                ) from None
+    return settings
 
 
 def load_corpus(

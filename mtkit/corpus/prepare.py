@@ -33,7 +33,13 @@ from mtkit.corpus.layout import TEXT_FILE, SplitWriter, TextWriter, lengths_dtyp
 from mtkit.corpus.progress import StageProgress, run_with_heartbeat
 from mtkit.corpus.sources import SplitSource
 from mtkit.corpus.subwords import SubwordJob, SubwordTrainers
-from mtkit.corpus.tokenizer import SAMPLE_CHARACTERS, SubwordModel, TextCodec, sample_size
+from mtkit.corpus.tokenizer import (
+    SAMPLE_CHARACTERS,
+    SubwordModel,
+    TextCodec,
+    given_codec,
+    sample_size,
+)
 from mtkit.errors import DataError
 
 log = logging.getLogger("mtkit.corpus")
@@ -66,14 +72,18 @@ def prepare(
         laps.append(time.monotonic())
         return round(laps[-1] - laps[-2], 3)
 
-    with SubwordTrainers(1 if tok_cfg.joint else 2) as trainers:  # they start while we read
+    given = given_codec(tok_cfg, cfg.reverse_source)
+    trainers = 0 if given is not None else (1 if tok_cfg.joint else 2)
+    with SubwordTrainers(trainers) as running:  # they start while we read
         texts = {
             role: read_split(source, work / role / TEXT_FILE) for role, source in sources.items()
         }
         for role, text in texts.items():
             stats[f"{role}_empty_dropped"] = text.empty  # logged once per run, by the trainer
         seconds = {"read": lap()}
-        codec = train_codec(work / "train" / TEXT_FILE, texts["train"], cfg, tok_cfg, trainers)
+        codec = given or train_codec(
+            work / "train" / TEXT_FILE, texts["train"], cfg, tok_cfg, running
+        )
     (work / "src.model").write_bytes(codec.src.model_bytes)
     if not codec.joint:
         (work / "tgt.model").write_bytes(codec.tgt.model_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import cast
 
 import sentencepiece as spm
@@ -48,6 +49,11 @@ class SubwordModel:
     @property
     def vocab_size(self) -> int:
         return int(self._sp.get_piece_size())
+
+    def special_ids(self) -> dict[str, int]:
+        """The ids the model gives its special pieces (-1: it has none)."""
+        sp = self._sp
+        return {"pad": sp.pad_id(), "unk": sp.unk_id(), "bos": sp.bos_id(), "eos": sp.eos_id()}
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Subword ids of each text (sentencepiece's batch API, in C++ threads).
@@ -194,3 +200,39 @@ def strip_special(ids: Sequence[int]) -> list[int]:
         if i not in (PAD_ID, BOS_ID):
             out.append(int(i))
     return out
+
+
+def given_codec(cfg: TokenizerConfig, reverse_source: bool) -> TextCodec | None:
+    """The codec of existing sentencepiece models (``tokenizer.model``, or
+    ``tokenizer.src_model`` and ``tgt_model``), or None when they are to be trained."""
+    if cfg.model is not None:
+        joint = read_subword_file(cfg.model, "tokenizer.model")
+        return TextCodec(joint, joint, reverse_source)
+    if cfg.src_model is not None and cfg.tgt_model is not None:
+        src = read_subword_file(cfg.src_model, "tokenizer.src_model")
+        tgt = read_subword_file(cfg.tgt_model, "tokenizer.tgt_model")
+        return TextCodec(src, tgt, reverse_source)
+    return None
+
+
+def read_subword_file(path: str, key: str) -> SubwordModel:
+    """A sentencepiece model file with mtkit's special ids; else one line naming ``key``."""
+    where = f"{key}={path}"
+    try:
+        model = SubwordModel(Path(path).expanduser().read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{where}: no such file; expected a sentencepiece .model file") from None
+    except OSError as error:
+        raise DataError(f"{where}: cannot read it ({error.strerror or error})") from None
+    except Exception:  # sentencepiece raises RuntimeError/TypeError on bytes it cannot parse
+        raise DataError(f"{where}: not a sentencepiece model (it does not load)") from None
+    found = model.special_ids()
+    wanted = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+    if found != wanted:
+        have = " ".join(f"{name}={index}" for name, index in found.items())
+        need = " ".join(f"--{name}_id={index}" for name, index in wanted.items())
+        raise DataError(
+            f"{where}: its special ids are {have}; mtkit needs a model trained with {need} "
+            "(or leave the tokenizer keys null and mtkit trains one)"
+        )
+    return model

@@ -33,6 +33,7 @@ from mtkit.model.seq2seq import build_model
 from mtkit.runtime import autocast_context, resolve_device, resolve_precision, set_threads
 from mtkit.training import distributed, launch
 from mtkit.training.checkpoints import RunCheckpoints
+from mtkit.training.init_from import initial_model, start_from_checkpoint
 from mtkit.training.optim import EarlyStopping, LearningRate, build_optimizer, teacher_forcing_ratio
 from mtkit.training.parallel import batch_division
 from mtkit.training.progress import Eta, Progress
@@ -74,6 +75,10 @@ class Trainer:
         self._setup_processes()
         self.precision = resolve_precision(cfg.precision, self.device)
         check_run_directory_on_main(run_dir, cfg, self.dist, self.device)
+        self.init_from: dict[str, Any] | None = None
+        if cfg.init_from:  # fine-tuning: the checkpoint's subwords encode the new data
+            self.run, self.init_from = start_from_checkpoint(run, run_dir)
+            run = self.run
         self.corpus = corpus or load_shared_corpus(run, self.dist, self.device)
         check_validation_pairs(run, self.corpus)
         self._build_model()
@@ -123,9 +128,12 @@ class Trainer:
         """The model (initialised from ``train.seed``) and its training loss."""
         run, train = self.run, self.corpus.splits["train"]
         torch.manual_seed(run.train.seed)
-        self.model = build_model(
-            run.model, self.corpus.codec.src, self.corpus.codec.tgt, train.tgt_values
-        )
+        if self.init_from is not None:
+            self.model = initial_model(self.init_from, run, self.corpus.codec, train.tgt_values)
+        else:
+            self.model = build_model(
+                run.model, self.corpus.codec.src, self.corpus.codec.tgt, train.tgt_values
+            )
         self.model.to(self.device)
         check_loss_settings(run, len(self.model.output_ids))
         counts = self.model.column_counts(train.tgt_values, len(train))

@@ -208,7 +208,7 @@ def test_unknown_key_via_compose_names_the_key() -> None:
 
 
 def test_valid_keys_follow_the_schema() -> None:
-    assert mtkit.config.valid_keys(RunConfig, ["model"])[:2] == ["cell", "embed_dim"]
+    assert mtkit.config.valid_keys(RunConfig, ["model"])[:3] == ["cell", "peepholes", "embed_dim"]
     assert mtkit.config.valid_keys(RunConfig, []) == [
         "data",
         "tokenizer",

@@ -12,6 +12,7 @@ from conftest import write_lines
 from helpers import ROOT, run_module
 from test_translator import SENTENCES, checkpoint, translator  # noqa: F401 - shared model
 
+from mtkit.config import DecodeConfig
 from mtkit.errors import ConfigError
 from mtkit.search.translator import Translator
 
@@ -61,9 +62,12 @@ def test_helper_processes_sample_what_one_process_does(
 
 
 def test_sampling_options_are_checked_by_name(translator: Translator):  # noqa: F811
-    assert translator.options(sampling=True).beam_size == 1  # a beam of 1 unless given
+    ranked = Translator(translator.model, translator.codec, DecodeConfig(coverage_penalty=0.2))
+    options = ranked.options(sampling=True)  # a beam of 1 and no coverage unless given
+    assert (options.beam_size, options.coverage_penalty) == (1, 0.0)
     bad = [
         ({"sampling": True, "beam_size": 4}, "decode.beam_size=4 is not valid; expected 1 with"),
+        ({"sampling": True, "coverage_penalty": 0.1}, "decode.coverage_penalty=0.1 is not valid"),
         ({"sampling": True, "temperature": 0.0}, "decode.temperature=0.0 is not valid"),
         ({"sampling": True, "top_k": -2}, "decode.top_k=-2 is not valid"),
         ({"sampling": True, "seed": -1}, "decode.seed=-1 is not valid"),

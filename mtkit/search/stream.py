@@ -14,8 +14,10 @@ and state, so a fixed batch drops them in chunks (``COMPACT``), a service (``com
 at once to make room.
 
 Each sentence gets what greedy search gives it alone: its own step count drives the
-length limits (``max_lengths``/``force_eos``), ``min_len`` and ``no_repeat_ngram``, and
-its score is :func:`~mtkit.search.hypothesis.final_score` of its summed log-probabilities.
+length limits (``max_lengths``/``force_eos``), ``min_len`` and ``no_repeat_ngram``, its
+forced prefix (:mod:`~mtkit.search.prefix`) and its sampled draws
+(:mod:`~mtkit.search.sampling`, keyed by its source and its own step), and its score is
+:func:`~mtkit.search.hypothesis.final_score` of its summed log-probabilities.
 Padding is masked in attention, so a row's source is read alike in any batch. Shapes:
 A active rows, M output columns, W columns of history, S source length (padded).
 """

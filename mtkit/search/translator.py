@@ -165,8 +165,9 @@ class Translator:
 
         ``changes`` are :class:`SearchOptions` field names; ``None`` keeps the default. An
         unknown name or a bad value is a one-line ConfigError naming it. Without an
-        explicit ``nbest``, the default is capped at the beam size; ``sampling=True``
-        without an explicit ``beam_size`` samples with a beam of 1. Without an explicit
+        explicit ``nbest``, the default is capped at the beam size. ``sampling=True``
+        sets a beam of 1 and no coverage penalty where those are not given (any other
+        value given is a ConfigError). Without an explicit
         ``max_len_cap``, a checkpoint's Translator cuts outputs at the length limit of its
         longest training sentence (:func:`~mtkit.search.hypothesis.output_cap`).
         """
@@ -176,8 +177,8 @@ class Translator:
                 valid = ", ".join(names)
                 raise ConfigError(f"unknown search option '{name}'; valid options: {valid}")
         given = {name: value for name, value in changes.items() if value is not None}
-        if given.get("sampling") is True and "beam_size" not in given:
-            given["beam_size"] = 1  # one draw per sentence
+        if given.get("sampling") is True:  # one draw per sentence, no beams to rank
+            given = {"beam_size": 1, "coverage_penalty": 0.0, **given}
         options = replace(self.defaults, **{**given, "nbest": 1})  # checks all but nbest
         nbest = given.get("nbest", min(self.defaults.nbest, options.beam_size))
         cap, longest = options.max_len_cap, self.loaded.train_max_len

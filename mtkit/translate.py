@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mtkit.cli.decoding import open_translator
 from mtkit.cli.io import Output, exit_on_signals, prepare_folder
@@ -74,6 +74,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--attention-plots",
         metavar="DIR",
         help="write one attention heatmap PNG per input line (needs matplotlib)",
+    )
+    add(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: CHECKPOINT is an export folder (mtkit-export), decoded by mtkit.onnx_runtime",
     )
     add(
         "--errors",
@@ -225,6 +231,28 @@ def translate_lines(
             raise PrefixError(f"--prefix {args.prefix}: {error}") from None
 
 
+def translate_onnx(
+    lines: list[str], args: argparse.Namespace, changes: dict[str, Any], prefixes: object
+) -> list[list[Hypothesis]]:
+    """``--backend onnx``: the export folder decoded by :mod:`mtkit.onnx_runtime` (fp32 or
+    int8; an export holds its ensemble itself; no shortlist, prefixes or attention plots)."""
+    from mtkit.onnx_runtime.translator import OnnxTranslator
+
+    if len(args.checkpoints) != 1 or args.shortlist or args.attention_plots or prefixes:
+        raise ConfigError("--backend onnx takes one export folder, without --shortlist, "
+                          "--prefix or --attention-plots")  # fmt: skip
+    if args.precision not in ("fp32", "int8"):
+        raise ConfigError(f"--backend onnx decodes fp32 or int8, not {args.precision}")
+    unsupported = sorted(set(changes) - {"nbest", "beam_size", "max_len_a", "length_penalty"})
+    if unsupported:
+        raise ConfigError(f"--backend onnx does not support {', '.join(unsupported)}")
+    translator = OnnxTranslator.from_folder(args.checkpoints[0], args.precision)
+    if args.nbest > 1 and args.beam_size is None:
+        changes["beam_size"] = max(args.nbest, translator.defaults.beam_size)
+    results = translator.translate_nbest(lines, batch_tokens=args.batch_tokens, **changes)
+    return cast("list[list[Hypothesis]]", results)
+
+
 def run(args: argparse.Namespace) -> int:
     changes = search_changes(args)
     if args.input is None:
@@ -237,8 +265,11 @@ def run(args: argparse.Namespace) -> int:
     with Output(args.output, "-o/--output") as output:
         lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
         prefixes = read_prefixes(args, len(lines))
-        with open_translator(args, len(lines)) as translator:
-            results = translate_lines(translator, lines, args, changes, prefixes)
+        if args.backend == "onnx":
+            results = translate_onnx(lines, args, changes, prefixes)
+        else:
+            with open_translator(args, len(lines)) as translator:
+                results = translate_lines(translator, lines, args, changes, prefixes)
         output.write(format_results(results, args.nbest, args.scores))
         output.commit()
     if plots is not None:

@@ -22,6 +22,12 @@ processes (``Translator.from_checkpoint(..., processes=2)``, what ``mtkit-transl
 precision are timed in alternating passes, so their ratios hold on a machine shared with
 other work. "Load included" is the load time of one process alone in every line.
 
+``--backend torch,onnx --export DIR`` also decodes the checkpoint's ONNX export (written by
+``mtkit-export CKPT -o DIR --int8``) with :mod:`mtkit.onnx_runtime`, in the same run: lines
+``onnx-fp32`` and ``onnx-int8`` (bf16 has no ONNX form here). ``--threads 1,2`` repeats
+every setting at each thread count (torch's intra-op threads, onnxruntime's per graph):
+labels end in ``/tN``.
+
 **A busy machine.** ``--contend train`` then times every setting again beside a training
 that it starts itself (``python -m mtkit.train`` on the project's embedded corpus, with
 its defaults: on 2+ cores two single-threaded processes), and ``--contend busy`` beside
@@ -194,6 +200,9 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="1", help="comma-separated decoding process counts (e.g. 1,2)"
     )
+    parser.add_argument("--backend", default="torch", help="comma-separated: torch, onnx")
+    parser.add_argument("--export", help="the checkpoint's ONNX export folder (--backend onnx)")
+    parser.add_argument("--threads", default=None, help="comma-separated thread counts (1,2)")
     parser.add_argument(
         "--contend",
         choices=("train", "busy"),
@@ -216,7 +225,64 @@ def main() -> None:
     if args.shortlist:
         print(shortlist_settings(args))
     quiet: dict[tuple[str, int], float] = {}  # (label, beam) -> sentences/s
+    backends = args.backend.split(",")
+    counts = [None] if args.threads is None else [int(n) for n in args.threads.split(",")]
+    for threads in counts:
+        suffix = "" if threads is None else f"/t{threads}"
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if "torch" in backends:
+            torch_lines(args, sources, references, load_seconds, quiet, suffix)
+        if "onnx" in backends:
+            onnx_lines(args, sources, references, threads or 1, suffix)
+
+
+def report(label: str, beam: int, took: float, load: float, hypotheses: list[str],
+           references: list[str]) -> None:  # fmt: skip
+    score = bleu(hypotheses, references)
+    print(
+        f"{label:<13} beam={beam:<2} {len(hypotheses) / took:8.1f} sent/s "
+        f"{len(hypotheses) / (took + load):8.1f} sent/s(incl. load) "
+        f"BLEU {score.score:5.2f}  {score.signature}",
+        flush=True,
+    )
+
+
+def onnx_lines(
+    args: argparse.Namespace, sources: list[str], references: list[str], threads: int,
+    suffix: str,
+) -> None:  # fmt: skip
+    """``onnx-fp32`` and ``onnx-int8`` lines: the export, decoded by mtkit.onnx_runtime."""
+    from mtkit.onnx_runtime.translator import OnnxTranslator
+
+    if args.export is None:
+        raise SystemExit("bench_decode: --backend onnx needs --export DIR (mtkit-export)")
+    for precision in ("fp32", "int8"):
+        if precision not in args.precision.split(","):
+            continue
+        start = time.perf_counter()
+        translator = OnnxTranslator.from_folder(args.export, precision, threads)
+        load = time.perf_counter() - start
+        for beam in (int(b) for b in args.beams.split(",")):
+            hypotheses = translator.translate(
+                sources, beam_size=beam, batch_tokens=args.batch_tokens
+            )
+            (took,) = time_passes([translator], sources, beam, args)  # type: ignore[list-item]
+            report(f"onnx-{precision}{suffix}", beam, took, load, hypotheses, references)
+
+
+def torch_lines(
+    args: argparse.Namespace,
+    sources: list[str],
+    references: list[str],
+    load_seconds: float,
+    quiet: dict[tuple[str, int], float],
+    suffix: str,
+) -> None:
+    """Every (precision, beam) of the checkpoint in PyTorch (and shortlist, processes)."""
     for precision in args.precision.split(","):
+        if precision not in ("fp32", "bf16", "int8"):
+            continue
         if precision == "int8" and not args.device.startswith("cpu"):
             print(f"int8  skipped: it runs on the CPU only, not on {args.device}")
             continue
@@ -243,13 +309,7 @@ def main() -> None:
             seconds = time_passes(translators, sources, beam, args)
             for label, hypotheses, took in zip(labels, outputs, seconds, strict=True):
                 quiet[label, beam] = len(sources) / took
-                score = bleu(hypotheses, references)
-                print(
-                    f"{label:<8} beam={beam:<2} {len(sources) / took:8.1f} sent/s "
-                    f"{len(sources) / (took + load_seconds):8.1f} sent/s(incl. load) "
-                    f"BLEU {score.score:5.2f}  {score.signature}",
-                    flush=True,
-                )
+                report(label + suffix, beam, took, load_seconds, hypotheses, references)
         if args.contend:
             contend_lines(args.contend, translators, labels, quiet, sources, args)
         for translator in translators:

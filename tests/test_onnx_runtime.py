@@ -102,7 +102,8 @@ def test_ensemble_parity(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def test_command_keeps_the_line_guarantees(exported: tuple[Path, Path], tmp_path: Path) -> None:
     """One line per input line in order, empty lines empty, the n-best format of
-    mtkit-translate, and its exact output for the same input."""
+    mtkit-translate, and its exact output for the same input; ``mtkit-translate
+    --backend onnx`` on the export gives the same."""
     checkpoint, folder = exported
     lines = ["red cat sleeps", "", "a tree", "   ", "the big dog runs near the house"]
     source = tmp_path / "in.txt"
@@ -111,8 +112,10 @@ def test_command_keeps_the_line_guarantees(exported: tuple[Path, Path], tmp_path
         mine = run_module("mtkit.onnx_runtime", str(folder), "-i", str(source), *flags, cwd=ROOT)
         theirs = run_module("mtkit.translate", str(checkpoint), "-i", str(source), *flags,
                             cwd=ROOT)  # fmt: skip
+        backend = run_module("mtkit.translate", str(folder), "--backend", "onnx", "-i",
+                             str(source), *flags, cwd=ROOT)  # fmt: skip
         assert mine.returncode == 0, mine.stderr
-        assert mine.stdout == theirs.stdout
+        assert mine.stdout == theirs.stdout == backend.stdout
         if not flags:
             out = mine.stdout.split("\n")
             assert len(out) == len(lines) + 1 and out[1] == "" and out[3] == ""

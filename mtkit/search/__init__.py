@@ -6,7 +6,9 @@ The public face of search::
 
 Both searches take a :class:`StepModel` (see :mod:`mtkit.search.hypothesis`), source ids
 (B, S) and lengths (B,), and return ``list[list[Hypothesis]]``: for each sentence its
-hypotheses, best first (greedy search: exactly one).
+hypotheses, best first (greedy search: exactly one). Both take ``prefixes``, target ids
+that each output must begin with (:mod:`mtkit.search.prefix`); greedy search draws each
+token instead of taking the best when ``options.sampling`` (:mod:`mtkit.search.sampling`).
 
 Names are imported on first use: importing a module of this package (the decoding pool's
 launcher, say) must not load torch before it has to, so that helper processes start while

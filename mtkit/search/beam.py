@@ -187,7 +187,8 @@ def beam_search(
 def _forced(log_probs: torch.Tensor, beams: _Beams, step: int) -> Forced | None:
     """The beams that a prefix forces at ``step``; the table goes once none is."""
     assert beams.rows.prefix is not None
-    forced = Forced.at(beams.rows.prefix, step, log_probs)
+    live = torch.isfinite(beams.scores).view(-1)  # (A*W,) dead beams may be forced anywhere
+    forced = Forced.at(beams.rows.prefix, step, log_probs, live)
     if forced is None:
         beams.rows.prefix = None
     elif forced.impossible is not None:

@@ -160,14 +160,21 @@ class Forced:
     rows: torch.Tensor  # (R, 1) bool: forced at this step
     columns: torch.Tensor  # (R, 1) the forced column (0 where not forced)
     log_probs: torch.Tensor  # (R, 1) the model's log-prob of it
-    impossible: int | None  # the first row forced to a column of probability 0
+    impossible: int | None  # the first live row forced to a column of probability 0
 
     @classmethod
     def at(
-        cls, table: torch.Tensor, steps: torch.Tensor | int, log_probs: torch.Tensor
+        cls,
+        table: torch.Tensor,
+        steps: torch.Tensor | int,
+        log_probs: torch.Tensor,
+        live: torch.Tensor | None = None,
     ) -> Forced | None:
         """The rows whose prefix (``table`` (R, P)) forces their step ``steps`` ((R,), or
-        one step for all), else None: no row is forced any more. One sync."""
+        one step for all), else None: no row is forced any more. One sync.
+
+        ``live`` (R,): the rows whose probability counts (beam search's dead beams, at
+        -inf already, may meet a forced piece of probability 0; None: every row)."""
         width = table.size(1)
         if isinstance(steps, int):
             if steps >= width:
@@ -180,6 +187,8 @@ class Forced:
         columns = columns.clamp(min=0)
         values = log_probs.gather(1, columns)
         zero = rows & values.isneginf()
+        if live is not None:
+            zero &= live.unsqueeze(1)
         any_forced, any_zero = torch.stack([rows.any(), zero.any()]).tolist()
         if not any_forced:
             return None

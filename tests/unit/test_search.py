@@ -393,6 +393,9 @@ def test_prefixes_search_cannot_force_are_value_errors_naming_the_sentence(searc
     zero = ScriptedModel([GARDEN_PATH, GARDEN_PATH])  # P(a | a a) = 0: "a a a" cannot be
     with pytest.raises(ValueError, match="prefix of sentence 1 forces a piece of probability 0"):
         search(zero, *sources(0, 1), options=options, prefixes=[[B], [A, A, A]])
+    # Dead beams (-inf) follow any piece, where the forced one may have probability 0 too.
+    [[hyp, *_]] = search(zero, *sources(0), options=options, prefixes=[[A, B]])
+    assert hyp.tokens == [A, B] and hyp.score == pytest.approx(math.log(0.6 * 0.35))
 
 
 # -- sampling (mtkit.search.sampling) ---------------------------------------------------------

@@ -13,10 +13,11 @@ A draw is the Gumbel-max trick: ``argmax(log p / T + G)`` with ``G = -log(-log U
 U uniform in (0, 1) is a draw from ``softmax(log p / T)``. U is not taken from a
 stateful generator but computed by an integer hash of (row key, step, column) (a
 counter-based generator): the row key hashes the seed with the sentence's source ids, so
-a sentence gets the same sample in any batch, in any order, in any process of the
-decoding pool and on any device, and the same sentence twice in one input gets the same
-sample twice (another seed gives another). Shapes: A rows, M output columns, k of them
-kept by ``top_k``.
+the noise a sentence meets is the same in any batch, in any order, in any process of the
+decoding pool and on any device. Its sample is then the same wherever its log-probs are
+(in fp32 on the CPU, whatever the batch; another device or precision may tip a near tie).
+The same sentence twice in one input gets the same sample twice (another seed gives
+another). Shapes: A rows, M output columns, k of them kept by ``top_k``.
 """
 
 from __future__ import annotations

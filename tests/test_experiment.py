@@ -10,6 +10,7 @@ import csv
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -159,6 +160,43 @@ def test_an_interrupted_experiment_continues(experiment: Path, tmp_path: Path, c
     assert len(read_results(out)) == 4
 
 
+def test_report_only_evaluates_and_prints_no_eta(experiment: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(experiment, out)
+    for name in ("summary.json", "eval.json"):
+        (out / "runs" / "lstm-seed2" / name).unlink()
+    (out / "runs" / "gru-seed2" / "eval.json").unlink()  # trained, not evaluated yet
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+    assert run_main(str(spec), "--out", str(out), "--report-only") == 0
+    printed = capsys.readouterr().out
+    assert "ETA" not in printed and "min left" not in printed, printed
+    assert "lstm seed 2: not trained yet; left out of the report" in printed
+    assert "gru seed 2: trained; evaluating" in printed
+    assert (out / "runs" / "gru-seed2" / "eval.json").is_file()
+    assert not (out / "runs" / "lstm-seed2" / "summary.json").exists()  # nothing trained
+    assert len(read_results(out)) == 3
+
+
+@pytest.mark.parametrize("name", ["results.csv", "table.md", "curves.png"])
+def test_report_files_that_are_no_regular_file_are_refused(
+    experiment: Path, tmp_path: Path, capsys, name: str
+):
+    """A report file that is a named pipe is one line, and stays a pipe (never blocks)."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment, out)
+    (out / name).unlink()
+    os.mkfifo(out / name)
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+    assert run_main(str(spec), "--out", str(out), "--report-only") == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"mtkit-experiment: error: {(out / name).absolute()}: is a named pipe, not a regular "
+        "file; give a file name"
+    )
+    assert stat.S_ISFIFO((out / name).lstat().st_mode)
+    assert not list(out.glob(f".{name}.*")), "no temp file is left"
+
+
 def test_runners_with_disjoint_runs_share_one_folder(experiment: Path, tmp_path: Path, capsys):
     """--runs trains only the named runs; the others are reported once finished."""
     out = tmp_path / "out"
@@ -287,6 +325,19 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path: Path, text: str, exp
         (("[model.cell=gru]", "[train.seed=3]"), "conditions.gru: 'train.seed' is set by"),
         (("[model.cell=gru]", "[data.dir=x]"), "conditions.gru: 'data.dir' would change the test"),
         (("y: test_bleu_beam5", "y: bleu"), "plots[0].y: unknown column 'bleu'"),
+        (
+            ("budget_minutes: 5", "budget_minutes: .nan"),
+            "tiny.yaml: budget_minutes: expected a finite number >= 0.01, got nan",
+        ),
+        (
+            ("budget_minutes: 5", "budget_minutes: .inf"),
+            "tiny.yaml: budget_minutes: expected a finite number >= 0.01, got inf",
+        ),
+        (("seeds: 2", "seeds: .inf"), "tiny.yaml: seeds: expected an integer >= 2, got inf"),
+        (("seeds: 2", "seeds: .nan"), "tiny.yaml: seeds: expected an integer >= 2, got nan"),
+        (("seeds: 2", "seeds: 2\nseed: -.inf"), "tiny.yaml: seed: expected an integer >= 0"),
+        (("length_buckets: [5, 10]", "length_buckets: [5, .inf]"), "tiny.yaml: length_buckets"),
+        (("[model.cell=gru]", "[train.lr=nan]"), "train.lr=nan is not valid"),
     ],
 )
 def test_mistakes_name_the_file_and_key(tmp_path: Path, capsys, change, expected):
@@ -298,6 +349,18 @@ def test_mistakes_name_the_file_and_key(tmp_path: Path, capsys, change, expected
 
 def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys):
     spec = write_spec(tmp_path, TINY.format(steps=2))
+    for budget in ("inf", "nan", "-inf", "0"):
+        assert run_main(str(spec), f"--budget={budget}", "--dry-run") == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error == (
+            f"mtkit-experiment: error: --budget must be a finite number of minutes > 0, "
+            f"not {float(budget):g}"
+        )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    assert run_main(str(spec), "--out", str(blocker)) == 2
+    assert capsys.readouterr().err.strip().endswith(": exists and is not a folder")
+    assert blocker.read_text() == "not a folder\n"
     assert run_main(str(spec), "train.lrr=1", "--dry-run") == 2
     assert "command line: unknown config key 'train.lrr'" in capsys.readouterr().err
     assert run_main(str(spec), "train.max_minutes=3", "--dry-run") == 2

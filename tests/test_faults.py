@@ -418,3 +418,192 @@ def test_a_fuzzed_input_comes_back_line_for_line(checkpoint: Path, tmp_path: Pat
         f"2 input(s) longer than the longest training sentence (50 subwords), line(s) "
         f"{', '.join(huge)}: translating anyway; output cut at 87 subwords" in stderr
     )
+
+
+# -- many decoding helpers, and the other commands that start processes or write files ------
+
+# A command run as if this process could use FAULT_CORES cores, so that it may start more
+# decoding helpers than this machine has: ``python -c WITH_CORES MODULE ARGS...``.
+WITH_CORES = """
+import os, runpy, sys
+import mtkit.runtime as runtime
+runtime.usable_cpus = lambda: int(os.environ["FAULT_CORES"])
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+MANY = 4  # processes: this one and three helpers, on a machine of two cores or more
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def gone(pids: list[int], timeout: float = 5.0) -> bool:
+    """Whether every process of ``pids`` has ended (a zombie counts as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for pid in pids:
+            try:
+                states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                states.append("gone")
+        if all(state in ("gone", "Z") for state in states):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the helpers through /proc (Linux)"
+)
+
+
+@LINUX_ONLY
+@pytest.mark.parametrize("moment", ["helpers-loading", "translating"])
+@pytest.mark.parametrize("number", SIGNALS)
+def test_a_signal_stops_many_decoding_helpers_at_once(
+    number: int, moment: str, checkpoint: Path, tmp_path: Path
+):
+    """``--processes 4`` (three helpers on this machine's cores): the stop takes under
+    STOP_SECONDS, prints one line and no "Exception ignored", leaves no helper, no temp
+    file, and the earlier output file as it was."""
+    source = write_lines(tmp_path / "test.xx", tiny_pairs(20_000, seed=5)[0])
+    output = tmp_path / "out.txt"
+    output.write_text("an earlier translation\n")
+    args = ["-c", WITH_CORES, "mtkit.translate", str(checkpoint), "-i", str(source),
+            "-o", str(output), "--batch-tokens", "3000", "--processes", str(MANY)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", FAULT_CORES=str(MANY))
+    command = start(args, tmp_path, env)
+    pid = command.process.pid
+    command.wait_for(lambda: len(child_pids(pid)) == MANY - 1, "three helpers started")
+    if moment == "translating":
+        command.wait_for(lambda: bool(re.search(r"[1-9]\d*/20000", command.text())), "progress")
+    helpers = child_pids(pid)
+    stderr = assert_stopped(command, number, command.stop(number))
+    assert "Exception ignored" not in stderr, stderr[-3000:]
+    assert stderr.rstrip().splitlines()[-1] == f"mtkit-translate: stopped by {number.name}"
+    assert gone(helpers), "every helper ends with the command"
+    assert output.read_text() == "an earlier translation\n"
+    assert not list(tmp_path.glob(".out.txt.*")), "no temp file is left"
+
+
+@LINUX_ONLY
+@pytest.mark.parametrize("number", SIGNALS)
+def test_a_signal_stops_evaluate_and_its_helpers(number: int, checkpoint: Path, tmp_path: Path):
+    sources, references = tiny_pairs(20_000, seed=6)
+    source = write_lines(tmp_path / "test.xx", sources)
+    reference = write_lines(tmp_path / "test.yy", references)
+    args = ["-c", WITH_CORES, "mtkit.evaluate", str(checkpoint), "--src", str(source),
+            "--ref", str(reference), "--processes", str(MANY)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", FAULT_CORES=str(MANY))
+    command = start(args, tmp_path, env)
+    command.wait_for(lambda: len(child_pids(command.process.pid)) == MANY - 1, "helpers")
+    helpers = child_pids(command.process.pid)
+    stderr = assert_stopped(command, number, command.stop(number))
+    assert "Exception ignored" not in stderr, stderr[-3000:]
+    assert stderr.rstrip().splitlines()[-1] == f"mtkit-evaluate: stopped by {number.name}"
+    assert gone(helpers)
+
+
+# mtkit.data with every file written inside a build folder held back a little (see
+# TRAIN_WITH_SLOW_BUILD).
+DATA_WITH_SLOW_BUILD = TRAIN_WITH_SLOW_BUILD.replace(
+    "from mtkit.train import main", "from mtkit.data import main"
+)
+
+
+@LINUX_ONLY
+@pytest.mark.parametrize("number", SIGNALS)
+def test_a_signal_during_data_preparation(number: int, corpus: Path, tmp_path: Path):
+    """``mtkit.data`` stops like the other commands and removes its half-built cache folder
+    at once (not only at the next run), its helper processes with it."""
+    cache = tmp_path / "cache"
+    args = ["-c", DATA_WITH_SLOW_BUILD, *TINY_OVERRIDES, f"data.dir={corpus}"]
+    command = start(args, tmp_path, environment(cache))
+    command.wait_for(building(cache, files=2), "a corpus cache build")
+    helpers = child_pids(command.process.pid)
+    stderr = assert_stopped(command, number, command.stop(number))
+    assert stderr.rstrip().splitlines()[-1] == f"mtkit-data: stopped by {number.name}"
+    assert "BrokenPipeError" not in stderr and "Exception ignored" not in stderr
+    assert not list(cache.glob("building-*")), "the half-built cache folder is removed at once"
+    assert gone(helpers)
+
+
+# mtkit.average with its write held inside the temp file: FAULT_MARKER announces it.
+AVERAGE_WITH_SLOW_WRITE = """
+import os, time
+real_fsync = os.fsync
+
+def fsync(fd):
+    open(os.environ["FAULT_MARKER"], "w").close()
+    time.sleep(300)  # stopped here
+
+os.fsync = fsync
+from mtkit.average import main
+main()
+"""
+
+
+@pytest.mark.parametrize("number", SIGNALS)
+def test_a_signal_during_a_checkpoint_write_keeps_the_old_file(
+    number: int, checkpoint: Path, tmp_path: Path
+):
+    output = tmp_path / "avg.pt"
+    output.write_bytes(b"an earlier average")
+    env = dict(os.environ, FAULT_MARKER=str(tmp_path / "in-write"))
+    args = ["-c", AVERAGE_WITH_SLOW_WRITE, str(checkpoint), "-o", str(output)]
+    command = start(args, tmp_path, env)
+    command.wait_for(lambda: (tmp_path / "in-write").exists(), "the write of avg.pt")
+    assert list(tmp_path.glob(".avg.pt.*.tmp")), "stopped inside the write"
+    stderr = assert_stopped(command, number, command.stop(number))
+    assert stderr.rstrip().splitlines()[-1] == f"mtkit-average: stopped by {number.name}"
+    assert output.read_bytes() == b"an earlier average"
+    assert not list(tmp_path.glob(".avg.pt.*")), "no temp file is left"
+
+
+# -- validation time bounded by the length limit --------------------------------------------
+
+
+def test_validation_pairs_beyond_the_length_limit_are_left_out_of_the_loss(tmp_path: Path):
+    """Two 15,000-word pairs (and one with only a long target) in the validation split:
+    the loss is that of the split without them, so teacher forcing never runs over them,
+    and the start-up warning names them."""
+    huge = " ".join(WORDS[i % len(WORDS)] for i in range(15_000))
+    plain = make_corpus(tmp_path / "plain", {"train": 200, "valid": 20, "test": 10})
+    long = make_corpus(tmp_path / "long", {"train": 200, "valid": 20, "test": 10})
+    extra = [(huge, huge.upper()), ("red cat", huge.upper()), (huge, "CAT RED")]
+    for lang, side in (("xx", 0), ("yy", 1)):
+        path = long / f"valid.{lang}"
+        path.write_text(path.read_text() + "".join(pair[side] + "\n" for pair in extra))
+    runs = {}
+    for name, folder in (("plain", plain), ("long", long)):
+        fit(tiny_run(folder, max_steps=5, valid_every=5), tmp_path / f"run-{name}")
+        runs[name] = (tmp_path / f"run-{name}" / "metrics.csv").read_text().splitlines()
+    loss = [line.split(",")[4] for line in runs["plain"][1:]]  # val_loss
+    assert [line.split(",")[4] for line in runs["long"][1:]] == loss
+    log = (tmp_path / "run-long" / "train.log").read_text()
+    assert (
+        "valid split: 2 pair(s) longer than data.max_len=50 source pieces (pair 21, 23); "
+        "left out of the validation loss; their translations are cut at 87 pieces" in log
+    )
+    assert (
+        "valid split: 1 pair(s) longer than data.max_len=50 target pieces (pair 22); "
+        "left out of the validation loss" in log
+    )
+
+
+def test_a_validation_split_with_no_pair_within_the_limit_is_one_line(tmp_path: Path):
+    from mtkit.errors import DataError
+
+    folder = make_corpus(tmp_path / "corpus", {"train": 200, "valid": 2, "test": 10})
+    for lang in ("xx", "yy"):
+        (folder / f"valid.{lang}").write_text(" ".join(["red cat"] * 60) + "\n")
+    with pytest.raises(DataError) as caught:
+        fit(tiny_run(folder, max_steps=5), tmp_path / "run")
+    assert str(caught.value) == (
+        "valid split: every pair is longer than data.max_len=50 pieces on a side, so no "
+        "validation loss can be computed; raise data.max_len or add shorter validation pairs"
+    )

@@ -59,7 +59,7 @@ class RuntimeConfig(TrainKeys):
 
 @dataclass
 class OptimizerConfig(TrainKeys):
-    """The optimizer and gradient clipping."""
+    """The optimizer, gradient clipping and accumulation, and the weights' moving average."""
 
     optimizer: str = "adam"  # adam | sgd
     lr: float = 2e-3
@@ -67,10 +67,19 @@ class OptimizerConfig(TrainKeys):
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     clip_norm: float = 5.0  # gradient-norm clipping (0: off)
+    # batches per update: one update on the gradient of N batches, as one N times larger
+    accumulate: int = 1
+    # decay of an exponential moving average of the weights, saved as ema.pt (0 or None: off)
+    ema_decay: float | None = None
 
     def check(self) -> None:
         s = "train"
         check_choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
+        good = is_int(self.accumulate) and self.accumulate >= 1
+        check_value(good, s, "accumulate", self.accumulate, "an integer >= 1")
+        decay = self.ema_decay
+        good = decay is None or decay == 0 or 0 < decay < 1
+        check_value(good, s, "ema_decay", decay, "a number in (0, 1), or 0 or null for none")
         check_value(0 < self.lr < math.inf, s, "lr", self.lr, "a number > 0")
         ok = len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas)
         check_value(ok, s, "adam_betas", self.adam_betas, "[beta1, beta2], each in [0, 1)")

@@ -25,9 +25,9 @@ log = logging.getLogger("mtkit")
 
 @dataclass
 class Progress:
-    step: int = 0
+    step: int = 0  # updates (one per train.accumulate batches)
     epoch: int = 0  # 0-based; logs and metrics.csv count from 1
-    batch_in_epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the epoch trained on
     elapsed: float = 0.0  # seconds of training so far, over every resume
     skipped_steps: int = 0  # updates skipped because the loss was not finite
     bad_in_a_row: int = 0
@@ -43,9 +43,13 @@ class Progress:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in state.items() if k in known})
 
-    def record_step(self, nll_sum: float, tokens: int, updated: bool, seconds: float) -> None:
+    def record_step(
+        self, nll_sum: float, tokens: int, updated: bool, seconds: float, batches: int = 1
+    ) -> None:
+        """Count one update, made from ``batches`` batches of the epoch (``train.accumulate``),
+        and the summed NLL and target tokens of those batches."""
         self.step += 1
-        self.batch_in_epoch += 1
+        self.batch_in_epoch += batches
         self.interval_time += seconds
         if updated:
             self.bad_in_a_row = 0
@@ -87,9 +91,17 @@ class Progress:
         )
 
     def add_row(
-        self, metrics: dict[str, float], lr: float, teacher_forcing: float, world: int
+        self,
+        metrics: dict[str, float],
+        lr: float,
+        teacher_forcing: float,
+        world: int,
+        extra: dict[str, float] | None = None,
     ) -> dict[str, Any]:
-        """Append the metrics.csv row of a validation and start a new interval."""
+        """Append the metrics.csv row of a validation and start a new interval.
+
+        ``extra`` holds further columns (the moving average's scores), already rounded.
+        """
         loss = self.train_loss
         row = {
             "step": self.step,
@@ -103,6 +115,7 @@ class Progress:
             "lr": lr,
             "teacher_forcing": round(teacher_forcing, 4),
             "elapsed_min": round(self.elapsed / 60, 3),
+            **(extra or {}),
         }
         self.history.append(row)
         self.validated_step = self.step

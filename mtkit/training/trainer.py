@@ -4,8 +4,12 @@
 A run directory ends up with ``config.yaml``, ``train.log``, ``metrics.csv``,
 ``summary.json`` (see :mod:`mtkit.training.run_files`), ``best.pt``, ``last.pt`` and the last
 ``train.keep_checkpoints`` validation checkpoints ``step-XXXXXX.pt`` (see
-:mod:`mtkit.model.checkpoint`). ``last.pt`` carries the optimizer, schedule, RNG and
-data-order state: resuming from it continues exactly where the run stopped.
+:mod:`mtkit.model.checkpoint`), and with ``train.ema_decay`` the weights' moving average
+``ema.pt`` (:mod:`mtkit.training.ema`). ``last.pt`` carries the optimizer, schedule, RNG
+and data-order state: resuming from it continues exactly where the run stopped.
+
+A step is one optimizer update, made from ``train.accumulate`` consecutive batches of the
+epoch (fewer at the end of an epoch); every count and schedule counts updates.
 
 With several processes, rank 0 alone validates and writes files; how the processes
 divide the batches is :mod:`mtkit.training.parallel`'s business.
@@ -13,6 +17,7 @@ divide the batches is :mod:`mtkit.training.parallel`'s business.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -33,6 +38,7 @@ from mtkit.model.seq2seq import build_model
 from mtkit.runtime import autocast_context, resolve_device, resolve_precision, set_threads
 from mtkit.training import distributed, launch
 from mtkit.training.checkpoints import RunCheckpoints
+from mtkit.training.ema import EMA_FILE, MovingAverage, score_saved_average, validate_average
 from mtkit.training.init_from import initial_model, start_from_checkpoint
 from mtkit.training.optim import EarlyStopping, LearningRate, build_optimizer, teacher_forcing_ratio
 from mtkit.training.parallel import batch_division
@@ -47,7 +53,7 @@ from mtkit.training.startup import (
     load_shared_corpus,
     peer_loss_reported,
 )
-from mtkit.training.step import train_step
+from mtkit.training.step import apply_update, backward_part, token_shares, train_step
 from mtkit.training.validation import Scorer
 
 __all__ = ["Trainer", "fit", "train_step"]
@@ -83,6 +89,11 @@ class Trainer:
         check_validation_pairs(run, self.corpus)
         self._build_model()
         self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.average = (  # rank 0 alone validates and saves it
+            MovingAverage(self.model, cfg.ema_decay)
+            if cfg.ema_decay and self.dist.is_main
+            else None
+        )
         self.lr = LearningRate(cfg)
         self.stopping = EarlyStopping(cfg.early_stopping_metric, cfg.patience)
         self.progress = Progress()
@@ -95,7 +106,7 @@ class Trainer:
         )  # fmt: skip
         self.checkpoints = RunCheckpoints(
             run, run_dir, self.model, self.corpus.codec, self.optimizer,
-            {"lr": self.lr, "early_stopping": self.stopping}, self.device,
+            {"lr": self.lr, "early_stopping": self.stopping}, self.device, self.average,
         )  # fmt: skip
         if cfg.resume:
             self.progress = self.checkpoints.resume(cfg.resume, self.dist)
@@ -105,7 +116,7 @@ class Trainer:
             DistributedDataParallel(self.model) if self.dist.enabled else self.model
         )
         self.signals = StopSignals(announce=self.dist.is_main)
-        self.steps_per_epoch = len(self._epoch_batches(0))
+        self.steps_per_epoch = -(-len(self._epoch_batches(0)) // cfg.accumulate)  # updates
         self.valid_every = cfg.valid_every or max(1, min(self.steps_per_epoch // 2, 2000))
         self.files = RunFiles(run_dir, cfg.tensorboard) if self.dist.is_main else None
 
@@ -161,7 +172,7 @@ class Trainer:
 
     def _run_epochs(self, start: float) -> str:
         """Epochs of training steps, validating every ``valid_every``; returns why it stopped."""
-        max_epochs = self.run.train.max_epochs
+        max_epochs, accumulate = self.run.train.max_epochs, self.run.train.accumulate
         while True:
             batches = self._epoch_batches(self.progress.epoch)
             if self.progress.batch_in_epoch == 0 and self.dist.is_main:
@@ -170,7 +181,8 @@ class Trainer:
                 reason = self._budget_reason(start)
                 if reason:
                     return reason
-                self.train_step(batches[self.progress.batch_in_epoch], start)
+                first = self.progress.batch_in_epoch
+                self.train_step(batches[first : first + accumulate], start)
                 if self.progress.step % self.valid_every == 0:
                     reason = self._validate_and_save(start)
                 if distributed.any_rank(self.signals.received, self.dist, self.device):
@@ -185,31 +197,57 @@ class Trainer:
         """The batches this process steps through in ``epoch``."""
         return self.division.epoch(self.sampler.batches(epoch))
 
-    def train_step(self, indices: np.ndarray, start: float) -> None:
-        """One update on the batch of ``indices``, with the bookkeeping around it."""
+    def train_step(self, group: list[np.ndarray], start: float) -> None:
+        """One update on the batches of ``group`` (their pair indices), with the bookkeeping
+        around it: loss and tokens over all of them, skipped updates, progress lines."""
         cfg, p = self.run.train, self.progress
-        split = self.corpus.splits["train"]
-        indices, weight = self.division.portion(indices, split.tgt_lengths)
-        batch = collate([split.source(i) for i in indices], [split.target(i) for i in indices])
         rate = self.lr.apply(self.optimizer, p.step)
         ratio = teacher_forcing_ratio(cfg, p.step)
         step_start = time.perf_counter()
         self.trainable.train()
         with autocast_context(self.device, self.precision):
-            result, updated = train_step(
-                self.trainable, self.criterion, self.optimizer, batch.to(self.device),
-                cfg.clip_norm, ratio, weight,
-            )  # fmt: skip
-        nll_sum, n_tokens = self.division.batch_totals(
-            float(result.nll_sum), result.n_tokens, weight, self.device
-        )
-        p.record_step(nll_sum, n_tokens, updated, time.perf_counter() - step_start)
+            self.optimizer.zero_grad(set_to_none=True)
+            nll_sum, n_tokens = self._gather_gradients(group, ratio)
+            updated = apply_update(self.trainable, self.optimizer, cfg.clip_norm)
+        if updated and self.average is not None:
+            self.average.update(self.model)
+        p.record_step(nll_sum, n_tokens, updated, time.perf_counter() - step_start, len(group))
         p.elapsed = time.perf_counter() - start
         if not updated:
             p.check_skipped(cfg.max_bad_steps)
         if self.dist.is_main and p.step % cfg.log_every == 0:
             line = p.step_line(rate, self.division.counting_world)
             log.info(line + self.eta.describe(p.step, p.elapsed))
+
+    def _gather_gradients(self, group: list[np.ndarray], ratio: float) -> tuple[float, int]:
+        """Forward and backward of each batch of ``group``, each loss weighted by the batch's
+        share of the group's target tokens, so the gradients add up to that of one batch of
+        them all. Returns the summed NLL and target tokens of the group (every process's).
+
+        With DistributedDataParallel the processes average their gradients once, at the
+        group's last batch.
+        """
+        split = self.corpus.splits["train"]
+        nll_sum, n_tokens = 0.0, 0
+        shares = token_shares(group, split.tgt_lengths)
+        for number, (indices, share) in enumerate(zip(group, shares, strict=True)):
+            mine, weight = self.division.portion(indices, split.tgt_lengths)
+            batch = collate([split.source(i) for i in mine], [split.target(i) for i in mine])
+            with self._gradient_sync(number == len(group) - 1):
+                result = backward_part(
+                    self.trainable, self.criterion, batch.to(self.device), ratio, weight * share
+                )
+            nll, tokens = self.division.batch_totals(
+                float(result.nll_sum), result.n_tokens, weight, self.device
+            )
+            nll_sum, n_tokens = nll_sum + nll, n_tokens + tokens
+        return nll_sum, n_tokens
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Where the processes average gradients: only in the backward of an update's last batch."""
+        if last or not isinstance(self.trainable, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.trainable.no_sync()
 
     def _budget_reason(self, start: float) -> str:
         cfg = self.run.train
@@ -239,19 +277,25 @@ class Trainer:
                 split = self.corpus.splits["valid"]
                 valid_bleu = self.run.train.valid_bleu
                 metrics = self.scorer.validate(self.model, split, self.progress.step, valid_bleu)
+                averaged = None
+                if self.average is not None:
+                    averaged = validate_average(
+                        self.scorer, self.average, split, self.progress.step, valid_bleu
+                    )
         except Interrupted:
             return Outcome.SIGNAL
         assert self.files is not None
         p = self.progress
         p.elapsed = time.perf_counter() - start
         ratio = teacher_forcing_ratio(self.run.train, p.step)
-        p.add_row(metrics, self.lr.at(p.step), ratio, self.division.counting_world)
+        p.add_row(metrics, self.lr.at(p.step), ratio, self.division.counting_world, averaged)
         self.files.add_row(p.history)
         if self.stopping.update(metrics["val_" + self.stopping.metric]):
             self.checkpoints.save("best.pt", p.step)
         if self.lr.after_validation(metrics["val_loss"]):
             log.info("validation loss did not improve: learning rate decayed to %.3g", self.lr.base)
         self.checkpoints.save_step(p.step)
+        self.checkpoints.save_average(p.step)
         self.checkpoints.save("last.pt", p.step, p)
         return Outcome.EARLY_STOP if self.stopping.should_stop else Outcome.GO_ON
 
@@ -301,6 +345,10 @@ class Trainer:
                     summary["test"] = self.scorer.test_best(
                         self.run_dir / "best.pt", self.model, test
                     )
+                    if self.average is not None and (self.run_dir / EMA_FILE).is_file():
+                        summary["test_ema"] = score_saved_average(
+                            self.scorer, self.run_dir / EMA_FILE, test
+                        )
             except Interrupted:
                 return {**summary, "signal": self.signals.number}
         assert self.files is not None

@@ -1,7 +1,8 @@
 """The files a run directory holds besides its checkpoints.
 
 ``config.yaml`` (the resolved configuration), ``train.log`` (the log lines),
-``metrics.csv`` (one row per validation, columns :data:`METRIC_FIELDS`),
+``metrics.csv`` (one row per validation, columns :data:`METRIC_FIELDS`, and
+:data:`EMA_FIELDS` in a run with a moving average of the weights),
 ``summary.json`` (how the run ended) and, with ``train.tensorboard=true``, TensorBoard
 event files with the same metrics. Only rank 0 writes them.
 """
@@ -38,8 +39,19 @@ METRIC_FIELDS = [
     "elapsed_min",
 ]
 
+# the scores of the weights' moving average (train.ema_decay), after the others
+EMA_FIELDS = ["ema_val_loss", "ema_val_ppl", "ema_val_bleu"]
+
 # The files of a run directory, each a regular file (:func:`check_run_files`).
-RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "summary.json", "best.pt", "last.pt")
+RUN_FILES = (
+    "config.yaml",
+    "train.log",
+    "metrics.csv",
+    "summary.json",
+    "best.pt",
+    "last.pt",
+    "ema.pt",
+)
 
 # metrics.csv column -> TensorBoard tag
 _TENSORBOARD_TAGS = {
@@ -50,6 +62,8 @@ _TENSORBOARD_TAGS = {
     "lr": "learning_rate",
     "tokens_per_s": "speed/target_tokens_per_s",
     "teacher_forcing": "teacher_forcing_ratio",
+    "ema_val_loss": "loss/valid_ema",
+    "ema_val_bleu": "bleu/valid_ema",
 }
 
 
@@ -66,7 +80,9 @@ class RunFiles:
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite metrics.csv from the whole history."""
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, restval="", lineterminator="\n")
+        averaged = any("ema_val_loss" in row for row in history)
+        fields = METRIC_FIELDS + EMA_FIELDS if averaged else METRIC_FIELDS
+        writer = csv.DictWriter(text, fieldnames=fields, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
         self._write("metrics.csv", text.getvalue())

@@ -366,7 +366,7 @@ TRAIN_GROUPS = (
 def test_train_keys_stay_flat_in_group_order() -> None:
     assert mtkit.config.TRAIN_GROUPS == TRAIN_GROUPS
     names = [f.name for group in TRAIN_GROUPS for f in fields(group)]
-    assert len(names) == len(set(names)) == 36
+    assert len(names) == len(set(names)) == 38
     assert [f.name for f in fields(TrainConfig)] == names
     assert mtkit.config.valid_keys(RunConfig, ["train"]) == names
     assert names[:2] == ["seed", "device"] and names[-4:] == [
@@ -375,6 +375,8 @@ def test_train_keys_stay_flat_in_group_order() -> None:
         "overwrite",
         "keep_checkpoints",
     ]
+    optimizer = [f.name for f in fields(OptimizerConfig)]
+    assert optimizer[-3:] == ["clip_norm", "accumulate", "ema_decay"]
 
 
 @pytest.mark.parametrize(
@@ -383,6 +385,8 @@ def test_train_keys_stay_flat_in_group_order() -> None:
         (RuntimeConfig, "device", "gpu"),
         (OptimizerConfig, "lr", 0.0),
         (OptimizerConfig, "adam_betas", [0.9]),
+        (OptimizerConfig, "accumulate", 0),
+        (OptimizerConfig, "ema_decay", 1.0),
         (ScheduleConfig, "decay_factor", 0.0),
         (ScheduleConfig, "teacher_forcing", 1.5),
         (BudgetConfig, "max_steps", 0),

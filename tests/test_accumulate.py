@@ -133,3 +133,35 @@ def test_cli_refuses_a_bad_accumulate_in_one_line(tiny_corpus_dir: Path, tmp_pat
     assert lines[-1].startswith("mtkit-train: error:") and "train.accumulate=0" in lines[-1]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_a_non_finite_batch_skips_the_whole_update(
+    tiny_corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The second batch of an update has a NaN loss: the first batch's gradient is not
+    applied either, nor is the moving average moved; the next update trains normally."""
+    import mtkit.model.loss as loss_module
+
+    real = loss_module.FusedLinearCrossEntropy.apply
+    calls = {"n": 0}
+
+    def second_is_nan(*args):
+        calls["n"] += 1
+        loss, nll = real(*args)
+        return (loss * float("nan"), nll) if calls["n"] == 2 else (loss, nll)
+
+    monkeypatch.setattr(loss_module.FusedLinearCrossEntropy, "apply", second_is_nan)
+    trainer = Trainer(exact_run(tiny_corpus_dir, accumulate=2, ema_decay=0.5), tmp_path)
+    assert trainer.average is not None
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    batches = trainer._epoch_batches(0)
+    trainer.train_step(batches[:2], time.perf_counter())
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert (trainer.progress.skipped_steps, trainer.average.updates) == (1, 0)
+    trainer.train_step(batches[2:4], time.perf_counter())
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert (trainer.progress.step, trainer.progress.skipped_steps, trainer.average.updates) == (
+        2,
+        1,
+        1,
+    )

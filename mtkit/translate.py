@@ -26,32 +26,35 @@ SIGTERM stop the command at once (exit 130 / 143, one line on stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from mtkit.cli.decoding import open_translator
+from mtkit.cli.alignment import ALIGNMENT_HELP, parse_alignment
+from mtkit.cli.formats import FORMATS, Style, format_block
 from mtkit.cli.io import Output, exit_on_signals, prepare_folder
 from mtkit.cli.options import (
     add_checkpoint_options,
     add_decoding_options,
+    add_search_options,
     check_decoding_options,
     check_positive,
+    search_changes,
 )
-from mtkit.corpus.readers import read_lines, require_readable, require_stdin
+from mtkit.cli.stream import LineReader
+from mtkit.cli.translating import Decoder, open_decoder, progress_bar
 from mtkit.errors import ConfigError, DataError, MtkitError, run_cli
 from mtkit.runtime import prefer_passive_wait
-
-if TYPE_CHECKING:  # torch loads only once the options are known good
-    from mtkit.search.hypothesis import Hypothesis
-    from mtkit.search.translator import Translator
 
 PROG = "mtkit-translate"
 INPUT = "the -i/--input file"
 PREFIX = "the --prefix file"
 READ_HINT = "; use --errors replace to substitute"
+PREFIX_RULE = "expected one prefix per input line"
+BUFFER_SIZE = 10_000  # lines: a file of up to this many is read whole, as one buffer
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,7 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog=PROG,
         description="Translate text with an mtkit checkpoint: one output line per input line.",
         epilog="Formats: --scores gives 'SCORE<TAB>TEXT'; --nbest N gives N lines per input, "
-        "'INDEX<TAB>RANK<TAB>SCORE<TAB>TEXT'.",
+        "'INDEX<TAB>RANK<TAB>SCORE<TAB>TEXT'; --format tsv, jsonl (the service's fields) "
+        "and marian (Moses n-best: 'INDEX ||| TEXT ||| F0= SCORE ||| SCORE'). Output is "
+        "written buffer by buffer; -o FILE replaces FILE once the input has ended.",
     )
     add = parser.add_argument
     add_checkpoint_options(
@@ -67,8 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add("-i", "--input", help="input file (default: stdin)")
     add("-o", "--output", help="output file, replaced only once complete (default: stdout)")
-    _search_options(add)
+    add_search_options(add)
     _prefix_and_sampling_options(add)
+    _stream_options(add)
     add_decoding_options(add)
     add(
         "--attention-plots",
@@ -89,7 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     check_decoding_options(parser, args)
-    check_positive(parser, args, ("beam_size", "nbest", "batch_tokens"))
+    check_positive(parser, args, ("beam_size", "nbest", "batch_tokens", "buffer_size"))
+    if args.max_len_a is not None and args.max_len_ratio is not None:
+        parser.error("--max-len-ratio is the old name of --max-len-a: give one of them")
+    try:
+        args.alignment = None if args.alignment is None else parse_alignment(args.alignment)
+    except ConfigError as error:
+        parser.error(str(error))
     if args.beam_size is not None and args.nbest > args.beam_size:
         parser.error("--nbest must not exceed --beam-size")
     if not args.sampling and (args.temperature, args.top_k, args.seed) != (None, None, None):
@@ -99,19 +111,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _search_options(add: Callable[..., Any]) -> None:
-    """Beam, n-best, scores, batch size and the search options set by flags."""
-    add("--beam-size", type=int, help="beam size (default: the checkpoint's, 1 = greedy)")
-    add("--nbest", type=int, default=1, help="hypotheses per input line")
-    add("--scores", action="store_true", help="prefix each line with its score")
-    add("--batch-tokens", type=int, help="source tokens x beams per batch")
+def _stream_options(add: Callable[..., Any]) -> None:
     add(
-        "--max-len-ratio",
-        type=float,
-        help="maximum output length = RATIO * source length + b (sets decode.max_len_a)",
+        "--buffer-size",
+        type=int,
+        default=BUFFER_SIZE,
+        metavar="N",
+        help="read at most N lines, translate them and write their output before reading "
+        f"on (default {BUFFER_SIZE}); fewer when no more input has come yet, so that a "
+        "pipe or a terminal gets each line's answer at once",
     )
+    add("--format", choices=FORMATS, default="text", help="output format (docs/translating.md)")
     add(
-        "--length-penalty", type=float, help="length normalisation exponent (decode.length_penalty)"
+        "--alignment",
+        metavar="TYPE",
+        help=f"add word alignments from the attention: {ALIGNMENT_HELP} (Marian's "
+        "'TEXT ||| 0-0 1-2', source-target sentencepiece positions, source in reading order)",
     )
 
 
@@ -127,55 +142,6 @@ def _prefix_and_sampling_options(add: Callable[..., Any]) -> None:
     add("--seed", type=int, help="sampling: the same seed and line give the same draw (default 0)")
 
 
-# Search options set by flags: option name -> (flag, argparse destination).
-SEARCH_FLAGS = {
-    "beam_size": ("--beam-size", "beam_size"),
-    "max_len_a": ("--max-len-ratio", "max_len_ratio"),
-    "length_penalty": ("--length-penalty", "length_penalty"),
-    "temperature": ("--temperature", "temperature"),
-    "top_k": ("--top-k", "top_k"),
-    "seed": ("--seed", "seed"),
-}
-
-
-def search_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The search options given on the command line, each checked on its own first, so
-    that a bad value is an error naming its flag before the checkpoint is loaded."""
-    from mtkit.config import SearchOptions
-
-    changes: dict[str, Any] = {"nbest": args.nbest}  # checked against the beam by the parser
-    if args.sampling:
-        changes["sampling"] = True
-    for name, (flag, dest) in SEARCH_FLAGS.items():
-        value = getattr(args, dest)
-        if value is None:
-            continue
-        try:
-            SearchOptions(**{name: value})
-        except ConfigError as error:
-            raise ConfigError(f"{flag}: {error}") from None
-        changes[name] = value
-    return changes
-
-
-def format_results(results: list[list[Hypothesis]], nbest: int, scores: bool) -> list[str]:
-    """The output lines; a line break inside a translation becomes a space (one line each)."""
-    lines = []
-    for index, hyps in enumerate(results):
-        if nbest > 1:
-            for rank, hyp in enumerate(hyps[:nbest]):
-                lines.append(f"{index}\t{rank}\t{hyp.score:.4f}\t{_one_line(hyp.text)}")
-        elif scores:
-            lines.append(f"{hyps[0].score:.4f}\t{_one_line(hyps[0].text)}")
-        else:
-            lines.append(_one_line(hyps[0].text))
-    return lines
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
-
-
 def check_plots(folder: str | None) -> Path | None:
     """The ``--attention-plots`` folder, created now, and matplotlib, imported now."""
     if folder is None:
@@ -187,97 +153,88 @@ def check_plots(folder: str | None) -> Path | None:
     return prepare_folder(folder, "--attention-plots")
 
 
-def read_prefixes(args: argparse.Namespace, count: int) -> list[str] | None:
-    """The ``--prefix`` file's lines: one per input line, else a one-line error."""
-    if args.prefix is None:
-        return None
-    prefixes = read_lines(args.prefix, PREFIX, args.errors, READ_HINT)
-    if len(prefixes) != count:
-        raise DataError(
-            f"--prefix {args.prefix} has {len(prefixes)} lines but the input has {count}; "
-            "expected one prefix per input line"
-        )
-    return prefixes
+def check_prefix_count(path: str | None, prefixes: LineReader | None, lines: int | None) -> None:
+    """Before anything is read: a ``--prefix`` file and an input that are both regular
+    files must have as many lines (else a one-line error naming both counts)."""
+    if prefixes is None or lines is None:
+        return
+    count = prefixes.count_remaining()
+    if count is not None and count != lines:
+        raise DataError(prefix_mismatch(path, count, str(lines)))
 
 
-def translate_lines(
-    translator: Translator,
-    lines: list[str],
-    args: argparse.Namespace,
-    changes: dict[str, Any],
-    prefixes: list[str] | None = None,
-) -> list[list[Hypothesis]]:
-    """Search every line, with a progress bar on stderr when reading a file (or a terminal)."""
-    from tqdm import tqdm
-
-    from mtkit.search.prefix import PrefixError
-
-    if args.nbest > 1 and args.beam_size is None:
-        changes["beam_size"] = max(args.nbest, translator.defaults.beam_size)
-    show_bar = sys.stderr is not None and (args.input is not None or sys.stderr.isatty())
-    with tqdm(
-        total=len(lines), unit="sent", disable=not show_bar, file=sys.stderr, desc="translate"
-    ) as bar:
-        try:
-            return translator.translate_nbest(
-                lines,
-                batch_tokens=args.batch_tokens,
-                return_attention=args.attention_plots is not None,
-                progress=bar.update,
-                prefix=prefixes,
-                **changes,
-            )
-        except PrefixError as error:
-            raise PrefixError(f"--prefix {args.prefix}: {error}") from None
+def prefix_mismatch(path: str | None, prefixes: int, lines: str) -> str:
+    return f"--prefix {path} has {prefixes} lines but the input has {lines}; " + PREFIX_RULE
 
 
-def translate_onnx(
-    lines: list[str], args: argparse.Namespace, changes: dict[str, Any], prefixes: object
-) -> list[list[Hypothesis]]:
-    """``--backend onnx``: the export folder decoded by :mod:`mtkit.onnx_runtime` (fp32 or
-    int8; an export holds its ensemble itself; no shortlist, prefixes or attention plots)."""
-    from mtkit.onnx_runtime.translator import OnnxTranslator
+def read_prefixes(args: argparse.Namespace, prefixes: LineReader, count: int) -> list[str]:
+    """The prefixes of the next ``count`` input lines, read in step with them."""
+    given: list[str] = []
+    while len(given) < count:
+        more = prefixes.read(count - len(given))
+        if not more:
+            lines = f"more than {prefixes.lines_read}"
+            raise DataError(prefix_mismatch(args.prefix, prefixes.lines_read, lines))
+        given += more
+    return given
 
-    if len(args.checkpoints) != 1 or args.shortlist or args.attention_plots or prefixes:
-        raise ConfigError("--backend onnx takes one export folder, without --shortlist, "
-                          "--prefix or --attention-plots")  # fmt: skip
-    if args.precision not in ("fp32", "int8"):
-        raise ConfigError(f"--backend onnx decodes fp32 or int8, not {args.precision}")
-    unsupported = sorted(set(changes) - {"nbest", "beam_size", "max_len_a", "length_penalty"})
-    if unsupported:
-        raise ConfigError(f"--backend onnx does not support {', '.join(unsupported)}")
-    translator = OnnxTranslator.from_folder(args.checkpoints[0], args.precision)
-    if args.nbest > 1 and args.beam_size is None:
-        changes["beam_size"] = max(args.nbest, translator.defaults.beam_size)
-    results = translator.translate_nbest(lines, batch_tokens=args.batch_tokens, **changes)
-    return cast("list[list[Hypothesis]]", results)
+
+def check_prefixes_done(args: argparse.Namespace, prefixes: LineReader, lines: int) -> None:
+    """At the end of the input: the ``--prefix`` file must have ended too."""
+    if prefixes.read(1):
+        while prefixes.read(10_000):
+            pass  # counted as read, never kept
+        raise DataError(prefix_mismatch(args.prefix, prefixes.lines_read, str(lines)))
 
 
 def run(args: argparse.Namespace) -> int:
     changes = search_changes(args)
-    if args.input is None:
-        require_stdin(INPUT)
-    else:
-        require_readable(args.input, INPUT)
-    if args.prefix is not None:
-        require_readable(args.prefix, PREFIX)
-    plots = check_plots(args.attention_plots)
-    with Output(args.output, "-o/--output") as output:
-        lines = read_lines(args.input, INPUT, args.errors, READ_HINT)
-        prefixes = read_prefixes(args, len(lines))
-        if args.backend == "onnx":
-            results = translate_onnx(lines, args, changes, prefixes)
-        else:
-            with open_translator(args, len(lines)) as translator:
-                results = translate_lines(translator, lines, args, changes, prefixes)
-        output.write(format_results(results, args.nbest, args.scores))
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(LineReader(args.input, INPUT, args.errors, READ_HINT))
+        prefixes = None
+        if args.prefix is not None:
+            prefixes = stack.enter_context(LineReader(args.prefix, PREFIX, args.errors, READ_HINT))
+        plots = check_plots(args.attention_plots)
+        output = stack.enter_context(Output(args.output, "-o/--output"))
+        total = reader.count_remaining()  # None for a pipe or a terminal
+        check_prefix_count(args.prefix, prefixes, total)
+        buffer = reader.read(args.buffer_size)  # before the model: its errors come first
+        decoder = stack.enter_context(open_decoder(args, changes, total or len(buffer)))
+        progress = stack.enter_context(progress_bar(args, total)).update
+        while buffer:
+            start = reader.lines_read - len(buffer)  # the 0-based index of buffer[0]
+            given = None if prefixes is None else read_prefixes(args, prefixes, len(buffer))
+            results = decoder.search(buffer, changes, given, start, progress)
+            output.write(answer(decoder, args, buffer, results, start))
+            if plots is not None:
+                decoder.plots += save_plots(decoder, buffer, results, plots, start)
+            buffer = reader.read(args.buffer_size)
+        if prefixes is not None:
+            check_prefixes_done(args, prefixes, reader.lines_read)
         output.commit()
     if plots is not None:
-        from mtkit.cli.plots import save_attention_plots
-
-        written = save_attention_plots(translator, lines, results, plots)
-        print(f"{PROG}: {written} attention plot(s) in {plots}", file=sys.stderr)
+        print(f"{PROG}: {decoder.plots} attention plot(s) in {plots}", file=sys.stderr)
     return 0
+
+
+def answer(
+    decoder: Decoder, args: argparse.Namespace, buffer: list[str], results: list[Any], start: int
+) -> list[str]:
+    """The output lines of a buffer whose first line is input line ``start`` (0-based)."""
+    style = Style(args.format, args.nbest, args.scores, args.alignment)
+    return [
+        line
+        for index, (source, hyps) in enumerate(zip(buffer, results, strict=True))
+        for line in format_block(start + index, source, hyps, style, decoder.grid_of)
+    ]
+
+
+def save_plots(
+    decoder: Decoder, buffer: list[str], results: list[Any], folder: Path, start: int
+) -> int:
+    from mtkit.cli.plots import save_attention_plots
+
+    return save_attention_plots(decoder.translator, buffer, results, folder, first=start + 1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -108,3 +108,58 @@ def resolve_processes(
     if device != "cpu" or threads != "auto" or cores < 2 or sentences < AUTO_MIN_SENTENCES:
         return 1
     return 2
+
+
+def add_search_options(add: Callable[..., Any]) -> None:
+    """Beam, n-best, scores, batch size and the search options set by flags, each named
+    after its ``decode`` key (:data:`SEARCH_FLAGS`)."""
+    add("--beam-size", type=int, help="beam size (default: the checkpoint's, 1 = greedy)")
+    add("--nbest", type=int, default=1, help="hypotheses per input line")
+    add("--scores", action="store_true", help="prefix each line with its score")
+    add("--batch-tokens", type=int, help="source tokens x beams per batch")
+    add("--min-len", type=int, metavar="N", help="no end of sentence before N pieces")
+    add("--no-repeat-ngram", type=int, metavar="N", help="never repeat an N-gram (0: off)")
+    add("--coverage-penalty", type=float, metavar="BETA", help="GNMT coverage penalty (0: off)")
+    add("--length-norm", metavar="KIND", help="score normalisation: none, average or gnmt")
+    add("--length-penalty", type=float, metavar="ALPHA", help="length normalisation exponent")
+    add("--max-len-a", type=float, metavar="A", help="maximum output length = A * source + B")
+    add("--max-len-ratio", type=float, metavar="A", help=argparse.SUPPRESS)  # the old name
+    add("--max-len-b", type=int, metavar="B", help="maximum output length = A * source + B")
+
+
+# Search options set by flags: (option name, flag, argparse destination); each flag sets
+# the ``decode`` key of its name (the checkpoint's value is the default).
+SEARCH_FLAGS = (
+    ("beam_size", "--beam-size", "beam_size"),
+    ("min_len", "--min-len", "min_len"),
+    ("no_repeat_ngram", "--no-repeat-ngram", "no_repeat_ngram"),
+    ("coverage_penalty", "--coverage-penalty", "coverage_penalty"),
+    ("length_norm", "--length-norm", "length_norm"),
+    ("length_penalty", "--length-penalty", "length_penalty"),
+    ("max_len_a", "--max-len-a", "max_len_a"),
+    ("max_len_a", "--max-len-ratio", "max_len_ratio"),
+    ("max_len_b", "--max-len-b", "max_len_b"),
+    ("temperature", "--temperature", "temperature"),
+    ("top_k", "--top-k", "top_k"),
+    ("seed", "--seed", "seed"),
+)
+
+
+def search_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The search options given on the command line, each checked on its own first, so
+    that a bad value is an error naming its flag before the checkpoint is loaded."""
+    from mtkit.config import SearchOptions
+
+    changes: dict[str, Any] = {"nbest": args.nbest}  # checked against the beam by the parser
+    if getattr(args, "sampling", False):
+        changes["sampling"] = True
+    for name, flag, dest in SEARCH_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        try:
+            SearchOptions(**{name: value})
+        except ConfigError as error:
+            raise ConfigError(f"{flag}: {error}") from None
+        changes[name] = value
+    return changes

@@ -18,8 +18,10 @@ def save_attention_plots(
     sources: Sequence[str],
     results: Sequence[Sequence[Hypothesis]],
     folder: Path,
+    first: int = 1,
 ) -> int:
-    """One PNG per non-empty input line (``00001.png`` for line 1), best hypothesis only.
+    """One PNG per non-empty input line (``00001.png`` for line 1), best hypothesis only;
+    ``sources[0]`` is input line ``first``.
 
     The source axis is in reading order even when the model reads the source reversed.
     Each PNG is written to a temp file and renamed, so none is ever half-written; a
@@ -37,7 +39,7 @@ def save_attention_plots(
     except OSError as error:
         raise DataError(f"{folder}: cannot create the folder ({error.strerror})") from None
     written = 0
-    for number, (source, hyps) in enumerate(zip(sources, results, strict=True), start=1):
+    for number, (source, hyps) in enumerate(zip(sources, results, strict=True), start=first):
         best = hyps[0]
         if not source.strip() or best.attention is None:
             continue

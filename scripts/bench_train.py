@@ -95,7 +95,7 @@ class Setup:
     loss: LossConfig
     output_vocab: str  # observed | full
     target_rows: int | None  # force the target vocabulary size (None: the tokenizer's)
-    model: ModelConfig = REFERENCE
+    model: ModelConfig | None = None  # None: REFERENCE
 
 
 SETUPS = [
@@ -109,7 +109,7 @@ SETUPS = [
 
 
 def make_model(setup: Setup, codec: TextCodec, split: CorpusSplit) -> Seq2Seq:
-    cfg = replace(setup.model, output_vocab=setup.output_vocab)
+    cfg = replace(setup.model or REFERENCE, output_vocab=setup.output_vocab)
     if setup.target_rows is None:
         return build_model(cfg, codec.src, codec.tgt, split.tgt_values)
     return Seq2Seq(cfg, codec.src.vocab_size, setup.target_rows)

@@ -91,13 +91,13 @@ class Output:
         return io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
 
     def write(self, lines: Iterable[str]) -> None:
-        """Write each line and a ``\\n``, and flush (to the disk, for a regular file)."""
+        """Write each line and a ``\\n``, and flush: a reader of stdout or a pipe gets
+        them now (a command that writes as it reads calls this once per buffer). A
+        regular file goes to the disk once, at :meth:`commit`."""
         try:
             for line in lines:
                 self.stream.write(line + "\n")
             self.stream.flush()
-            if self.temp is not None:
-                os.fsync(self.stream.fileno())
         except OSError as error:
             self._fail(error)
         except UnicodeEncodeError as error:  # e.g. PYTHONIOENCODING=ascii
@@ -107,10 +107,13 @@ class Output:
             ) from None
 
     def commit(self) -> None:
-        """Put a regular file in place (with the old file's permissions, or the umask's)."""
+        """Put a regular file in place, synced to the disk first (with the old file's
+        permissions, or the umask's)."""
         if self.temp is None or self.target is None:
             return
         try:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())  # on the disk before it takes FILE's name
             self.stream.close()
             replace_with(self.temp, self.target, self.flag)
         except OSError as error:

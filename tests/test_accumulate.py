@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mtkit.config import RunConfig, TrainConfig
 from mtkit.corpus.batching import collate
 from mtkit.errors import ConfigError
 from mtkit.model.checkpoint import load_checkpoint
+from mtkit.search.translator import Translator
 from mtkit.training.step import token_shares, train_step
 from mtkit.training.trainer import Trainer, fit
 
@@ -165,3 +167,47 @@ def test_a_non_finite_batch_skips_the_whole_update(
         1,
         1,
     )
+
+
+def train_command(corpus_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [
+        *TINY_OVERRIDES,
+        f"data.dir={corpus_dir}",
+        "train.max_steps=6",
+        "train.valid_every=3",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+
+
+def test_two_processes_accumulate_what_one_accumulates(tiny_corpus_dir: Path, tmp_path: Path):
+    """train.processes=2 splits every batch of an update: the same updates as one process
+    (without dropout, whose masks differ with the split)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ("train.accumulate=3", "train.ema_decay=0.5", "model.dropout=0")
+    for name, processes in (("one", "train.threads=1"), ("two", "train.processes=2")):
+        command = train_command(tiny_corpus_dir, tmp_path / name, *common, processes)
+        result = run_module("mtkit.train", *command, cwd=ROOT, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for checkpoint in ("last.pt", "ema.pt"):
+        single = load_weights(tmp_path / "one" / checkpoint)
+        split = load_weights(tmp_path / "two" / checkpoint)
+        for name, value in single.items():  # the same updates, summed in another order
+            torch.testing.assert_close(split[name], value, atol=1e-5, rtol=1e-4, msg=name)
+    columns = ["step", "train_loss", "val_loss"]
+    assert read_metrics(tmp_path / "two", columns) == read_metrics(tmp_path / "one", columns)
+
+
+def test_accumulation_under_torchrun(tiny_corpus_dir: Path, tmp_path: Path):
+    """DistributedDataParallel skips the gradient average for all but an update's last batch."""
+    run_dir = tmp_path / "ddp"
+    command = train_command(tiny_corpus_dir, run_dir, "train.accumulate=2", "train.ema_decay=0.5")
+    result = run_module(
+        "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mtkit.train",
+        *command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["step"] for row in read_metrics(run_dir)] == ["3", "6"]
+    progress = load_checkpoint(run_dir / "last.pt")["train_state"]["progress"]
+    assert progress["batch_in_epoch"] == 12  # 6 updates of 2 batches of this rank's shard
+    assert Translator.from_checkpoint(run_dir / "ema.pt").translate(["red cat"])[0] is not None

@@ -9,16 +9,20 @@ gradient skips the whole update.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from mtkit.corpus.batching import Batch
+from mtkit.corpus.batching import Batch, collate
+from mtkit.corpus.layout import CorpusSplit
 from mtkit.model.loss import Criterion, LossResult
 from mtkit.model.seq2seq import Seq2Seq
+from mtkit.training.parallel import BatchDivision
 
 
 def token_shares(group: Sequence[np.ndarray], tgt_lengths: np.ndarray) -> list[float]:
@@ -51,6 +55,45 @@ def backward_part(
     result = criterion.train_loss(features, targets, batch.tgt_mask, seq2seq.output)
     (result.loss * loss_weight if loss_weight != 1.0 else result.loss).backward()
     return result
+
+
+def gather_gradients(
+    model: torch.nn.Module,
+    criterion: Criterion,
+    split: CorpusSplit,
+    group: Sequence[np.ndarray],
+    division: BatchDivision,
+    teacher_forcing: float,
+    device: torch.device,
+) -> tuple[float, int]:
+    """Forward and backward of each batch of ``group`` (pair indices into ``split``), each
+    loss weighted by the batch's share of the group's target tokens, so the gradients add
+    up to that of one batch of them all. Returns the summed NLL and target tokens of the
+    group (every process's: :meth:`~mtkit.training.parallel.BatchDivision.batch_totals`).
+
+    Each process trains on its portion of a batch (``division``); under
+    DistributedDataParallel the processes average their gradients once, in the backward
+    of the group's last batch.
+    """
+    nll_sum, n_tokens = 0.0, 0
+    shares = token_shares(group, split.tgt_lengths)
+    for number, (indices, share) in enumerate(zip(group, shares, strict=True)):
+        mine, weight = division.portion(indices, split.tgt_lengths)
+        batch = collate([split.source(i) for i in mine], [split.target(i) for i in mine])
+        with gradient_sync(model, number == len(group) - 1):
+            result = backward_part(
+                model, criterion, batch.to(device), teacher_forcing, weight * share
+            )
+        nll, tokens = division.batch_totals(float(result.nll_sum), result.n_tokens, weight, device)
+        nll_sum, n_tokens = nll_sum + nll, n_tokens + tokens
+    return nll_sum, n_tokens
+
+
+def gradient_sync(model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """Where DistributedDataParallel averages gradients: only in an update's last backward."""
+    if last or not isinstance(model, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def apply_update(

@@ -17,7 +17,6 @@ divide the batches is :mod:`mtkit.training.parallel`'s business.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
@@ -30,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mtkit.config import RunConfig
-from mtkit.corpus.batching import TokenBatchSampler, collate
+from mtkit.corpus.batching import TokenBatchSampler
 from mtkit.corpus.cache import Corpus
 from mtkit.errors import ConfigError
 from mtkit.model.loss import Criterion
@@ -53,7 +52,7 @@ from mtkit.training.startup import (
     load_shared_corpus,
     peer_loss_reported,
 )
-from mtkit.training.step import apply_update, backward_part, token_shares, train_step
+from mtkit.training.step import apply_update, gather_gradients, train_step
 from mtkit.training.validation import Scorer
 
 __all__ = ["Trainer", "fit", "train_step"]
@@ -207,7 +206,10 @@ class Trainer:
         self.trainable.train()
         with autocast_context(self.device, self.precision):
             self.optimizer.zero_grad(set_to_none=True)
-            nll_sum, n_tokens = self._gather_gradients(group, ratio)
+            nll_sum, n_tokens = gather_gradients(
+                self.trainable, self.criterion, self.corpus.splits["train"], group,
+                self.division, ratio, self.device,
+            )  # fmt: skip
             updated = apply_update(self.trainable, self.optimizer, cfg.clip_norm)
         if updated and self.average is not None:
             self.average.update(self.model)
@@ -218,36 +220,6 @@ class Trainer:
         if self.dist.is_main and p.step % cfg.log_every == 0:
             line = p.step_line(rate, self.division.counting_world)
             log.info(line + self.eta.describe(p.step, p.elapsed))
-
-    def _gather_gradients(self, group: list[np.ndarray], ratio: float) -> tuple[float, int]:
-        """Forward and backward of each batch of ``group``, each loss weighted by the batch's
-        share of the group's target tokens, so the gradients add up to that of one batch of
-        them all. Returns the summed NLL and target tokens of the group (every process's).
-
-        With DistributedDataParallel the processes average their gradients once, at the
-        group's last batch.
-        """
-        split = self.corpus.splits["train"]
-        nll_sum, n_tokens = 0.0, 0
-        shares = token_shares(group, split.tgt_lengths)
-        for number, (indices, share) in enumerate(zip(group, shares, strict=True)):
-            mine, weight = self.division.portion(indices, split.tgt_lengths)
-            batch = collate([split.source(i) for i in mine], [split.target(i) for i in mine])
-            with self._gradient_sync(number == len(group) - 1):
-                result = backward_part(
-                    self.trainable, self.criterion, batch.to(self.device), ratio, weight * share
-                )
-            nll, tokens = self.division.batch_totals(
-                float(result.nll_sum), result.n_tokens, weight, self.device
-            )
-            nll_sum, n_tokens = nll_sum + nll, n_tokens + tokens
-        return nll_sum, n_tokens
-
-    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
-        """Where the processes average gradients: only in the backward of an update's last batch."""
-        if last or not isinstance(self.trainable, DistributedDataParallel):
-            return contextlib.nullcontext()
-        return self.trainable.no_sync()
 
     def _budget_reason(self, start: float) -> str:
         cfg = self.run.train

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -81,14 +82,18 @@ def test_accumulate_one_is_the_single_batch_update(tiny_corpus_dir: Path, tmp_pa
 
 
 def test_steps_count_updates_and_an_epoch_ends_with_a_smaller_one(
-    tiny_corpus_dir: Path, tmp_path: Path
+    tiny_corpus_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     run = tiny_run(tiny_corpus_dir, accumulate=4, max_steps=None, max_epochs=1, valid_every=3)
     trainer = Trainer(run, tmp_path)
     batches = len(trainer._epoch_batches(0))
     assert batches % 4 != 0  # the epoch's last update holds fewer than 4 batches
-    summary = trainer.fit()
+    with caplog.at_level(logging.INFO, logger="mtkit"):
+        summary = trainer.fit()
     updates = -(-batches // 4)
+    assert f"updates of 4 batches each (train.accumulate): {updates} updates per epoch" in (
+        caplog.text
+    )
     assert summary["steps"] == updates and trainer.steps_per_epoch == updates
     steps = [int(row["step"]) for row in read_metrics(tmp_path)]
     assert steps == [*range(3, updates + 1, 3), *([updates] if updates % 3 else [])]

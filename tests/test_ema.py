@@ -96,6 +96,18 @@ def test_resume_with_ema_continues_exactly(tiny_corpus_dir: Path, tmp_path: Path
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_resuming_a_run_without_ema_starts_the_average_there(tiny_corpus_dir: Path, tmp_path: Path):
+    fit(tiny_run(tiny_corpus_dir, max_steps=5), tmp_path / "first")
+    resumed = tiny_run(
+        tiny_corpus_dir, ema_decay=0.5, max_steps=10, resume=str(tmp_path / "first" / "last.pt")
+    )
+    fit(resumed, tmp_path / "resumed")
+    saved = load_checkpoint(tmp_path / "resumed" / "last.pt")["train_state"]["ema"]
+    assert int(saved["n_averaged"]) == 5  # the updates after the resume
+    rows = read_metrics(tmp_path / "resumed", ["step", *EMA_FIELDS])
+    assert rows[0]["ema_val_loss"] == "" and rows[1]["ema_val_loss"] != ""
+
+
 @pytest.mark.parametrize("value", [1.0, 1.5, -0.1, math.nan])
 def test_a_bad_decay_names_the_key(value: float):
     with pytest.raises(ConfigError, match=r"^train\.ema_decay=.* is not valid; expected a number"):

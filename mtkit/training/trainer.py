@@ -149,6 +149,18 @@ class Trainer:
         counts = self.model.column_counts(train.tgt_values, len(train))
         self.criterion = Criterion(run.loss, len(self.model.output_ids), counts)
 
+    def _describe_updates(self) -> None:
+        """A log line for accumulation and the moving average, when they are on."""
+        cfg = self.run.train
+        if cfg.accumulate > 1:
+            log.info(
+                "updates of %d batches each (train.accumulate): %d updates per epoch",
+                cfg.accumulate,
+                self.steps_per_epoch,
+            )
+        if self.average is not None:
+            log.info("moving average of the weights: decay %g, saved as ema.pt", cfg.ema_decay)
+
     # -- the loop ----------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
@@ -159,6 +171,7 @@ class Trainer:
             describe_start(
                 self.run, self.corpus, self.model, self.device, self.precision, self.dist
             )
+            self._describe_updates()
         start = time.perf_counter() - self.progress.elapsed
         self.eta = Eta.for_run(self.run.train, self.steps_per_epoch, self.progress.step)
         try:

@@ -9,6 +9,7 @@ authentication). ``--port 0`` picks a free port; the address is printed either w
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import math
 import socket
@@ -232,19 +233,22 @@ def serve(args: argparse.Namespace) -> int:
     from mtkit.runtime import prefer_passive_wait
 
     prefer_passive_wait()  # before torch loads (mtkit.runtime explains why)
-    try:
-        from mtkit.serve.app import create_app
-        from mtkit.serve.server import Server, server_config
-        from mtkit.serve.setup import served_model
-    except ImportError as error:
-        raise MtkitError(
-            f"needs FastAPI and uvicorn ({error.name} is missing): pip install -e '.[serve]'"
-        ) from None
+    for name in ("fastapi", "uvicorn"):  # found, not imported: see the supervisor below
+        if importlib.util.find_spec(name) is None:
+            raise MtkitError(
+                f"needs FastAPI and uvicorn ({name} is missing): pip install -e '.[serve]'"
+            )
     if args.worker == "inline" and (args.workers or 1) > 1:
+        # The supervisor loads neither torch nor the web framework: it only starts the
+        # processes that do, and so ends at once after them.
         from mtkit.serve.listeners import serve_processes
 
         sock = bind(args.host, args.port)
         return serve_processes(args, sock, lambda info: announce(info, sock))
+    from mtkit.serve.app import create_app
+    from mtkit.serve.server import Server, server_config
+    from mtkit.serve.setup import served_model
+
     app = create_app(*served_model(args))
     sock = bind(args.host, args.port)
     try:  # now, so that a model that cannot load is a one-line error

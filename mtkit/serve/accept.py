@@ -24,6 +24,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, MutableSequence
+from typing import Any
 
 import uvicorn
 
@@ -51,6 +52,7 @@ class BalancedServer(Server):
         self.counts = counts
         self.index = index
         self._accepting: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[Any] | None = None  # a connection being set up
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])  # lifespan and state; no listener of its own
@@ -63,6 +65,9 @@ class BalancedServer(Server):
             self._accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepting
+        if self._connecting is not None:  # let it join the connections the shutdown closes
+            with contextlib.suppress(Exception):
+                await self._connecting
         self.listening.close()
         self.counts[self.index] = 0
         await super().shutdown(sockets=sockets)
@@ -86,7 +91,13 @@ class BalancedServer(Server):
                 await asyncio.sleep(0.1)
                 continue
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.connect_accepted_socket(self._protocol, connection)
+            # Shielded: cancelled half-way (the shutdown), uvloop closes the transport of a
+            # connection already counted and never reports it lost, which holds up the
+            # shutdown until its timeout; shutdown() waits for it instead.
+            self._connecting = asyncio.ensure_future(
+                loop.connect_accepted_socket(self._protocol, connection)
+            )
+            await asyncio.shield(self._connecting)
             self._open()
 
     def _protocol(self) -> asyncio.Protocol:

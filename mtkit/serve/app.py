@@ -46,7 +46,7 @@ from mtkit.serve.schemas import (
     unicode_problem,
     validation_detail,
 )
-from mtkit.serve.server import CLOSE_S
+from mtkit.serve.server import CLOSE_S, QuietOnClosed
 from mtkit.serve.setup import ServedModel, ServeSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -123,6 +123,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     app.state.batcher = batcher
     app.state.info = info
     app.add_middleware(BodyLimit, max_bytes=body_limit(settings.max_chars))
+    app.add_middleware(QuietOnClosed)  # outermost of ours: around the body limit too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_translate_route(app, translator, batcher, settings, default_beam)
     _add_status_routes(app, batcher, info)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -81,6 +83,11 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     batcher.close(CLOSE_S)
     send(("closed",))
     conn.close()
+    # Nothing is left to clean up, and tearing down the interpreter (torch's modules and
+    # threads) takes a second or two, which would count against the service's stop.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _serve_pipe(conn: Connection, batcher: Batcher, send: Send) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CLOSE_S = 0.8  # how long a stop lets the search under way finish
 GRACE_S = 1  # uvicorn's wait for the handlers in flight (they answer once the worker closes)
@@ -26,6 +27,38 @@ def server_config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S
     )
+
+
+class QuietOnClosed:
+    """ASGI middleware: an answer written to a connection the server has already closed is
+    dropped instead of failing the request with a logged traceback.
+
+    It happens as the service stops: a request that arrives on a connection the shutdown
+    is closing still runs, and under uvloop writing its answer raises RuntimeError ("the
+    handler is closed"). The client is gone either way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        closed = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal closed
+            if closed:
+                return
+            try:
+                await send(message)
+            except RuntimeError as error:
+                if "handler is closed" not in str(error):
+                    raise
+                closed = True
+
+        await self.app(scope, receive, guarded)
 
 
 class Server(uvicorn.Server):

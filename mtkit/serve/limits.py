@@ -2,8 +2,9 @@
 
 A body is read here, before the app sees it, and never past :func:`body_limit` bytes,
 whatever its framing: a declared ``Content-Length`` over the limit is refused before a
-byte of the body is read, and a body without one (chunked transfer encoding) or longer
-than it says is refused as soon as the bytes read pass the limit. The refusal is a 413
+byte of the body is read, and a chunked body (no length declared) is refused as soon as
+the bytes read pass the limit. (Bytes sent beyond a declared length are not this body:
+the HTTP parser reads them as the next request, which it refuses.) The refusal is a 413
 with a JSON ``detail`` and ``Connection: close``: the rest of the body is never read
 (the server stops reading the connection), so a huge body costs at most the limit in
 memory, and that only while it is refused.

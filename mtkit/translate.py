@@ -1,26 +1,29 @@
 """``python -m mtkit.translate CHECKPOINT``: translate a file or stdin, one line per line.
 
-Output formats (stdout or ``-o FILE``), always one block per input line, in input order:
+The input is read and answered in buffers of at most ``--buffer-size`` lines
+(:mod:`mtkit.cli.stream`): each buffer is translated and its output written and flushed
+before more is read, and a buffer is cut short when no more input has come yet, so the
+command answers each line at once as a coprocess or in a terminal, and its memory does
+not grow with the input. A file of up to ``--buffer-size`` lines is one buffer.
 
-- default: the translation;
-- ``--scores``: ``SCORE<TAB>TRANSLATION``;
-- ``--nbest N``: N lines per input, ``INDEX<TAB>RANK<TAB>SCORE<TAB>TRANSLATION``, where
-  INDEX is the 0-based input line and RANK runs from 0 (best); an empty input line gives
-  a single ``INDEX<TAB>0<TAB>0.0000<TAB>`` line.
-
+Output (stdout or ``-o FILE``), always one block per input line, in input order, in
+the ``--format`` of :mod:`mtkit.cli.formats` (text, tsv, jsonl, marian), with word
+alignments from the attention for ``--alignment`` (:mod:`mtkit.cli.alignment`).
 Scores are log-probabilities after length normalisation (``decode.length_norm``).
 
-``--prefix FILE`` (one target prefix per input line, an empty line for none) makes each
-translation begin with its prefix; ``--sampling`` (with ``--temperature``, ``--top-k``,
-``--seed``) draws each translation instead of searching for the best, as
-back-translation wants (docs/translating.md).
+``--prefix FILE`` (one target prefix per input line, an empty line for none, read in
+step with the input) makes each translation begin with its prefix; ``--sampling`` (with
+``--temperature``, ``--top-k``, ``--seed``) draws each translation instead of searching
+for the best, as back-translation wants (docs/translating.md).
 
-Everything that can be checked is checked before the model is loaded: the options, the
-input, the ``-o`` file (a temp file is created beside it at once) and the
-``--attention-plots`` folder. ``-o FILE`` is written atomically: the translations go to
-the temp file, which replaces FILE only once it is complete, so an error, a full disk or
-a signal never leaves half a file and an existing FILE stays as it was. SIGINT and
-SIGTERM stop the command at once (exit 130 / 143, one line on stderr).
+Checked before the model is loaded: the options, the ``-o`` file (a temp file is
+created beside it at once), the ``--attention-plots`` folder and the first buffer of
+input (for regular files, also that a ``--prefix`` file has as many lines as the
+input). ``-o FILE`` is written atomically: the buffers go to the temp file, which
+replaces FILE only once the input has ended, so an error, a full disk or a signal never
+leaves half a file and an existing FILE stays as it was. On stdout, the buffers before
+an error stay written. SIGINT and SIGTERM stop the command at once (exit 130 / 143, one
+line on stderr).
 """
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ def _stream_options(add: Callable[..., Any]) -> None:
         "--alignment",
         metavar="TYPE",
         help=f"add word alignments from the attention: {ALIGNMENT_HELP} (Marian's "
-        "'TEXT ||| 0-0 1-2', source-target sentencepiece positions, source in reading order)",
+        "'TEXT ||| 0-0 1-2', source-target sentencepiece positions, source in reading order; "
+        "</s> left out but in soft)",
     )
 
 

@@ -117,14 +117,34 @@ def add_search_options(add: Callable[..., Any]) -> None:
     add("--nbest", type=int, default=1, help="hypotheses per input line")
     add("--scores", action="store_true", help="prefix each line with its score")
     add("--batch-tokens", type=int, help="source tokens x beams per batch")
-    add("--min-len", type=int, metavar="N", help="no end of sentence before N pieces")
-    add("--no-repeat-ngram", type=int, metavar="N", help="never repeat an N-gram (0: off)")
-    add("--coverage-penalty", type=float, metavar="BETA", help="GNMT coverage penalty (0: off)")
-    add("--length-norm", metavar="KIND", help="score normalisation: none, average or gnmt")
-    add("--length-penalty", type=float, metavar="ALPHA", help="length normalisation exponent")
-    add("--max-len-a", type=float, metavar="A", help="maximum output length = A * source + B")
+    add(
+        "--min-len",
+        type=int,
+        metavar="N",
+        help="no end of sentence before N pieces (decode.min_len)",
+    )
+    add(
+        "--no-repeat-ngram",
+        type=int,
+        metavar="N",
+        help="never repeat an N-gram; 0: off (decode.no_repeat_ngram)",
+    )
+    add(
+        "--coverage-penalty",
+        type=float,
+        metavar="BETA",
+        help="GNMT coverage penalty; 0: off (decode.coverage_penalty)",
+    )
+    add("--length-norm", metavar="KIND", help="none, average or gnmt (decode.length_norm)")
+    add(
+        "--length-penalty",
+        type=float,
+        metavar="ALPHA",
+        help="length normalisation exponent (decode.length_penalty)",
+    )
+    add("--max-len-a", type=float, metavar="A", help="max output length A * source + B (decode)")
     add("--max-len-ratio", type=float, metavar="A", help=argparse.SUPPRESS)  # the old name
-    add("--max-len-b", type=int, metavar="B", help="maximum output length = A * source + B")
+    add("--max-len-b", type=int, metavar="B", help="max output length A * source + B (decode)")
 
 
 # Search options set by flags: (option name, flag, argparse destination); each flag sets

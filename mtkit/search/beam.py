@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from mtkit.config import SearchOptions
 from mtkit.corpus.tokenizer import BOS_ID
@@ -172,7 +173,7 @@ def beam_search(
             forced.apply(log_probs)
         if keep_attention and attention is not None:
             beams.add_attention(attention)
-        top = _top_continuations(log_probs, beams.scores, k)
+        top = _top_continuations(log_probs, beams.scores, k, out.eos)
         _finish_hypotheses(finished, beams, top, t, out, options)
         done = torch.tensor([len(finished[s]) >= k for s in beams.sentences], device=device)
         if bool(done.all()):
@@ -196,14 +197,21 @@ def _forced(log_probs: torch.Tensor, beams: _Beams, step: int) -> Forced | None:
     return forced
 
 
-def _top_continuations(log_probs: torch.Tensor, scores: torch.Tensor, k: int) -> _Candidates:
+def _top_continuations(
+    log_probs: torch.Tensor, scores: torch.Tensor, k: int, eos: int
+) -> _Candidates:
     """The 2K best of each sentence's W*M continuations of its beams ``scores`` (A, W).
 
     They lie among each beam's own 2K best: picking those per row first ranks only
-    (A, W*2K) candidates, not (A, W*M).
+    (A, W*2K) candidates, not (A, W*M). A model with fewer than 2K output columns gets
+    the missing candidates as EOS at -inf, which neither finish nor stay alive.
     """
     active, width = scores.shape
-    row_scores, row_columns = log_probs.topk(2 * k, dim=-1)  # (A*W, 2K)
+    row_scores, row_columns = log_probs.topk(min(2 * k, log_probs.size(-1)), dim=-1)
+    if row_scores.size(-1) < 2 * k:  # (A*W, 2K) after padding
+        missing = 2 * k - row_scores.size(-1)
+        row_scores = F.pad(row_scores, (0, missing), value=float("-inf"))
+        row_columns = F.pad(row_columns, (0, missing), value=eos)
     candidates = scores.unsqueeze(-1) + row_scores.view(active, width, 2 * k)
     top_scores, top_ids = candidates.view(active, -1).topk(2 * k, dim=-1)  # (A, 2K)
     columns = row_columns.view(active, -1).gather(1, top_ids)

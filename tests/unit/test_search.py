@@ -110,6 +110,16 @@ def test_beam_finds_the_best_sequence_and_its_exact_score():
     assert hyps[1].score == pytest.approx(math.log(0.6 * 0.4))
 
 
+def test_a_beam_wider_than_half_the_output_columns_still_searches():
+    """2K candidates per beam from a model of fewer columns (here 7 < 2 x 5): the missing
+    ones are dead, and the search gives beam 2's answer with more of the n-best."""
+    model = ScriptedModel([GARDEN_PATH])
+    [hyps] = beam_search(model, *sources(0), options=replace(PLAIN, beam_size=5, nbest=5))
+    assert [h.tokens for h in hyps][:2] == [[B], [A, A]]
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert all(math.isfinite(h.score) for h in hyps)
+
+
 def test_length_penalty_flips_the_preference():
     """Average normalisation: log(.36)/2 = -0.511 < log(.24)/3 = -0.476, so "a a" wins."""
     model = ScriptedModel([GARDEN_PATH])

@@ -1,6 +1,7 @@
 """``python -m mtkit.serve CKPT [CKPT ...]``: a local translation service and web page.
 
-Several checkpoints are served as an ensemble (``--weights`` to weight them). The
+Several checkpoints are served as an ensemble (``--weights`` to weight them); a folder
+written by ``mtkit-export`` is served with the ONNX runtime (:mod:`mtkit.serve.onnx`). The
 service listens on 127.0.0.1 by default, so only this machine can reach it; bind
 another address with ``--host`` only on a network you trust (there is no
 authentication). ``--port 0`` picks a free port; the address is printed either way.
@@ -19,6 +20,7 @@ from typing import Any
 
 from mtkit.errors import MtkitError, run_cli
 from mtkit.runtime import available_cores
+from mtkit.serve.export import export_option_problem
 
 PROG = "mtkit-serve"
 
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Serve mtkit checkpoints over HTTP: a JSON API (POST /v1/translate, "
         "GET /v1/model, GET /healthz) and a web page at /. Several checkpoints form an "
-        "ensemble.",
+        "ensemble; a folder written by mtkit-export is served with the ONNX runtime.",
     )
     for group in (_model_options, _address_options, _worker_options, _limit_options):
         group(parser.add_argument)
@@ -86,7 +88,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _model_options(add: Callable[..., Any]) -> None:
     """What is served: checkpoints, device, precision, shortlist, default beam size."""
-    add("checkpoints", nargs="+", metavar="CKPT", help="best.pt / last.pt / averaged checkpoints")
+    add(
+        "checkpoints",
+        nargs="+",
+        metavar="CKPT",
+        help="best.pt / last.pt / averaged checkpoints, or one ONNX export folder (mtkit-export)",
+    )
     add(
         "--weights",
         type=WEIGHT,
@@ -205,6 +212,9 @@ def _check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--beam-size must not exceed --max-beam")
     if (args.workers or 1) > 1 and args.worker == "thread":
         parser.error("--workers needs --worker process or inline (each worker is a process)")
+    problem = export_option_problem(args)
+    if problem is not None:
+        parser.error(problem)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -263,12 +273,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def announce(info: dict[str, Any], sock: socket.socket) -> None:
-    """The banner: languages, checkpoints and the address (scripts read the port here)."""
+    """The banner: languages, checkpoints (or export) and the address (scripts read the
+    port here)."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    languages = f"{info['source_language'] or '?'} -> {info['target_language'] or '?'}"
+    served = ", ".join(info["checkpoints"]) + (
+        ", ONNX export" if info.get("backend") == "onnx" else ""
+    )
     print(
-        f"{PROG}: {info['source_language']} -> {info['target_language']} "
-        f"({', '.join(info['checkpoints'])}) on http://{shown}:{port}/",
+        f"{PROG}: {languages} ({served}) on http://{shown}:{port}/",
         file=sys.stderr,
         flush=True,
     )

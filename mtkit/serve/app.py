@@ -7,7 +7,9 @@ valid Unicode, limits, search settings) and decoded by a
 :class:`~mtkit.serve.batcher.Batcher`, in a worker thread or in a model process of its
 own (:class:`~mtkit.serve.process.ModelProcess`), or by an
 :class:`~mtkit.serve.inline.InlineBatcher` that steps the greedy search on the event
-loop's own thread between its I/O; handlers never touch the model, and a bad request
+loop's own thread between its I/O; an ONNX export is decoded by a Batcher or model
+process over :class:`~mtkit.serve.onnx.ExportTranslator`. Handlers never touch the
+model, and a bad request
 costs nothing but its error response: the service keeps serving. Every error is JSON
 with a ``detail``: 4xx for the client's mistakes, 503 while the worker cannot take the
 request (busy, restarting, shutting down), 500 for a bug.
@@ -34,9 +36,11 @@ import mtkit
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
+from mtkit.serve.export import NO_ATTENTION
 from mtkit.serve.inline import InlineBatcher
 from mtkit.serve.jobs import WorkerDown
 from mtkit.serve.limits import BodyLimit, body_limit
+from mtkit.serve.onnx import ExportTranslator
 from mtkit.serve.pool import ModelPool
 from mtkit.serve.process import ModelProcess, WorkerSpec
 from mtkit.serve.schemas import (
@@ -54,12 +58,17 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 Worker = Batcher | InlineBatcher | ModelProcess | ModelPool  # what decodes the requests
 
 
-def check_request(body: TranslateBody, settings: ServeSettings, default_beam: int) -> Request:
-    """The body as a batcher Request; limits and search settings out of range, or a
-    string that is not valid Unicode, are errors."""
+def check_request(
+    body: TranslateBody, settings: ServeSettings, default_beam: int, attention: bool = True
+) -> Request:
+    """The body as a batcher Request; limits and search settings out of range, a string
+    that is not valid Unicode, or attention asked of a model without it (``attention``
+    False: an ONNX export), are errors."""
     problem = unicode_problem(body)
     if problem is not None:
         raise HTTPException(422, problem)
+    if body.attention and not attention:
+        raise HTTPException(422, NO_ATTENTION)
     texts = [body.text] if isinstance(body.text, str) else body.text
     if len(texts) > settings.max_lines:
         raise HTTPException(
@@ -98,7 +107,11 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         "server": {
             **asdict(settings),
             "beam_size": default_beam,
-            "threads": torch.get_num_threads(),
+            "threads": (
+                translator.threads
+                if isinstance(translator, ExportTranslator)
+                else torch.get_num_threads()
+            ),
         },
     }
 
@@ -134,6 +147,8 @@ def make_batcher(served: ServedModel, settings: ServeSettings) -> Worker:
     """The worker that decodes: a thread beside the event loop, the event loop itself
     (greedy requests), a model process, or a pool of them."""
     if settings.inline:
+        if not isinstance(served.translator, Translator):
+            raise ValueError("the inline worker steps PyTorch's greedy stream: not for an export")
         return InlineBatcher(served.translator, settings.batch_wait_ms, settings.queue_size)
     if not settings.model_process:
         return Batcher(served.translator, settings.batch_wait_ms, settings.queue_size)
@@ -148,18 +163,21 @@ def make_batcher(served: ServedModel, settings: ServeSettings) -> Worker:
         settings.threads,
         settings.batch_wait_ms,
         settings.queue_size,
+        served.export,
     )
     return ModelProcess(spec) if settings.workers == 1 else ModelPool(spec, settings.workers)
 
 
 def _add_translate_route(
     app: FastAPI,
-    translator: Translator,
+    translator: Translator | ExportTranslator,
     batcher: Worker,
     settings: ServeSettings,
     default_beam: int,
 ) -> None:
     """POST /v1/translate, and JSON answers for invalid requests and unexpected errors."""
+    attending = translator if isinstance(translator, Translator) else None  # None: no attention
+    with_attention = attending is not None
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: StarletteRequest, error: RequestValidationError) -> JSONResponse:
@@ -173,7 +191,7 @@ def _add_translate_route(
     @app.post("/v1/translate", response_model=TranslateResponse)
     async def translate(body: TranslateBody) -> JSONResponse:
         """Translate a text or a list of texts; results come in input order."""
-        request = check_request(body, settings, default_beam)
+        request = check_request(body, settings, default_beam, attention=with_attention)
         results: list[list[Hypothesis]] = []
         if request.texts:
             try:  # a model process fails the future itself when its queue is full
@@ -188,7 +206,7 @@ def _add_translate_route(
                 raise HTTPException(503, str(error)) from None
             batcher.answered()
         translations = [
-            translation_json(translator, text, hyps, request.attention)
+            translation_json(attending, text, hyps, request.attention)
             for text, hyps in zip(request.texts, results, strict=True)
         ]
         return JSONResponse(

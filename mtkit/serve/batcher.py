@@ -52,6 +52,7 @@ from mtkit.serve.jobs import (
     settle,
     split_answers,
 )
+from mtkit.serve.onnx import ExportTranslator
 
 __all__ = [
     "Batcher",
@@ -76,12 +77,13 @@ class Batcher:
     gathering grow with the last beam search's duration, up to this); ``batch_tokens``:
     source tokens of a search batch (default: the checkpoint's); ``max_rows``: sentences
     in the greedy stream at once; ``greedy=False``: no stream, greedy requests are decoded
-    in groups like beam ones (:class:`~mtkit.serve.inline.InlineBatcher` streams them).
+    in groups like beam ones (:class:`~mtkit.serve.inline.InlineBatcher` streams them), as
+    they always are for an ONNX export's :class:`~mtkit.serve.onnx.ExportTranslator`.
     """
 
     def __init__(
         self,
-        translator: Translator,
+        translator: Translator | ExportTranslator,
         wait_ms: float = 3.0,
         queue_size: int = 256,
         batch_tokens: int | None = None,
@@ -102,9 +104,9 @@ class Batcher:
         self._decoding: list[Job] = []  # the beam group being decoded
         self._cond = threading.Condition()
         self._closed = False
-        self._greedy = (
+        self._greedy = (  # an export has no stream: its greedy requests are grouped
             GreedyJobs(translator, self.stats)
-            if greedy and GreedyJobs.available(translator)
+            if greedy and isinstance(translator, Translator) and GreedyJobs.available(translator)
             else None
         )
         self._thread = threading.Thread(target=self._run, name="mtkit-serve-worker", daemon=True)

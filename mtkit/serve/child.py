@@ -28,7 +28,8 @@ from mtkit.runtime import tune_process
 from mtkit.search.hypothesis import Hypothesis, pack
 from mtkit.serve.batcher import Batcher
 from mtkit.serve.jobs import BatcherClosed, QueueFull, Request
-from mtkit.serve.setup import load_model
+from mtkit.serve.onnx import ExportTranslator
+from mtkit.serve.setup import ServedModel, load_export, load_model
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class WorkerSpec:
     threads: int
     wait_ms: float
     queue_size: int
+    export: bool = False  # checkpoints[0] is an ONNX export folder (mtkit.serve.onnx)
 
 
 def child_main(conn: Connection, spec: WorkerSpec) -> None:
@@ -57,9 +59,7 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     torch.set_num_threads(spec.threads)
     tune_process()
     try:
-        served = load_model(
-            list(spec.checkpoints), spec.weights, spec.device, spec.precision, spec.shortlist
-        )
+        served = _load(spec)
     except Exception as error:  # already a one-line message for a bad checkpoint
         conn.send(("broken", str(error)))
         return
@@ -76,7 +76,11 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     facts = {
         "device": str(translator.device),
         "precision": translator.precision,
-        "threads": torch.get_num_threads(),
+        "threads": (
+            translator.threads
+            if isinstance(translator, ExportTranslator)
+            else torch.get_num_threads()
+        ),
     }
     send(("ready", facts))
     _serve_pipe(conn, batcher, send)
@@ -88,6 +92,15 @@ def child_main(conn: Connection, spec: WorkerSpec) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _load(spec: WorkerSpec) -> ServedModel:
+    """The model of ``spec``: its checkpoints, or its export folder on ``threads`` threads."""
+    if spec.export:
+        return load_export(spec.checkpoints[0], spec.precision, spec.threads)
+    return load_model(
+        list(spec.checkpoints), spec.weights, spec.device, spec.precision, spec.shortlist
+    )
 
 
 def _serve_pipe(conn: Connection, batcher: Batcher, send: Send) -> None:

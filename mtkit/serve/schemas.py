@@ -139,15 +139,16 @@ def attention_json(translator: Translator, source: str, best: Hypothesis) -> dic
 
 
 def translation_json(
-    translator: Translator, source: str, hyps: list[Hypothesis], with_attention: bool
+    translator: Translator | None, source: str, hyps: list[Hypothesis], with_attention: bool
 ) -> dict[str, Any]:
-    """One text's result: the best translation and score, its n-best list, its attention."""
+    """One text's result: the best translation and score, its n-best list, its attention
+    (``translator`` None: a model without attention, which no request may ask of)."""
     best = hyps[0]
     result: dict[str, Any] = {
         "text": best.text,
         "score": best.score,
         "nbest": [{"text": h.text, "score": h.score} for h in hyps],
     }
-    if with_attention:
+    if with_attention and translator is not None:
         result["attention"] = attention_json(translator, source, best)
     return result

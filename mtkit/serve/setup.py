@@ -1,5 +1,6 @@
-"""What the service serves and how: its model, loaded with :func:`mtkit.search.load.load`,
-the description ``GET /v1/model`` gives of it, and the settings of the command line.
+"""What the service serves and how: its model, loaded with :func:`mtkit.search.load.load`
+(or an ONNX export folder, opened with :mod:`mtkit.serve.onnx`), the description
+``GET /v1/model`` gives of it, and the settings of the command line.
 
 Every process of the service that decodes loads its model here: the HTTP process (for a
 worker thread or the inline worker), each model process (:mod:`mtkit.serve.process`)
@@ -24,6 +25,8 @@ from mtkit.search.ensemble import Ensemble
 from mtkit.search.load import LoadedModel, load
 from mtkit.search.quantize import parameter_count
 from mtkit.search.translator import Translator
+from mtkit.serve.export import is_export
+from mtkit.serve.onnx import ExportTranslator
 
 
 @dataclass
@@ -45,15 +48,17 @@ class ServeSettings:
 @dataclass
 class ServedModel:
     """A Translator and what ``GET /v1/model`` says about it, with what it was loaded
-    from (a model process loads the same checkpoints itself)."""
+    from (a model process loads the same checkpoints itself). ``export``: the one path
+    is an ONNX export folder, and ``translator`` an :class:`ExportTranslator`."""
 
-    translator: Translator
+    translator: Translator | ExportTranslator
     info: dict[str, Any]
     checkpoints: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None
     device: str = "cpu"
     precision: str = "fp32"
     shortlist: bool = False
+    export: bool = False
 
 
 def load_model(
@@ -81,6 +86,15 @@ def load_model(
     )
 
 
+def load_export(folder: str | Path, precision: str = "fp32", threads: int = 1) -> ServedModel:
+    """An ONNX export folder, decoded by onnxruntime on ``threads`` threads per graph."""
+    translator = ExportTranslator.open(folder, precision, threads)
+    name = Path(folder).expanduser().resolve().name
+    return ServedModel(
+        translator, translator.info(name), (str(folder),), None, "cpu", precision, export=True
+    )
+
+
 def model_info(loaded: LoadedModel, names: list[str]) -> dict[str, Any]:
     """Languages, models, vocabulary, search defaults and training data of a loaded model."""
     model = loaded.model
@@ -93,6 +107,7 @@ def model_info(loaded: LoadedModel, names: list[str]) -> dict[str, Any]:
     codec, data = loaded.codec, loaded.data
     return {
         "mtkit_version": mtkit.__version__,
+        "backend": "torch",
         "source_language": data[0].get("src_lang"),
         "target_language": data[0].get("tgt_lang"),
         "checkpoints": names,
@@ -140,7 +155,12 @@ def served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]:
     torch.set_num_threads(1 if in_process else threads)
     tune_process()
     device = "cpu" if in_process else args.device
-    served = load_model(args.checkpoints, args.weights, device, args.precision, args.shortlist)
+    if is_export(args.checkpoints[0]):  # alone, with options it suits (mtkit.serve.__main__)
+        served = load_export(args.checkpoints[0], args.precision, 1 if in_process else threads)
+        device = "cpu"
+    else:
+        served = load_model(args.checkpoints, args.weights, device, args.precision, args.shortlist)
+        device = args.device
     settings = ServeSettings(
         beam_size=args.beam_size,
         max_beam=args.max_beam,
@@ -153,4 +173,4 @@ def served_model(args: argparse.Namespace) -> tuple[ServedModel, ServeSettings]:
         threads=threads,
         workers=args.workers or 1,
     )
-    return replace(served, device=args.device), settings
+    return replace(served, device=device), settings

@@ -22,6 +22,7 @@ const page = {
 };
 
 let lastResults = []; // [{source, result}] of the latest answer
+let withAttention = true; // false for an ONNX export: its runtime returns no attention
 
 function setStatus(text, isError = false) {
   page.status.textContent = text;
@@ -48,10 +49,13 @@ async function loadModelInfo() {
   $("tgt-lang").textContent = target || "target";
   $("source-title").textContent = source || "Source";
   $("target-title").textContent = target || "Translation";
-  document.title = `mtkit: ${info.source_language} → ${info.target_language}`;
+  document.title = `mtkit: ${info.source_language || "source"} → ${info.target_language || "target"}`;
   const ensemble = info.checkpoints.length > 1 ? `ensemble of ${info.checkpoints.length}: ` : "";
+  const parameters = info.parameters == null ? "" : `${formatCount(info.parameters)} parameters · `;
+  const backend = info.backend === "onnx" ? "ONNX export · " : "";
+  withAttention = info.backend !== "onnx";
   $("model-info").textContent =
-    `${ensemble}${info.checkpoints.join(", ")} · ${formatCount(info.parameters)} parameters · ` +
+    `${ensemble}${info.checkpoints.join(", ")} · ${backend}${parameters}` +
     `${info.models[0].cell.toUpperCase()}, ${info.models[0].attention} attention · ` +
     `${info.device}, ${info.precision}`;
   page.beam.max = String(info.server.max_beam);
@@ -84,7 +88,7 @@ async function translate() {
     text: lines,
     beam_size: beam,
     nbest: Math.min(beam, NBEST_SHOWN),
-    attention: true,
+    attention: withAttention,
   };
   page.button.disabled = true;
   setStatus("Translating…");

@@ -9,10 +9,10 @@ own (:class:`~mtkit.serve.process.ModelProcess`), or by an
 :class:`~mtkit.serve.inline.InlineBatcher` that steps the greedy search on the event
 loop's own thread between its I/O; an ONNX export is decoded by a Batcher or model
 process over :class:`~mtkit.serve.onnx.ExportTranslator`. Handlers never touch the
-model, and a bad request
-costs nothing but its error response: the service keeps serving. Every error is JSON
-with a ``detail``: 4xx for the client's mistakes, 503 while the worker cannot take the
-request (busy, restarting, shutting down), 500 for a bug.
+model, and a bad request costs nothing but its error response: the service keeps
+serving. Every error is JSON with a ``detail``: 4xx for the client's mistakes, 503
+while the worker cannot take the request (busy, restarting, shutting down), 500 for a
+bug.
 """
 
 from __future__ import annotations

@@ -43,14 +43,19 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _top_continuations(
-    log_probs: np.ndarray, scores: np.ndarray, k: int
+    log_probs: np.ndarray, scores: np.ndarray, k: int, eos: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each sentence's 2K best continuations: (scores, beams, columns), each (A, 2K).
 
-    They lie among each beam's own 2K best, so those are picked per row first."""
+    They lie among each beam's own 2K best, so those are picked per row first. A model
+    with fewer than 2K output columns gets the missing ones as EOS at -inf (dead)."""
     active, width = scores.shape
-    row_columns = _top_k(log_probs, 2 * k)  # (A*W, 2K)
+    row_columns = _top_k(log_probs, 2 * k)  # (A*W, min(2K, M))
     row_scores = np.take_along_axis(log_probs, row_columns, axis=1)
+    missing = 2 * k - row_columns.shape[1]
+    if missing > 0:  # (A*W, 2K) after padding
+        row_columns = np.pad(row_columns, ((0, 0), (0, missing)), constant_values=eos)
+        row_scores = np.pad(row_scores, ((0, 0), (0, missing)), constant_values=-np.inf)
     candidates = (scores[:, :, None] + row_scores.reshape(active, width, 2 * k)).reshape(active, -1)
     top = _top_k(candidates, 2 * k)  # (A, 2K)
     columns = np.take_along_axis(row_columns.reshape(active, -1), top, axis=1)
@@ -76,7 +81,7 @@ def beam_search(
     for t in range(int(beams.limits.max()) + 1):
         log_probs, beams.state = model.step(prev, beams.state, beams.enc)
         limit_length(log_probs, t, beams.limits <= t, options.min_len, eos)
-        top = _top_continuations(log_probs, beams.scores, k)
+        top = _top_continuations(log_probs, beams.scores, k, eos)
         _finish(finished, beams, top, t, eos, model.output_ids, options)
         done = np.array([len(finished[s]) >= k for s in beams.sentences.tolist()])
         if done.all():

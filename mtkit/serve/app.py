@@ -36,9 +36,9 @@ import mtkit
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
 from mtkit.serve.batcher import Batcher, BatcherClosed, QueueFull, Request
-from mtkit.serve.export import NO_ATTENTION
+from mtkit.serve.export import NO_ATTENTION, NO_PREFIX
 from mtkit.serve.inline import InlineBatcher
-from mtkit.serve.jobs import WorkerDown
+from mtkit.serve.jobs import BadPrefix, WorkerDown
 from mtkit.serve.limits import BodyLimit, body_limit
 from mtkit.serve.onnx import ExportTranslator
 from mtkit.serve.pool import ModelPool
@@ -62,19 +62,23 @@ def check_request(
     body: TranslateBody, settings: ServeSettings, default_beam: int, attention: bool = True
 ) -> Request:
     """The body as a batcher Request; limits and search settings out of range, a string
-    that is not valid Unicode, or attention asked of a model without it (``attention``
-    False: an ONNX export), are errors."""
+    that is not valid Unicode, a ``target_prefix`` not shaped like ``text``, or attention
+    or a prefix asked of a model without them (``attention`` False: an ONNX export), are
+    errors. Whether the model can write a prefix is the worker's check, per request."""
     problem = unicode_problem(body)
     if problem is not None:
         raise HTTPException(422, problem)
     if body.attention and not attention:
         raise HTTPException(422, NO_ATTENTION)
     texts = [body.text] if isinstance(body.text, str) else body.text
+    prefixes = request_prefixes(body)
+    if prefixes is not None and not attention and any(p and p.strip() for p in prefixes):
+        raise HTTPException(422, NO_PREFIX)
     if len(texts) > settings.max_lines:
         raise HTTPException(
             413, f"{len(texts)} texts; the limit is {settings.max_lines} (--max-lines)"
         )
-    chars = sum(len(t) for t in texts)
+    chars = sum(len(t) for t in texts) + sum(len(p or "") for p in prefixes or ())
     if chars > settings.max_chars:
         raise HTTPException(
             413, f"{chars} characters; the limit is {settings.max_chars} (--max-chars)"
@@ -88,7 +92,35 @@ def check_request(
         raise HTTPException(
             422, f"nbest={_shown(body.nbest)} is out of range; expected 1..beam_size ({beam_size})"
         )
-    return Request(tuple(texts), beam_size, body.nbest, body.attention)
+    single = isinstance(body.text, str)
+    return Request(tuple(texts), beam_size, body.nbest, body.attention, prefixes, single)
+
+
+def request_prefixes(body: TranslateBody) -> tuple[str | None, ...] | None:
+    """``target_prefix`` as one prefix (or None) per text; None when absent. A 422 when
+    its shape is not ``text``'s: a string for a string, a list of as many for a list."""
+    given, text = body.target_prefix, body.text
+    if given is None:
+        return None
+    if isinstance(text, str) and not isinstance(given, str):
+        raise HTTPException(
+            422, "target_prefix: expected a string or null, as text is a string; got a list"
+        )
+    if isinstance(text, list) and not isinstance(given, list):
+        raise HTTPException(
+            422,
+            f"target_prefix: expected a list of {len(text)} (one per text, null for none), "
+            "as text is a list; got a string",
+        )
+    if isinstance(given, str):
+        return (given,)
+    if len(given) != len(text):
+        raise HTTPException(
+            422,
+            f"target_prefix: expected a list of {len(text)} (one per text, null for none); "
+            f"got {len(given)}",
+        )
+    return tuple(given)
 
 
 def _shown(number: int) -> str:
@@ -202,6 +234,8 @@ def _add_translate_route(
                 ) from None
             except WorkerDown as error:
                 raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
+            except BadPrefix as error:
+                raise HTTPException(422, str(error)) from None
             except BatcherClosed as error:
                 raise HTTPException(503, str(error)) from None
             batcher.answered()

@@ -38,11 +38,14 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from typing import Any
 
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.translator import Translator
+from mtkit.serve.export import NO_PREFIX
 from mtkit.serve.greedy import MAX_ROWS, GreedyJobs, joining
 from mtkit.serve.jobs import (
+    BadPrefix,
     BatcherClosed,
     BatcherStats,
     Job,
@@ -53,6 +56,7 @@ from mtkit.serve.jobs import (
     split_answers,
 )
 from mtkit.serve.onnx import ExportTranslator
+from mtkit.serve.prefix import PrefixCheck, has_prefix, prefixes_of
 
 __all__ = [
     "Batcher",
@@ -104,6 +108,7 @@ class Batcher:
         self._decoding: list[Job] = []  # the beam group being decoded
         self._cond = threading.Condition()
         self._closed = False
+        self._prefixes = PrefixCheck(translator) if isinstance(translator, Translator) else None
         self._greedy = (  # an export has no stream: its greedy requests are grouped
             GreedyJobs(translator, self.stats)
             if greedy and isinstance(translator, Translator) and GreedyJobs.available(translator)
@@ -285,16 +290,22 @@ class Batcher:
     # -- the worker thread: decoding ---------------------------------------------------------
 
     def _decode(self, group: list[Job]) -> None:
-        """One Translator call for a beam group; each job gets its own slice."""
+        """One Translator call for a beam group; each job gets its own slice. A job whose
+        prefix the model cannot write fails first, alone (:meth:`_admitted`)."""
+        group = self._admitted(group)
         if not group:
             return
         texts = [text for job in group for text in job.request.texts]
+        prefixed: dict[str, Any] = {}  # an export's translate_nbest takes no prefix
+        if any(has_prefix(job.request) for job in group):
+            prefixed["prefix"] = [p for job in group for p in prefixes_of(job.request)]
         try:
             results = self.translator.translate_nbest(
                 texts,
                 beam_size=group[0].request.beam_size,
                 nbest=max(job.request.nbest for job in group),
                 return_attention=any(job.request.attention for job in group),
+                **prefixed,
             )
             answers = split_answers(results, [job.request for job in group])
         except Exception as error:  # a bug, not bad input: fail these requests, keep serving
@@ -308,3 +319,19 @@ class Batcher:
         self.stats.sentences += len(texts)
         for job, answer in zip(group, answers, strict=True):
             settle(job.future, answer)
+
+    def _admitted(self, group: list[Job]) -> list[Job]:
+        """The jobs of ``group`` whose prefixes the model can write; the others fail with
+        a BadPrefix (an export's, whose runtime forces none, every one with a prefix)."""
+        admitted = []
+        for job in group:
+            try:
+                if self._prefixes is not None:
+                    self._prefixes.ids(job.request)
+                elif has_prefix(job.request):
+                    raise BadPrefix(NO_PREFIX)
+            except BadPrefix as error:
+                settle(job.future, error=error)
+                continue
+            admitted.append(job)
+        return admitted

@@ -4,7 +4,8 @@
 onnxruntime runtime (:mod:`mtkit.serve.onnx`). The runtime does not do everything the
 PyTorch path does, and what it does not do is refused, never ignored: the command line
 refuses the options it cannot honour (:func:`export_option_problem`) before anything
-loads, and a request that asks for attention weights gets a 422 (:data:`NO_ATTENTION`).
+loads, and a request that asks for attention weights or gives a target prefix gets a 422
+(:data:`NO_ATTENTION`, :data:`NO_PREFIX`).
 This module imports neither torch nor onnxruntime: the ``--worker inline --workers N``
 supervisor checks its options here too.
 """
@@ -17,6 +18,11 @@ from pathlib import Path
 NO_ATTENTION = (
     "attention: not available when serving an ONNX export (its runtime returns no "
     "attention weights); expected false or no attention field"
+)
+
+NO_PREFIX = (
+    "target_prefix: not available when serving an ONNX export (its runtime has no "
+    "prefix-forced decoding); expected null or no target_prefix field"
 )
 
 

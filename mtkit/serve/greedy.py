@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from mtkit.search.hypothesis import Hypothesis
 from mtkit.search.stream import GreedyStream
 from mtkit.search.translator import Translator
-from mtkit.serve.jobs import BatcherStats, Job, settle
+from mtkit.serve.jobs import BadPrefix, BatcherStats, Job, settle
+from mtkit.serve.prefix import PrefixCheck
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class GreedyJobs:
         self.stats = stats
         self._stream = self._new_stream()
         self._owners: dict[int, tuple[Job, int]] = {}  # stream ticket -> (job, text index)
+        self._prefixes = PrefixCheck(translator)
 
     @staticmethod
     def available(translator: Translator) -> bool:
@@ -137,24 +139,35 @@ class GreedyJobs:
                 self._answer(job)
 
     def _add(self, jobs: list[Job]) -> None:
-        """Encode the jobs' non-empty texts and add them to the stream (empty ones are done)."""
+        """Encode the jobs' non-empty texts and add them to the stream with their prefixes
+        (empty texts are done); a job whose prefix the model cannot write fails alone,
+        before anything joins."""
         sources: list[str] = []
+        prefixes: list[list[int]] = []
         owners: list[tuple[Job, int]] = []
+        admitted = []
         for job in jobs:
+            try:
+                ids = self._prefixes.ids(job.request)
+            except BadPrefix as error:
+                settle(job.future, error=error)
+                continue
+            admitted.append(job)
             texts = job.request.texts
             job.results = [[Hypothesis("", [], 0.0)] for _ in texts]
             for index, text in enumerate(texts):
                 if text.strip():
                     sources.append(text.strip())
+                    prefixes.append([] if ids is None else ids[index])
                     owners.append((job, index))
             job.pending = sum(1 for text in texts if text.strip())
         encoded = self.translator.codec.encode_source(sources)
         flags = [job.request.attention for job, _ in owners]
-        tickets = self._stream.add(encoded, flags)
+        tickets = self._stream.add(encoded, flags, prefixes if any(prefixes) else None)
         self._owners.update(zip(tickets, owners, strict=True))
-        if jobs:
+        if admitted:
             self.stats.batches += 1
-        for job in jobs:
+        for job in admitted:
             if not job.pending:
                 self._answer(job)
 

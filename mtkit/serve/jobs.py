@@ -23,6 +23,11 @@ class WorkerDown(BatcherClosed):
     """The worker stopped and is being restarted: the caller may retry shortly."""
 
 
+class BadPrefix(Exception):
+    """A request's target prefix the model cannot write: the message names the field
+    (``target_prefix`` or ``target_prefix[i]``) and why; the service answers a 422."""
+
+
 def settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
     """Give ``future`` its result or error unless it has one already: a stop that gave
     up on a search (or a caller that went away) settled it first, and the worker goes on."""
@@ -46,12 +51,20 @@ def estimated_tokens(text: str) -> int:
 
 @dataclass(frozen=True)
 class Request:
-    """One request: texts and the search settings they are translated with."""
+    """One request: texts and the search settings they are translated with.
+
+    ``prefixes``: one target prefix per text (None or "": none) that its translation
+    must begin with, unchecked (the worker checks them per request before searching);
+    None: no text has one. ``single``: the body's text was one string, so errors name
+    the field ``target_prefix`` rather than ``target_prefix[0]``.
+    """
 
     texts: tuple[str, ...]
     beam_size: int
     nbest: int = 1
     attention: bool = False
+    prefixes: tuple[str | None, ...] | None = None
+    single: bool = False
 
 
 @dataclass

@@ -40,7 +40,15 @@ from typing import Any
 from mtkit.errors import MtkitError
 from mtkit.search.hypothesis import Hypothesis, unpack
 from mtkit.serve.child import WorkerSpec, child_main
-from mtkit.serve.jobs import BatcherClosed, BatcherStats, QueueFull, Request, WorkerDown, settle
+from mtkit.serve.jobs import (
+    BadPrefix,
+    BatcherClosed,
+    BatcherStats,
+    QueueFull,
+    Request,
+    WorkerDown,
+    settle,
+)
 
 __all__ = ["ModelProcess", "WorkerError", "WorkerSpec"]
 
@@ -281,4 +289,6 @@ def _error(kind: str, message: str) -> Exception:
         return QueueFull(message)
     if kind == "BatcherClosed":
         return BatcherClosed(message)
+    if kind == "BadPrefix":
+        return BadPrefix(message)
     return WorkerError(f"{kind}: {message}")

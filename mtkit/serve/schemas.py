@@ -35,6 +35,11 @@ class TranslateBody(BaseModel):
     attention: bool = Field(
         default=False, description="also return the best hypothesis's attention matrix"
     )
+    target_prefix: str | list[str | None] | None = Field(
+        default=None,
+        description="target text each translation must begin with: a string for a string "
+        'text, a list of the same length for a list (null or "": none)',
+    )
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")  # UTF-16 halves: no valid text holds one alone

@@ -119,6 +119,12 @@ MALFORMED_TEXT = [  # (raw body, status, detail)
     (rb'{"text": "x\udc00\ud800"}', 422, _surrogate("text", 1, 0xDC00)),  # a pair reversed
     (rb'{"text": "\udbff"}', 422, _surrogate("text", 0, 0xDBFF)),
     (rb'{"text": ["red cat", "a \ud83d"]}', 422, _surrogate("text[1]", 2, 0xD83D)),
+    (rb'{"text": "a", "target_prefix": "\udc00"}', 422, _surrogate("target_prefix", 0, 0xDC00)),
+    (
+        rb'{"text": ["a", "b"], "target_prefix": [null, "A\ud800"]}',
+        422,
+        _surrogate("target_prefix[1]", 1, 0xD800),
+    ),
     (b'{"text": "a\xed\xa0\x80"}', 422, _surrogate("text", 1, 0xD800)),  # in UTF-8 bytes
     (b'{"text": "\xed\xa0\xbd\xed\xb8\x80"}', 422, _surrogate("text", 0, 0xD83D)),  # CESU-8
     (rb'{"text": "\ud8"}', 422, None),  # a truncated escape: invalid JSON
@@ -168,7 +174,7 @@ def test_non_finite_huge_and_wrong_numbers_are_a_422_naming_the_field(
     """Every field of the request schema (the numeric ones above all) gets every value."""
     pids = service.worker_pids()
     assert {"beam_size", "nbest"} <= set(_fields())
-    valid = {("beam_size", b"null"), ("attention", b"true")}  # the default beam; attention
+    valid = {("beam_size", b"null"), ("attention", b"true"), ("target_prefix", b"null")}
     for field in _fields():
         for value in BAD_NUMBERS:
             if (field, value) in valid:
@@ -179,6 +185,74 @@ def test_non_finite_huge_and_wrong_numbers_are_a_422_naming_the_field(
             assert status == 422 and _names(answer["detail"], field), (raw, answer)
             if value in (b"NaN", b"Infinity", b"-Infinity"):
                 assert f"(got {value.decode()})" in json.dumps(answer["detail"]), answer
+    assert_still_serving(service, pids, translator)
+
+
+UNKNOWN = (
+    "the target sentencepiece model does not know some of its characters; "
+    "expected text the model can write"
+)
+BAD_PREFIXES = [  # (body, detail): refused before the request joins the stream or a group
+    ({"text": "red cat", "target_prefix": "CAT 猫"}, f"target_prefix: {UNKNOWN}"),
+    (
+        {"text": ["red cat", "a tree"], "target_prefix": ["CAT", "猫"], "beam_size": 1},
+        f"target_prefix[1]: {UNKNOWN}",
+    ),
+    (
+        {"text": "red cat", "target_prefix": ["CAT"]},
+        "target_prefix: expected a string or null, as text is a string; got a list",
+    ),
+    (
+        {"text": ["red cat"], "target_prefix": "CAT"},
+        "target_prefix: expected a list of 1 (one per text, null for none), as text is a list; "
+        "got a string",
+    ),
+    (
+        {"text": ["red cat", "a tree"], "target_prefix": ["CAT"]},
+        "target_prefix: expected a list of 2 (one per text, null for none); got 1",
+    ),
+]
+
+
+def test_target_prefixes_are_forced_and_a_bad_one_is_a_422_that_fails_no_other_request(
+    service: Service, translator: Translator
+):
+    """Good and bad prefixed requests sent at once (greedy and beam, so that they share
+    the stream or a group): each good one gets the Translator's answer, each bad one
+    a 422 naming its field, and the service serves on."""
+    pids = service.worker_pids()
+    texts, prefixes = ["red cat sleeps", "", "a tree", "green dog"], ["HOUSE", "DOG", None, ""]
+    good = [{"text": texts, "target_prefix": prefixes, "beam_size": b} for b in (1, 3)]
+    good.append({"text": "red cat", "target_prefix": "DOG", "beam_size": 1})
+    bodies = [*good, *(body for body, _ in BAD_PREFIXES)]
+    answers: dict[int, Any] = {}
+
+    def send(index: int) -> None:
+        answers[index] = call(service.port, "POST", "/v1/translate", bodies[index])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    details = {json.dumps(b, sort_keys=True): d for b, d in BAD_PREFIXES}
+    for index, body in enumerate(bodies):
+        status, _, answer = answers[index]
+        detail = details.get(json.dumps(body, sort_keys=True))
+        if detail is not None:
+            assert (status, answer) == (422, {"detail": detail}), body
+            continue
+        assert status == 200, (body, answer)
+        given = body["text"] if isinstance(body["text"], list) else [body["text"]]
+        prefix = body["target_prefix"]
+        want = translator.translate_nbest(
+            given,
+            beam_size=body["beam_size"],
+            prefix=prefix if isinstance(prefix, list) else [prefix],
+        )
+        got = answer["translations"]
+        assert [t["text"] for t in got] == [hyps[0].text for hyps in want], body
+        assert [t["score"] for t in got] == pytest.approx([h[0].score for h in want], abs=1e-5)
     assert_still_serving(service, pids, translator)
 
 

@@ -454,14 +454,16 @@ def test_translations_are_written_into_a_device(
 
 def test_translations_are_written_into_a_named_pipe(checkpoint: Path, tmp_path: Path) -> None:
     pipe = special_node(tmp_path, "fifo")
-    command = [sys.executable, "-m", "mtkit.translate", str(checkpoint), "-o", str(pipe)]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        assert process.stdin is not None and process.stderr is not None
-        process.stdin.write(b"red cat\n\nblue dog\n")
-        process.stdin.close()
-        with pipe.open("rb") as reader:  # the command opens the pipe once a reader is there
-            received = reader.read()
-        assert process.wait(timeout=300) == 0, process.stderr.read()
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # a reader waits: the write never blocks
+    try:
+        result = run_cli(
+            "mtkit.translate", str(checkpoint), "-o", str(pipe), cwd=tmp_path,
+            stdin="red cat\n\nblue dog\n",
+        )  # fmt: skip
+        received = os.read(reader, 1 << 16)  # what the command left in the pipe
+    finally:
+        os.close(reader)
+    assert result.returncode == 0, result.stderr
     assert received.count(b"\n") == 3 and stat.S_ISFIFO(pipe.lstat().st_mode)
 
 

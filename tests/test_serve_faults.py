@@ -41,6 +41,7 @@ from conftest import WORDS
 from test_ensemble import trained_checkpoint
 from test_serve import POST, SENTENCES, SETTINGS, ServeCommand, ServerThread, call, listener_pids
 
+from mtkit.search.prefix import PrefixError, encode_prefixes
 from mtkit.search.translator import Translator
 from mtkit.serve.app import create_app
 from mtkit.serve.setup import load_model
@@ -312,11 +313,15 @@ MAX_BEAM, MAX_LINES, MAX_CHARS = 4, 6, 300
 FUZZ_SETTINGS = replace(
     SETTINGS, max_beam=MAX_BEAM, max_lines=MAX_LINES, max_chars=MAX_CHARS, model_process=True
 )
-FIELDS = ("text", "beam_size", "nbest", "attention")
+FIELDS = ("text", "beam_size", "nbest", "attention", "target_prefix")
 SENTENCE = st.one_of(
     st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join), st.text(max_size=12)
 )
 TEXT = st.one_of(SENTENCE, st.lists(SENTENCE, max_size=MAX_LINES + 1))
+PREFIX = st.one_of(  # target words the model writes, or any text (it may know none of it)
+    st.lists(st.sampled_from([w.upper() for w in WORDS]), max_size=3).map(" ".join),
+    st.text(max_size=6),
+)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -351,7 +356,17 @@ def valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
         body["nbest"] = draw(st.integers(1, beam or 1))
     if draw(st.booleans()):
         body["attention"] = draw(st.booleans())
+    if draw(st.booleans()):
+        body["target_prefix"] = draw(_prefixes(body["text"]))
     return body
+
+
+def _prefixes(text: str | list[str]) -> st.SearchStrategy[Any]:
+    """A ``target_prefix`` shaped like ``text`` (mostly: another length now and then)."""
+    if isinstance(text, str):
+        return st.none() | PREFIX
+    lengths = st.just(len(text)) | st.integers(0, MAX_LINES)
+    return lengths.flatmap(lambda n: st.lists(st.none() | PREFIX, min_size=n, max_size=n))
 
 
 @st.composite
@@ -392,9 +407,13 @@ def _valid(raw: bytes, default_beam: int) -> dict[str, Any] | None:
     texts = [body["text"]] if isinstance(body["text"], str) else body["text"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         return None
-    if any(0xD800 <= ord(c) <= 0xDFFF for t in texts for c in t):
+    prefixes = _valid_prefixes(body.get("target_prefix"), body["text"])
+    if prefixes is False:
         return None
-    if len(texts) > MAX_LINES or sum(map(len, texts)) > MAX_CHARS:
+    strings = texts + [p for p in prefixes or [] if p is not None]
+    if any(0xD800 <= ord(c) <= 0xDFFF for t in strings for c in t):
+        return None
+    if len(texts) > MAX_LINES or sum(map(len, strings)) > MAX_CHARS:
         return None
     beam = body.get("beam_size")
     beam = default_beam if beam is None else beam
@@ -404,7 +423,35 @@ def _valid(raw: bytes, default_beam: int) -> dict[str, Any] | None:
             return None
     if not (1 <= beam <= MAX_BEAM and 1 <= nbest <= beam) or type(attention) is not bool:
         return None
-    return {"texts": texts, "beam": beam, "nbest": nbest, "attention": attention}
+    return {
+        "texts": texts,
+        "beam": beam,
+        "nbest": nbest,
+        "attention": attention,
+        "prefixes": prefixes or [None] * len(texts),
+    }
+
+
+def _valid_prefixes(given: Any, text: str | list[str]) -> list[str | None] | bool | None:
+    """``target_prefix`` as one prefix (or None) per text, None when absent, False when
+    not shaped like ``text`` (a string for a string, a list as long for a list)."""
+    if given is None:
+        return None
+    if isinstance(text, str):
+        return [given] if isinstance(given, str) else False
+    if not isinstance(given, list) or len(given) != len(text):
+        return False
+    return given if all(p is None or isinstance(p, str) for p in given) else False
+
+
+def _writable(translator: Translator, request: dict[str, Any]) -> bool:
+    """Whether the model can write every prefix of ``request`` (the Translator's check)."""
+    texts, prefixes = request["texts"], request["prefixes"]
+    try:
+        encode_prefixes(translator.codec, prefixes, len(texts), translator.stepper)
+    except PrefixError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -421,11 +468,11 @@ def test_fuzzed_bodies_get_200_or_a_json_4xx_and_valid_ones_the_translators_answ
     default_beam = call(port, "GET", "/v1/model")[2]["server"]["beam_size"]
     pid = worker.pid
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    seen: Counter[int] = Counter()
+    seen: Counter[int | str] = Counter()
 
     @cache
-    def alone(text: str, beam: int, nbest: int) -> list[tuple[str, float]]:
-        hyps = translator.translate_nbest([text], beam_size=beam, nbest=nbest)[0]
+    def alone(text: str, beam: int, nbest: int, prefix: str | None) -> list[tuple[str, float]]:
+        hyps = translator.translate_nbest([text], beam_size=beam, nbest=nbest, prefix=[prefix])[0]
         return [(h.text, h.score) for h in hyps]
 
     @settings(
@@ -446,6 +493,8 @@ def test_fuzzed_bodies_get_200_or_a_json_4xx_and_valid_ones_the_translators_answ
             status, _, answer = call(port, "POST", "/v1/translate", raw=raw, connection=conn)
         seen[status] += 1
         request = _valid(raw, default_beam)
+        if request is not None and not _writable(translator, request):
+            request = None  # a prefix the model cannot write: a 422 naming it
         if request is None:
             assert 400 <= status < 500 and isinstance(answer, dict) and answer["detail"], (
                 raw,
@@ -454,9 +503,11 @@ def test_fuzzed_bodies_get_200_or_a_json_4xx_and_valid_ones_the_translators_answ
             )
             return
         assert status == 200, (raw, answer)
+        seen["prefixed"] += any(p and p.strip() for p in request["prefixes"])
         assert (answer["beam_size"], answer["nbest"]) == (request["beam"], request["nbest"])
-        for text, got in zip(request["texts"], answer["translations"], strict=True):
-            want = alone(text, request["beam"], request["nbest"])
+        pairs = zip(request["texts"], request["prefixes"], answer["translations"], strict=True)
+        for text, prefix, got in pairs:
+            want = alone(text, request["beam"], request["nbest"], prefix)
             assert [c["text"] for c in got["nbest"]] == [t for t, _ in want], (raw, text)
             assert all(
                 math.isclose(c["score"], s, abs_tol=1e-4)
@@ -466,7 +517,8 @@ def test_fuzzed_bodies_get_200_or_a_json_4xx_and_valid_ones_the_translators_answ
 
     check()
     conn.close()
-    assert seen[200] >= 50 and sum(n for s, n in seen.items() if s != 200) >= 100, seen
+    assert seen[200] >= 50 and sum(n for s, n in seen.items() if s not in (200, "prefixed")) >= 100
+    assert seen["prefixed"] >= 10, seen  # answers with a forced prefix were checked too
     # the worker survived every body: the same process, healthy, and answering
     status, _, health = call(port, "GET", "/healthz")
     assert (status, health["status"]) == (200, "ok") and worker.pid == pid and worker.restarts == 0

@@ -28,7 +28,10 @@ Results equal translating each request alone: a streamed sentence gets what gree
 search gives it alone, the Translator's batches give the same hypotheses as one sentence
 at a time, ``nbest`` only cuts a finished n-best list, and keeping attention does not
 change the search, so requests that differ only in ``nbest`` or ``attention`` share a
-batch and each gets exactly what it asked for.
+batch and each gets exactly what it asked for. Target prefixes are forced per sentence,
+so sentences with and without them share the stream and the groups too; each request's
+prefixes are checked before it joins either (:mod:`mtkit.serve.prefix`), so one that
+the model cannot write fails that request alone.
 """
 
 from __future__ import annotations
@@ -331,6 +334,10 @@ class Batcher:
                 elif has_prefix(job.request):
                     raise BadPrefix(NO_PREFIX)
             except BadPrefix as error:
+                settle(job.future, error=error)
+                continue
+            except Exception as error:  # a bug: fail this request, keep serving
+                log.exception("checking the prefixes of a request failed")
                 settle(job.future, error=error)
                 continue
             admitted.append(job)

@@ -477,7 +477,7 @@ def test_translations_refuse_a_socket_or_a_folder(tmp_path: Path, kind: str) -> 
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link-to-device", "folder"])
-@pytest.mark.parametrize("name", ["train.log", "metrics.csv", "best.pt"])
+@pytest.mark.parametrize("name", ["train.log", "metrics.csv", "best.pt", "step-000005.pt"])
 def test_run_files_that_are_no_regular_file_are_refused(
     tmp_path: Path, corpus: Path, name: str, kind: str
 ) -> None:

@@ -129,15 +129,17 @@ def _tensorboard_writer(run_dir: Path) -> Any:
 
 
 def check_run_files(run_dir: Path) -> None:
-    """Refuse a run directory where a file of the run is a folder, a device, a named pipe
-    or a socket: writing it would block (a pipe), fail at every line (``/dev/full``) or
-    replace the node (a checkpoint renamed over it). One line naming the file."""
+    """Refuse a run directory where a file of the run (:data:`RUN_FILES`, a
+    ``step-XXXXXX.pt``) is a folder, a device, a named pipe or a socket: writing it would
+    block (a pipe), fail at every line (``/dev/full``) or replace the node (a checkpoint
+    renamed over it). One line naming the file."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(
             f"hydra.run.dir={run_dir}: is {node_kind(run_dir) or 'a file'}, not a folder; "
             "choose another hydra.run.dir"
         )
-    for name in RUN_FILES:
+    steps = sorted(p.name for p in run_dir.glob("step-*.pt")) if run_dir.is_dir() else []
+    for name in (*RUN_FILES, *steps):
         kind = node_kind(run_dir / name)
         if kind is not None:
             raise ConfigError(

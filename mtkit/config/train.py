@@ -40,8 +40,9 @@ class RuntimeConfig(TrainKeys):
     # because OmegaConf 2.3 has no int-or-str fields; check() checks the value.
     threads: Any = "auto"
     # Data-parallel CPU training processes that python -m mtkit.train starts itself
-    # (mtkit.training.launch), each training on its part of every batch: an integer >= 1,
-    # or auto (2 on a CPU of 2 or more cores when threads=auto, else 1; see
+    # (mtkit.training.launch), each training on its part of every batch: an integer from 1
+    # to the cores this process may use (a larger one is a one-line error when the command
+    # starts), or auto (2 on a CPU of 2 or more cores when threads=auto, else 1; see
     # mtkit.training.launch.resolve_processes).
     processes: Any = "auto"
 

@@ -11,10 +11,8 @@ pickled code is refused. This module is the only place that builds or reads one.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,10 @@ from typing import Any
 import torch
 
 from mtkit.config import DecodeConfig, ModelConfig, RunConfig, from_dict
+from mtkit.config.paths import output_target, write_atomically
 from mtkit.corpus.tokenizer import TextCodec
-from mtkit.errors import CheckpointError, ConfigError
+from mtkit.errors import CheckpointError, ConfigError, DataError
 from mtkit.model.seq2seq import Seq2Seq
-from mtkit.runtime import new_file_mode
 
 FORMAT = "mtkit-checkpoint"
 VERSION = 1
@@ -59,33 +57,24 @@ def build_payload(
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically: a temp file in the same folder, then rename.
+    """Write ``payload`` to ``path`` through the one output helper
+    (:func:`mtkit.config.paths.write_atomically`): a temp file in the same folder, synced,
+    then renamed over ``path``, which must be a regular file or a new name (a folder, a
+    device or a pipe there is refused, never replaced).
 
     The payload is serialized in memory first, so a full disk is reported as such (torch's
     own writer turns it into an unrelated message). A failed write leaves the previous
-    file as it was and is a one-line CheckpointError. The file gets the permissions of
-    any other file the user creates (umask), not the owner-only mode of a temp file.
+    file as it was and is a one-line CheckpointError.
     """
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    temp_name = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getbuffer())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp_name, new_file_mode())
-        os.replace(temp_name, path)
+        write_atomically(output_target(path), lambda stream: stream.write(buffer.getbuffer()))
     except OSError as error:
-        kept = "; the previous file is kept" if path.exists() else ""
-        raise CheckpointError(f"{path}: cannot write ({error.strerror or error}){kept}") from None
-    finally:
-        if temp_name:
-            Path(temp_name).unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write ({error.strerror or error})") from None
+    except DataError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def step_file_name(step: int) -> str:

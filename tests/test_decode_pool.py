@@ -16,7 +16,7 @@ from test_translator import SENTENCES, checkpoint  # noqa: F401 - the shared tra
 
 from mtkit.cli.options import AUTO_MIN_SENTENCES, parse_processes, resolve_processes
 from mtkit.errors import ConfigError, MtkitError
-from mtkit.runtime import single_thread
+from mtkit.runtime import single_thread, usable_cpus
 from mtkit.search.int8 import int8_available
 from mtkit.search.load import LoadSpec
 from mtkit.search.pool import DecodePool
@@ -76,8 +76,9 @@ def test_a_batch_smaller_than_the_pool_and_empty_lines(alone: Translator, shared
 @pytest.mark.skipif(not int8_available(), reason="no int8 CPU backend in this torch")
 def test_int8_and_ensembles_share_too(checkpoint: Path):  # noqa: F811
     int8 = Translator.from_checkpoint(checkpoint, precision="int8")
-    with Translator.from_checkpoint(checkpoint, precision="int8", processes=3) as pooled:
-        assert pooled.processes == 3
+    count = min(3, usable_cpus())  # 3 where the cores allow it (the cap)
+    with Translator.from_checkpoint(checkpoint, precision="int8", processes=count) as pooled:
+        assert pooled.processes == count
         with single_thread():
             want = int8.translate(LINES, beam_size=5, batch_tokens=60)
         assert pooled.translate(LINES, beam_size=5, batch_tokens=60) == want
@@ -87,6 +88,12 @@ def test_int8_and_ensembles_share_too(checkpoint: Path):  # noqa: F811
         with single_thread():
             want = single.translate(LINES, batch_tokens=60)
         assert ensemble.translate(LINES, batch_tokens=60) == want
+
+
+def test_more_processes_than_cores_are_refused(checkpoint: Path):  # noqa: F811
+    too_many = usable_cpus() + 1
+    with pytest.raises(ConfigError, match=rf"processes={too_many} is more than the"):
+        Translator.from_checkpoint(checkpoint, processes=too_many)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])

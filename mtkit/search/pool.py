@@ -55,6 +55,7 @@ from mtkit.runtime import (
     resolve_device,
     single_thread,
     tune_process,
+    usable_cpus,
 )
 from mtkit.search.spec import LoadSpec
 
@@ -66,9 +67,16 @@ START_TIMEOUT_S = 300.0  # loading a large ensemble on a slow disk can take a wh
 
 
 def check_processes(processes: object) -> int:
-    """A process count given to the Python API: an integer >= 1 (else a ConfigError)."""
+    """A process count given to the Python API: an integer >= 1 and at most the cores this
+    process may use, as the commands' ``--processes`` (else a ConfigError)."""
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
         raise ConfigError(f"processes={processes!r}; expected an integer >= 1")
+    cores = usable_cpus()
+    if processes > cores:
+        raise ConfigError(
+            f"processes={processes} is more than the {cores} core(s) this process may use; "
+            f"expected an integer from 1 to {cores}"
+        )
     return processes
 
 

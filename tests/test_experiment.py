@@ -25,6 +25,7 @@ from mtkit.experiment.figures import length_buckets
 from mtkit.experiment.load import load_spec
 from mtkit.experiment.overrides import hydra_value, merge
 from mtkit.experiment.report import RunResult, comparisons, mean_std
+from mtkit.experiment.runner import Options, plan_runs
 from mtkit.experiment.spec import DECODE_COLUMNS, TRAIN_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -34,9 +35,9 @@ paper:
   citation: "Nobody (2024). A test."
   claim: "Nothing to reproduce."
 data: [data=synth]
-budget_minutes: 5
+budget_steps: {steps}
 seeds: 2
-common: [model=small, train.max_steps={steps}, train.valid_every=2, train.log_every=1,
+common: [model=small, train.valid_every=2, train.log_every=1,
          train.device=cpu, train.precision=fp32, train.threads=1, train.test_at_end=true,
          decode.max_len_a=0.5, decode.max_len_b=3]
 conditions:
@@ -119,7 +120,7 @@ def test_results_table_and_plots(experiment: Path):
         line = next(x for x in table.splitlines() if x.startswith(f"| `{name}` | 2 |"))
         assert " ± " in line
     assert "BLEU signature: `nrefs:1|" in table and "chrF signature: `nrefs:1|" in table
-    assert "Budget: 5 min of training per run" in table and "data=synth" in table
+    assert "Budget: 2 updates per run" in table and "data=synth" in table
     assert "`lstm` vs. `gru`:" in table
 
     for name in ("bleu_by_length", "curves", "speed_vs_bleu"):
@@ -230,8 +231,48 @@ def test_dry_run_prints_the_plan_and_an_eta(tmp_path: Path, capsys, cache_env):
     assert set(plan_statuses(printed).values()) == {"new"} and len(plan_statuses(printed)) == 4
     assert "model.cell=lstm train.seed=1235" in printed
     estimate = next(line for line in printed.splitlines() if line.startswith("estimated time:"))
-    assert "4 of 4 runs to train, 7 min budget" in estimate and "ETA " in estimate
+    assert "4 of 4 runs to train, 7 min (about 7 min)" in estimate and "ETA " in estimate
     assert not out.exists()  # nothing trained, nothing written
+
+
+def test_update_budgets_become_the_runs_overrides(tmp_path: Path, capsys, cache_env):
+    """budget_steps fixes train.max_steps; --steps, --converge and --budget replace it."""
+    spec = write_spec(tmp_path, TINY.format(steps=40))
+    options = Options(out=tmp_path / "out")
+    loaded = load_spec(str(spec))
+    overrides = plan_runs(loaded, options)[0].overrides
+    assert "train.max_steps=40" in overrides and "train.max_minutes=null" in overrides
+    converge = Options(out=tmp_path / "out", steps=900, converge=True)
+    overrides = plan_runs(loaded, converge)[0].overrides
+    assert {"train.max_steps=900", "train.early_stopping_metric=loss", "train.patience=3"} <= set(
+        overrides
+    )
+    minutes = plan_runs(loaded, Options(out=tmp_path / "out", minutes=2.5))[0].overrides
+    assert "train.max_minutes=2.5" in minutes and "train.max_steps=null" in minutes
+    assert run_main(str(spec), "--steps", "7", "--budget", "3", "--dry-run") == 2
+    assert "give --steps (updates) or --budget (minutes), not both" in capsys.readouterr().err
+    assert run_main(str(spec), "--out", str(tmp_path / "o"), "--steps", "9", "--dry-run") == 0
+    printed = capsys.readouterr().out
+    assert "4 of 4 runs to train, 9 updates (about " in printed
+
+
+def test_parallel_runs_equal_the_serial_ones(experiment: Path, tmp_path: Path, cache_env):
+    """--parallel 2: each run in its own pinned child runner; same results as one by one."""
+    spec = write_spec(tmp_path, TINY.format(steps=2))
+    out = tmp_path / "out"
+    result = run_module(
+        "mtkit.experiment", str(spec), "--out", str(out), "--parallel", "2", cwd=ROOT, env=cache_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "training 4 run(s), 2 at a time" in result.stdout
+    assert "[4/4 runs]" in result.stdout and "not in --runs" not in result.stdout
+    serial = {(r["condition"], r["seed"]): r for r in read_results(experiment)}
+    rows = read_results(out)
+    assert len(rows) == 4
+    for row in rows:
+        same = serial[(row["condition"], row["seed"])]
+        assert row["test_bleu_beam5"] == same["test_bleu_beam5"]
+        assert row["steps"] == same["steps"] == "2"
 
 
 def test_decode_only_experiment_reuses_a_checkpoint(experiment: Path, tmp_path: Path):
@@ -288,7 +329,7 @@ def test_sigterm_stops_the_run_cleanly(tmp_path: Path, cache_env: dict[str, str]
     stdout, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 143, stderr
     assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr
-    assert "[1/2] tiny/gru seed 1: training (budget 5 min)" in stdout
+    assert "[1/2] tiny/gru seed 1: training (budget 100000 updates)" in stdout
     assert last.is_file() and not (last.parent / "summary.json").exists()
     assert run_main(str(spec), "--out", str(out), "--seeds", "1", "--dry-run") == 0
     assert plan_statuses(capsys.readouterr().out)[("gru", "1")] == "resume"
@@ -319,24 +360,48 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path: Path, text: str, exp
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("budget_minutes: 5", "budjet_minutes: 5"), "tiny.yaml: budjet_minutes: unknown key"),
+        (("seeds: 2", "seeds: 2\nbudjet_minutes: 5"), "tiny.yaml: budjet_minutes: unknown key"),
         (("seeds: 2", "seeds: 1"), "tiny.yaml: seeds: expected an integer >= 2"),
         (("paper:", "papers:"), "tiny.yaml: papers: unknown key"),
         (("[model.cell=gru]", "[train.seed=3]"), "conditions.gru: 'train.seed' is set by"),
         (("[model.cell=gru]", "[data.dir=x]"), "conditions.gru: 'data.dir' would change the test"),
         (("y: test_bleu_beam5", "y: bleu"), "plots[0].y: unknown column 'bleu'"),
         (
-            ("budget_minutes: 5", "budget_minutes: .nan"),
+            ("budget_steps: 2", "budget_minutes: .nan"),
             "tiny.yaml: budget_minutes: expected a finite number >= 0.01, got nan",
         ),
         (
-            ("budget_minutes: 5", "budget_minutes: .inf"),
+            ("budget_steps: 2", "budget_minutes: .inf"),
             "tiny.yaml: budget_minutes: expected a finite number >= 0.01, got inf",
         ),
         (("seeds: 2", "seeds: .inf"), "tiny.yaml: seeds: expected an integer >= 2, got inf"),
         (("seeds: 2", "seeds: .nan"), "tiny.yaml: seeds: expected an integer >= 2, got nan"),
         (("seeds: 2", "seeds: 2\nseed: -.inf"), "tiny.yaml: seed: expected an integer >= 0"),
         (("length_buckets: [5, 10]", "length_buckets: [5, .inf]"), "tiny.yaml: length_buckets"),
+        (("budget_steps: 2", "seed: 1"), "tiny.yaml: budget_steps: give budget_steps (updates) or"),
+        (
+            ("budget_steps: 2", "budget_steps: 2\nbudget_minutes: 3"),
+            "budget_steps: give budget_steps",
+        ),
+        (
+            ("budget_steps: 2", "budget_steps: 0"),
+            "tiny.yaml: budget_steps: expected an integer >= 1",
+        ),
+        (("budget_steps: 2", "budget_minutes: 3\nconverge: true"), "converge: needs budget_steps"),
+        (("budget_steps: 2", "budget_steps: 2\npatience: 2"), "patience: belongs to converge"),
+        (("[model.cell=gru]", "[train.max_steps=4]"), "'train.max_steps' is set by the experiment"),
+        (
+            ("seeds: 2", "seeds: 2\ncompare: [{condition: gru, baseline: lstm, expect: up}]"),
+            "compare[0].expect: 'up' is not one of: higher, lower, either",
+        ),
+        (
+            ("seeds: 2", "seeds: 2\ncompare: [{condition: gru, baseline: rnn}]"),
+            "compare[0]: unknown condition 'rnn'",
+        ),
+        (
+            ("seeds: 2", "seeds: 2\ncompare: [{condition: gru, baseline: lstm, metric: x}]"),
+            "compare[0].metric: unknown column 'x'",
+        ),
         (("[model.cell=gru]", "[train.lr=nan]"), "train.lr=nan is not valid"),
     ],
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mtkit.errors import ConfigError, run_cli
 from mtkit.experiment.overrides import override_key
+from mtkit.experiment.parallel import CHILD_FLAG
 from mtkit.experiment.runner import Options, SignalGuard, StopRequested
 from mtkit.experiment.spec import RESERVED_KEYS
 from mtkit.runtime import prefer_passive_wait
@@ -36,8 +37,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "overrides", nargs="*", metavar="KEY=VALUE", help="training overrides for every run"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the ETA")
-    parser.add_argument("--budget", type=float, metavar="MINUTES", help="training minutes per run")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="updates per run (the cap with --converge); replaces the file's budget",
+    )
+    parser.add_argument(
+        "--converge",
+        action="store_true",
+        help="stop each run when its validation loss stops improving (cap: --steps or the file's)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help="wall-clock minutes per run instead of updates (a speed comparison, not a verdict)",
+    )
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds per condition")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N runs at once, each pinned to its share of the cores "
+        "(on a GPU: all share the card); default 1",
+    )
     parser.add_argument("--out", metavar="DIR", help="output folder (default experiments/NAME)")
     parser.add_argument("--corpora", metavar="DIR", help="what ${corpora} stands for")
     parser.add_argument(
@@ -51,11 +76,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train nothing: evaluate finished runs and rewrite the report",
     )
+    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_intermixed_args(argv)
     if args.budget is not None and not 0 < args.budget < math.inf:
         parser.error(f"--budget must be a finite number of minutes > 0, not {args.budget:g}")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be an integer >= 1")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be an integer >= 1, not {args.steps}")
+    if args.steps is not None and args.budget is not None:
+        parser.error("give --steps (updates) or --budget (minutes), not both")
+    if args.converge and args.budget is not None:
+        parser.error("--converge needs an update cap (--steps), not --budget")
+    if args.parallel < 1:
+        parser.error(f"--parallel must be an integer >= 1, not {args.parallel}")
     return args
 
 
@@ -73,16 +107,22 @@ def options_from(args: argparse.Namespace, name: str) -> Options:
     for override in overrides:
         key = override_key(override)
         if key in RESERVED_KEYS or key.startswith("hydra"):
-            hint = " (use --budget)" if key == "train.max_minutes" else ""
+            hints = {"train.max_minutes": " (use --budget)", "train.max_steps": " (use --steps)"}
+            hint = hints.get(key, "")
             raise ConfigError(f"command line: '{key}' is set by the experiment runner{hint}")
     return Options(
         out=Path(out or Path("experiments") / name),
         overrides=overrides,
-        budget=args.budget,
+        steps=args.steps,
+        minutes=args.budget,
+        converge=args.converge,
+        parallel=args.parallel,
         seeds=args.seeds,
         dry_run=args.dry_run,
         report_only=args.report_only,
         only=[n.strip() for n in args.runs.split(",") if n.strip()] if args.runs else None,
+        corpora=args.corpora,
+        child=args.child,
     )
 
 

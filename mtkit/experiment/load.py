@@ -15,9 +15,12 @@ from typing import Any, NoReturn
 import yaml
 
 from mtkit.errors import ConfigError
+from mtkit.experiment.budget import DEFAULT_PATIENCE, Budget
 from mtkit.experiment.overrides import override_key
 from mtkit.experiment.spec import (
+    COMPARE_KEYS,
     CORPORA,
+    EXPECT_SIGNS,
     NAME_PATTERN,
     PAPER_KEYS,
     PLOT_KEYS,
@@ -26,6 +29,7 @@ from mtkit.experiment.spec import (
     RESERVED_KEYS,
     TEST_SET_KEYS,
     TOP_KEYS,
+    Comparison,
     ExperimentSpec,
     PlotSpec,
     corpora_dir,
@@ -35,6 +39,7 @@ from mtkit.experiment.spec import (
 
 RUNNER_HINTS = {
     "train.max_minutes": " (use budget_minutes)",
+    "train.max_steps": " (use budget_steps)",
     "train.seed": " (use seed and seeds)",
     "train.resume": " (interrupted runs resume by themselves)",
 }
@@ -144,8 +149,8 @@ def _build(path: Path, raw: dict[str, Any], check: _Checker, corpora: str) -> Ex
         data=_substitute(data, corpora),
         data_display=data,
         conditions=parsed,
-        budget_minutes=float(check.number(raw.get("budget_minutes", 10), "budget_minutes", 0.01)),
-        seeds=int(check.number(raw.get("seeds", 2), "seeds", 2, integer=True)),
+        budget=_budget(raw, check),
+        seeds=int(check.number(raw.get("seeds", 3), "seeds", 2, integer=True)),
         seed=int(check.number(raw.get("seed", 1234), "seed", 0, integer=True)),
         common=_substitute(check.overrides(raw.get("common"), "common"), corpora),
         plots=[_plot(item, i, check) for i, item in enumerate(_items(raw, "plots", check))],
@@ -207,16 +212,52 @@ def _buckets(value: Any, check: _Checker) -> list[int]:
     return list(value)
 
 
-def _pairs(value: Any, check: _Checker) -> list[tuple[str, str]]:
+def _budget(raw: dict[str, Any], check: _Checker) -> Budget:
+    """``budget_steps`` (updates; the cap with ``converge: true``) or ``budget_minutes``."""
+    steps, minutes = raw.get("budget_steps"), raw.get("budget_minutes")
+    if steps is None and minutes is None and raw.get("checkpoint") is not None:
+        return Budget(steps=1)  # nothing is trained: the file's checkpoint is decoded
+    if (steps is None) == (minutes is None):
+        check.fail("budget_steps", "give budget_steps (updates) or budget_minutes, one of them")
+    converge = _flag(raw.get("converge", False), "converge", check)
+    if "patience" in raw and not converge:
+        check.fail("patience", "belongs to converge: true")
+    patience = int(check.number(raw.get("patience", DEFAULT_PATIENCE), "patience", 1, True))
+    if minutes is not None:
+        if converge:
+            check.fail("converge", "needs budget_steps as its update cap, not budget_minutes")
+        return Budget(minutes=float(check.number(minutes, "budget_minutes", 0.01)))
+    count = int(check.number(steps, "budget_steps", 1, integer=True))
+    return Budget(steps=count, converge=converge, patience=patience)
+
+
+def _pairs(value: Any, check: _Checker) -> list[Comparison]:
+    """``[condition, baseline]`` or ``{condition, baseline, expect, metric}`` entries."""
     if value is None:
         return []
-    pairs: list[tuple[str, str]] = []
+    pairs: list[Comparison] = []
     for i, pair in enumerate(value if isinstance(value, list) else [value]):
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-        ):
-            check.fail(f"compare[{i}]", "expected [condition, baseline]")
-        pairs.append((pair[0], pair[1]))
+        key = f"compare[{i}]"
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
+            pairs.append(Comparison(pair[0], pair[1]))
+            continue
+        if not isinstance(pair, dict) or not {"condition", "baseline"} <= set(pair):
+            check.fail(key, "expected [condition, baseline] or {condition, baseline, expect}")
+        for name in pair:
+            if name not in COMPARE_KEYS:
+                check.fail(f"{key}.{name}", f"unknown key; valid keys: {', '.join(COMPARE_KEYS)}")
+        expect = pair.get("expect", "either")
+        if expect not in EXPECT_SIGNS:
+            check.fail(f"{key}.expect", f"{expect!r} is not one of: {', '.join(EXPECT_SIGNS)}")
+        metric = pair.get("metric")
+        pairs.append(
+            Comparison(
+                check.text(pair["condition"], f"{key}.condition"),
+                check.text(pair["baseline"], f"{key}.baseline"),
+                EXPECT_SIGNS[expect],
+                None if metric is None else check.text(metric, f"{key}.metric"),
+            )
+        )
     return pairs
 
 
@@ -247,10 +288,12 @@ def _check_consistency(spec: ExperimentSpec, check: _Checker) -> None:
             )
             if spec.decode_only and where.startswith("conditions.") and not search_key:
                 check.fail(where, f"'{key}': decode_only conditions set decode.* search keys")
-    for a, b in spec.compare:
-        for name in (a, b):
+    for i, pair in enumerate(spec.compare):
+        for name in (pair.condition, pair.baseline):
             if name not in spec.conditions:
-                check.fail("compare", f"unknown condition '{name}'")
+                check.fail(f"compare[{i}]", f"unknown condition '{name}'")
+        if pair.metric is not None and pair.metric not in spec.columns:
+            check.fail(f"compare[{i}].metric", f"unknown column '{pair.metric}'")
     _check_plots(spec, check)
 
 

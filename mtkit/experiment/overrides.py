@@ -57,9 +57,9 @@ def hydra_value(path: Path | str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def runner_overrides(budget: float, seed: int) -> list[str]:
-    """What the runner sets on every training run."""
-    return [f"train.max_minutes={budget:g}", f"train.seed={seed}"]
+def runner_overrides(budget: list[str], seed: int) -> list[str]:
+    """What the runner sets on every training run: the budget's overrides and the seed."""
+    return [*budget, f"train.seed={seed}"]
 
 
 def check_stages(stages: list[tuple[str, list[str]]], where: str, run_dir: Path) -> None:
@@ -70,7 +70,8 @@ def check_stages(stages: list[tuple[str, list[str]]], where: str, run_dir: Path)
     shared ones. When a condition fails, the shared lists are composed one by one to find
     the first that breaks, so an error names ``data``, ``common`` or the condition.
     """
-    fixed = [*runner_overrides(1.0, 0), f"hydra.run.dir={hydra_value(run_dir)}"]
+    budget = ["train.max_steps=1", "train.max_minutes=null"]
+    fixed = [*runner_overrides(budget, 0), f"hydra.run.dir={hydra_value(run_dir)}"]
     shared_stages = [(label, o) for label, o in stages if not label.startswith("conditions.")]
     shared = merge(*(o for _, o in shared_stages))
     for label, overrides in stages:

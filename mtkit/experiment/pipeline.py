@@ -10,13 +10,21 @@ the end from whatever runs are complete, so they can be rebuilt at any time
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mtkit.config import RunConfig
 from mtkit.errors import ConfigError
-from mtkit.experiment import evaluation, figures, progress, report
-from mtkit.experiment.overrides import check_stages, compose, merge, override_values
+from mtkit.experiment import evaluation, figures, parallel, progress, report
+from mtkit.experiment.budget import Budget
+from mtkit.experiment.overrides import (
+    check_stages,
+    compose,
+    merge,
+    override_key,
+    override_values,
+)
 from mtkit.experiment.runner import (
     DONE,
     NEW,
@@ -27,11 +35,11 @@ from mtkit.experiment.runner import (
     SignalGuard,
     budget_of,
     check_selection,
-    elapsed_minutes,
     plan_runs,
     run_status,
     selected,
     train,
+    trained_so_far,
 )
 from mtkit.experiment.spec import ExperimentSpec, display
 
@@ -83,7 +91,7 @@ def print_plan(
         models = max(len(runs), 1)
         print(f"decoding: {len(spec.conditions)} conditions x {models} model(s)")
     left = sum(
-        estimator.run_minutes(s, elapsed_minutes(r.run_dir))
+        estimator.run_minutes(s, *trained_so_far(r.run_dir))
         for r, s in zip(runs, statuses, strict=True)
     )
     if spec.checkpoint is not None:
@@ -91,12 +99,13 @@ def print_plan(
     to_train = sum(s in (NEW, RESUME) for s in statuses)
     print(
         f"estimated time: {progress.duration(left)} ({to_train} of {len(runs)} runs to train, "
-        f"{budget:g} min budget + about {estimator.start_minutes:g} min start-up each, "
+        f"{budget.short()} (about {progress.duration(estimator.training_minutes())}) "
+        f"+ about {estimator.start_minutes:g} min start-up each, "
         f"evaluation about {estimator.eval_minutes:.1f} min per model); {progress.eta(left)}"
     )
 
 
-def _estimator(spec: ExperimentSpec, budget: float) -> progress.Estimator:
+def _estimator(spec: ExperimentSpec, budget: Budget) -> progress.Estimator:
     per_model = progress.decode_minutes(spec) if spec.decode_only else progress.EVAL_MINUTES
     return progress.Estimator(budget, per_model)
 
@@ -113,6 +122,26 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
         print_plan(spec, options, runs, statuses)
         return 0
     shared = compose(merge(spec.data, spec.common, options.overrides))
+    if options.parallel > 1 and not options.report_only:
+        failures = _train_parallel(spec, options, guard, runs, statuses, shared)
+        options = replace(options, report_only=True, only=None)
+        statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
+        code = run_experiment_serial(spec, options, guard, runs, statuses, shared)
+        for failure in failures:
+            print(f"failed: {failure}", flush=True)
+        return 1 if failures else code
+    return run_experiment_serial(spec, options, guard, runs, statuses, shared)
+
+
+def run_experiment_serial(
+    spec: ExperimentSpec,
+    options: Options,
+    guard: SignalGuard,
+    runs: list[Run],
+    statuses: list[str],
+    shared: RunConfig,
+) -> int:
+    """Every run in turn in this process (trained, evaluated), then the report."""
     with evaluation.threads(shared.train.threads):
         session = Session(
             spec,
@@ -124,6 +153,50 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
         return _run_all(session, runs, statuses)
 
 
+def _train_parallel(
+    spec: ExperimentSpec,
+    options: Options,
+    guard: SignalGuard,
+    runs: list[Run],
+    statuses: list[str],
+    shared: RunConfig,
+) -> list[str]:
+    """``--parallel N``: child runners, one per run, N at a time; the failures."""
+    on_gpu = shared.train.device.startswith("cuda") or (
+        shared.train.device == "auto" and _cuda_available()
+    )
+    pool = parallel.slots(options.parallel, on_gpu)
+    user_threads = any(override_key(o) == "train.threads" for o in options.overrides)
+    todo = [s if selected(r, options.only) else DONE for r, s in zip(runs, statuses, strict=True)]
+    estimator = _estimator(spec, budget_of(spec, options))
+    per_run = estimator.run_minutes(NEW)
+    return parallel.run_all(
+        runs, todo, child_arguments(spec, options), pool, user_threads, guard, per_run
+    )
+
+
+def child_arguments(spec: ExperimentSpec, options: Options) -> list[str]:
+    """The parent's command line as a child runner gets it (without --parallel and --runs)."""
+    found = [str(spec.path.absolute()), *options.overrides, "--out", str(options.out.absolute())]
+    if options.steps is not None:
+        found += ["--steps", str(options.steps)]
+    if options.minutes is not None:
+        found += ["--budget", f"{options.minutes:g}"]
+    if options.converge:
+        found.append("--converge")
+    if options.seeds is not None:
+        found += ["--seeds", str(options.seeds)]
+    if options.corpora is not None:
+        found += ["--corpora", options.corpora]
+    return found
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
     """Every run in turn, then the checkpoint's decodings (if any), then the report."""
     spec, options = session.spec, session.options
@@ -132,7 +205,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
     failures: list[str] = []
     for position, run in enumerate(runs, start=1):
         left = sum(
-            session.estimator.run_minutes(s, elapsed_minutes(r.run_dir))
+            session.estimator.run_minutes(s, *trained_so_far(r.run_dir))
             for r, s in zip(runs[position - 1 :], statuses[position - 1 :], strict=True)
             if selected(r, options.only)
         )
@@ -152,7 +225,8 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
             model_dir, spec.checkpoint, decode_conditions(spec), session.test
         )
         results += report.decode_results(spec, None, None, model_dir, found_decode)
-    write_report(spec, options, results, curves, session.test)
+    if not options.child:  # --parallel's parent writes the report once all have finished
+        write_report(spec, options, results, curves, session.test)
     for failure in failures:
         print(f"failed: {failure}", flush=True)
     return 1 if failures else 0
@@ -164,13 +238,16 @@ def _one_run(
     """Train (or resume) one run if needed and evaluate it, with its progress lines."""
     spec, estimator = session.spec, session.estimator
     if not selected(run, session.options.only) and status != DONE:
-        print(f"{head}: not in --runs and not finished; left out of the report", flush=True)
+        if not session.options.child:
+            print(f"{head}: not in --runs and not finished; left out of the report", flush=True)
         return []
+    if session.options.child and not selected(run, session.options.only):
+        return []  # a --parallel child reports only its own run
     if session.options.report_only and status in (NEW, RESUME):
         print(f"{head}: not trained yet; left out of the report", flush=True)
         return []
-    elapsed = elapsed_minutes(run.run_dir)
-    doing = progress.action(status, estimator.budget, elapsed, spec.decode_only)
+    elapsed, steps = trained_so_far(run.run_dir)
+    doing = progress.action(status, estimator.budget, elapsed, steps, spec.decode_only)
     eta = "" if session.options.report_only else f" ... {progress.eta(minutes_left)}"
     print(f"{head}: {doing}{eta}", flush=True)  # --report-only trains nothing: no ETA
     if status in (NEW, RESUME):
@@ -181,11 +258,13 @@ def _one_run(
 
 
 def _train(run: Run, status: str, guard: SignalGuard, estimator: progress.Estimator) -> None:
-    before = elapsed_minutes(run.run_dir) if status == RESUME else 0.0
+    before, before_steps = trained_so_far(run.run_dir) if status == RESUME else (0.0, 0)
     start = time.perf_counter()
     train(run, status, guard)
-    trained = report.training_info(run.run_dir).get("minutes") or estimator.budget
-    estimator.observe_training((time.perf_counter() - start) / 60, float(trained) - before)
+    info = report.training_info(run.run_dir)
+    trained = float(info.get("minutes") or estimator.training_minutes()) - before
+    steps = int(info.get("steps") or 0) - before_steps
+    estimator.observe_training((time.perf_counter() - start) / 60, trained, steps)
 
 
 def _evaluate(
@@ -230,7 +309,7 @@ def notes(spec: ExperimentSpec, options: Options, test: evaluation.TestSet) -> l
     shared = " ".join(spec.shown(o) for o in merge(spec.data, spec.common, options.overrides))
     seed_values = ", ".join(str(spec.seed + k) for k in range(seeds))
     lines = [
-        f"Budget: {budget_of(spec, options):g} min of training per run (`train.max_minutes`), "
+        f"Budget: {budget_of(spec, options).describe()}; "
         f"{seeds} seed{'s' if seeds > 1 else ''} per condition (`train.seed` {seed_values}).",
         f"Data and shared settings: `{shared}`; test split: {len(test)} sentences.",
     ]

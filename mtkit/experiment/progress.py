@@ -2,8 +2,10 @@
 
 The estimate of a run is its remaining training budget plus what a run costs beyond
 its budget (start-up, the last validation, the trainer's own test decoding) plus the
-runner's evaluation. The two overheads start from fixed guesses and follow the runs
-measured so far, so the ETA gets better as the experiment goes.
+runner's evaluation. A budget in updates is turned into minutes at the pace of the runs
+finished so far (a fixed guess before the first). The overheads start from fixed guesses
+and follow the runs measured so far, so the ETA gets better as the experiment goes; with
+``converge`` it is an upper bound (the update cap).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from mtkit.experiment.budget import Budget
 from mtkit.experiment.overrides import override_values
 from mtkit.experiment.spec import ExperimentSpec
 
@@ -32,23 +35,38 @@ def decode_minutes(spec: ExperimentSpec) -> float:
 class Estimator:
     """Minutes left, from the statuses of the runs still to do."""
 
-    budget: float
+    budget: Budget
     eval_minutes: float
     start_minutes: float = START_MINUTES
+    seconds_per_step: float | None = None  # measured on the runs trained so far
     _starts: list[float] = field(default_factory=list)
     _evals: list[float] = field(default_factory=list)
+    _paces: list[float] = field(default_factory=list)
 
-    def run_minutes(self, status: str, elapsed: float = 0.0) -> float:
+    def training_minutes(self) -> float:
+        """One whole run's training time under the budget."""
+        return self.budget.guess_minutes(self.seconds_per_step)
+
+    def run_minutes(self, status: str, elapsed: float = 0.0, done_steps: int = 0) -> float:
+        """Minutes a run still needs; ``elapsed`` minutes and ``done_steps`` already trained."""
         if status == "done":
             return 0.0
         if status == "evaluate":
             return self.eval_minutes
-        return max(self.budget - elapsed, 0.0) + self.start_minutes + self.eval_minutes
+        if self.budget.minutes is not None:
+            left = max(self.budget.minutes - elapsed, 0.0)
+        else:
+            share = 1.0 - min(done_steps / max(self.budget.steps or 1, 1), 1.0)
+            left = self.training_minutes() * share
+        return left + self.start_minutes + self.eval_minutes
 
-    def observe_training(self, wall_minutes: float, trained_minutes: float) -> None:
-        """A finished training child: what it took beyond the minutes it trained."""
+    def observe_training(self, wall_minutes: float, trained_minutes: float, steps: int) -> None:
+        """A finished training child: its pace, and what it took beyond its training."""
         self._starts.append(max(wall_minutes - trained_minutes, 0.1))
         self.start_minutes = sum(self._starts) / len(self._starts)
+        if steps > 0 and trained_minutes > 0:
+            self._paces.append(60 * trained_minutes / steps)
+            self.seconds_per_step = sum(self._paces) / len(self._paces)
 
     def observe_evaluation(self, wall_minutes: float) -> None:
         self._evals.append(wall_minutes)
@@ -72,7 +90,7 @@ def counter(position: int, total: int) -> str:
     return f"[{position:>{width}}/{total}]"
 
 
-def action(status: str, budget: float, elapsed: float, decode_only: bool) -> str:
+def action(status: str, budget: Budget, elapsed: float, steps: int, decode_only: bool) -> str:
     """What happens to a run now, for its progress line."""
     evaluation = "decoding every condition" if decode_only else "evaluating"
     if status == "done":
@@ -80,5 +98,7 @@ def action(status: str, budget: float, elapsed: float, decode_only: bool) -> str
     if status == "evaluate":
         return f"trained; {evaluation}"
     if status == "resume":
-        return f"training, resuming at {elapsed:.1f} of {budget:g} min"
-    return f"training (budget {budget:g} min)"
+        if budget.minutes is not None:
+            return f"training, resuming at {elapsed:.1f} of {budget.minutes:g} min"
+        return f"training, resuming at update {steps} of {budget.short()}"
+    return f"training (budget {budget.short()})"

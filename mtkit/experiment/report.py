@@ -21,7 +21,7 @@ from typing import Any
 
 from mtkit.cli.io import check_output, write_text
 from mtkit.experiment.evaluation import read_json
-from mtkit.experiment.spec import ExperimentSpec
+from mtkit.experiment.spec import Comparison, ExperimentSpec
 
 # (header, column, decimals, scale) of table.md
 TRAIN_TABLE = [
@@ -158,10 +158,11 @@ def comparisons(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]
     """Each compared pair: the difference of means, and whether it exceeds the seed spread."""
     groups = by_condition(spec, results)
     names = list(groups)
-    pairs = spec.compare or [(name, names[0]) for name in names[1:]]
+    pairs = spec.compare or [Comparison(name, names[0]) for name in names[1:]]
     column, label = key_metric(spec)
     lines = []
-    for name, baseline in pairs:
+    for pair in pairs:
+        name, baseline = pair.condition, pair.baseline
         a, b = values(groups.get(name, []), column), values(groups.get(baseline, []), column)
         if not a or not b:
             continue

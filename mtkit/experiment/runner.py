@@ -29,6 +29,7 @@ from types import FrameType
 
 from mtkit.cli.io import check_output, write_text
 from mtkit.errors import ConfigError, MtkitError
+from mtkit.experiment.budget import Budget, choose
 from mtkit.experiment.overrides import hydra_value, merge, runner_overrides
 from mtkit.experiment.spec import ExperimentSpec
 
@@ -56,6 +57,7 @@ class SignalGuard:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.child: subprocess.Popen[bytes] | None = None
+        self.children: list[subprocess.Popen[bytes]] = []  # child runners of --parallel
         self.training = False
 
     @contextmanager
@@ -73,8 +75,9 @@ class SignalGuard:
         self.signum = signum
         if self.training:
             name = signal.Signals(signum).name
-            if self.child is not None and self.child.poll() is None:
-                self.child.send_signal(signum)
+            for child in [self.child, *self.children]:
+                if child is not None and child.poll() is None:
+                    child.send_signal(signum)
             note = "saving last.pt" if first else "aborting the run without saving"
             print(f"\nmtkit-experiment: {name} received; {note}", file=sys.stderr, flush=True)
             return
@@ -98,11 +101,16 @@ class Options:
 
     out: Path
     overrides: list[str] = field(default_factory=list)
-    budget: float | None = None
+    steps: int | None = None  # --steps: updates per run
+    minutes: float | None = None  # --budget: wall-clock minutes per run
+    converge: bool = False  # --converge: early stopping on the validation loss
+    parallel: int = 1  # --parallel: runs trained at once
     seeds: int | None = None
     dry_run: bool = False
     report_only: bool = False
     only: list[str] | None = None  # run names (``<condition>-seed<k>``) to run, or all
+    corpora: str | None = None  # --corpora, passed on to --parallel's child runners
+    child: bool = False  # a child runner of --parallel: quiet about other runs, no report
 
 
 @dataclass
@@ -120,8 +128,9 @@ class Run:
         return f"{self.condition} seed {self.index}"
 
 
-def budget_of(spec: ExperimentSpec, options: Options) -> float:
-    return options.budget if options.budget is not None else spec.budget_minutes
+def budget_of(spec: ExperimentSpec, options: Options) -> Budget:
+    """The file's budget, or the command line's ``--steps``/``--budget``/``--converge``."""
+    return choose(spec.budget, options.steps, options.minutes, options.converge)
 
 
 def plan_runs(spec: ExperimentSpec, options: Options) -> list[Run]:
@@ -140,7 +149,7 @@ def plan_runs(spec: ExperimentSpec, options: Options) -> list[Run]:
                 spec.common,
                 overrides,
                 options.overrides,
-                runner_overrides(budget, seed),
+                runner_overrides(budget.overrides(), seed),
             )
             run_dir = (options.out / "runs" / f"{name}-seed{index}").absolute()
             runs.append(Run(name, index, seed, merged, run_dir))
@@ -175,14 +184,14 @@ def run_status(run: Run, evaluated: bool) -> str:
     return NEW
 
 
-def elapsed_minutes(run_dir: Path) -> float:
-    """Minutes trained so far, from the last row of metrics.csv (0 if none)."""
+def trained_so_far(run_dir: Path) -> tuple[float, int]:
+    """(minutes, updates) trained so far, from the last row of metrics.csv ((0, 0) if none)."""
     try:
         with (run_dir / "metrics.csv").open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-        return float(rows[-1]["elapsed_min"]) if rows else 0.0
+        return (float(rows[-1]["elapsed_min"]), int(rows[-1]["step"])) if rows else (0.0, 0)
     except (OSError, KeyError, ValueError):
-        return 0.0
+        return 0.0, 0
 
 
 def _train_keys() -> set[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mtkit.config import CONF_DIR, PROJECT_ROOT
 from mtkit.errors import ConfigError
+from mtkit.experiment.budget import Budget
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 CORPORA = "${corpora}"
@@ -27,6 +28,9 @@ TOP_KEYS = (
     "paper",
     "data",
     "budget_minutes",
+    "budget_steps",
+    "converge",
+    "patience",
     "seeds",
     "seed",
     "common",
@@ -44,7 +48,13 @@ PLOT_KEYS = ("name", "kind", "x", "y", "series", "log_x")
 PLOT_KINDS = ("scatter", "sweep")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # Set by the runner for every run; an experiment may not set them itself.
-RESERVED_KEYS = ("train.seed", "train.resume", "train.max_minutes", "train.overwrite")
+RESERVED_KEYS = (
+    "train.seed",
+    "train.resume",
+    "train.max_minutes",
+    "train.max_steps",
+    "train.overwrite",
+)
 # Keys that would give one condition another test set than the others.
 TEST_SET_KEYS = (
     "data",
@@ -112,6 +122,24 @@ class PlotSpec:
     log_x: bool = False
 
 
+EXPECT_SIGNS = {"higher": 1, "lower": -1, "either": 0}
+COMPARE_KEYS = ("condition", "baseline", "expect", "metric")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``condition`` against ``baseline`` on one metric, with the sign the paper reports.
+
+    The difference is ``condition - baseline``; ``expect`` is +1 when the paper found the
+    condition higher, -1 lower, 0 when it makes no directional claim.
+    """
+
+    condition: str
+    baseline: str
+    expect: int = 0
+    metric: str | None = None  # a results.csv column; None: the experiment's key metric
+
+
 @dataclass
 class ExperimentSpec:
     """A checked experiment file, with ``${corpora}`` already substituted."""
@@ -124,8 +152,8 @@ class ExperimentSpec:
     data: list[str]
     data_display: list[str]  # as written in the file (``${corpora}`` kept), for reports
     conditions: dict[str, list[str]]
-    budget_minutes: float = 10.0
-    seeds: int = 2
+    budget: Budget = field(default_factory=lambda: Budget(steps=1000))
+    seeds: int = 3
     seed: int = 1234
     common: list[str] = field(default_factory=list)
     plots: list[PlotSpec] = field(default_factory=list)
@@ -133,7 +161,7 @@ class ExperimentSpec:
     base: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
     length_buckets: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 30])
-    compare: list[tuple[str, str]] = field(default_factory=list)
+    compare: list[Comparison] = field(default_factory=list)
     corpora: str = ""  # what ``${corpora}`` stood for
 
     @property

@@ -17,7 +17,9 @@ experiment stopped half way already has one run of each condition.
 from __future__ import annotations
 
 import csv
+import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +37,8 @@ from mtkit.experiment.spec import ExperimentSpec
 
 DONE, EVALUATE, RESUME, NEW = "done", "evaluate", "resume", "new"
 PID_FILE = "train.pid"  # the training child's process id, while it runs
+# What a run trained further (a raised update budget) must not keep from its earlier end.
+EXTENDED_FILES = ("summary.json", "eval.json")
 
 
 class StopRequested(BaseException):
@@ -175,13 +179,38 @@ def selected(run: Run, only: list[str] | None) -> bool:
     return only is None or run.run_dir.name in only
 
 
-def run_status(run: Run, evaluated: bool) -> str:
-    """done / evaluate / resume / new, from the files in the run directory."""
+def run_status(run: Run, evaluated: bool, budget: Budget | None = None) -> str:
+    """done / evaluate / resume / new, from the files in the run directory.
+
+    A finished run that stopped at a smaller update budget than ``budget`` now asks for
+    is resumed from its ``last.pt`` (raising ``budget_steps`` or ``--steps`` continues an
+    experiment instead of restarting it).
+    """
     if (run.run_dir / "summary.json").is_file():
+        if budget is not None and falls_short(run.run_dir, budget):
+            return RESUME
         return DONE if evaluated else EVALUATE
     if (run.run_dir / "last.pt").is_file():
         return RESUME
     return NEW
+
+
+def forget_evaluation(run_dir: Path) -> None:
+    """What a finished run trained further must not keep: its end and its evaluations."""
+    for name in EXTENDED_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "decode", ignore_errors=True)  # decoding-only experiments' cache
+
+
+def falls_short(run_dir: Path, budget: Budget) -> bool:
+    """A finished run stopped by an update cap below the budget's, with a last.pt to go on."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        steps, reason = int(summary["steps"]), summary.get("stop_reason")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    capped = reason == "max_steps" and budget.steps is not None and steps < budget.steps
+    return capped and (run_dir / "last.pt").is_file()
 
 
 def trained_so_far(run_dir: Path) -> tuple[float, int]:
@@ -225,6 +254,8 @@ def train(run: Run, status: str, guard: SignalGuard) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     _refuse_if_still_training(run)
     command = training_command(run, status)
+    if status == RESUME and (run.run_dir / "summary.json").is_file():
+        forget_evaluation(run.run_dir)  # a finished run trained further
     log_path = check_output(run.run_dir / "console.log", "")  # appended to: a regular file
     pid_path = check_output(run.run_dir / PID_FILE, "")
     with log_path.open("ab") as log:

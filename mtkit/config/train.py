@@ -103,6 +103,9 @@ class ScheduleConfig(TrainKeys):
     teacher_forcing_min: float = 0.0
     teacher_forcing_steps: int = 10000  # length of the linear schedule
     teacher_forcing_k: float = 1000.0  # k of the inverse sigmoid
+    # The schedule over a share of the update budget instead: linear ends, and the inverse
+    # sigmoid is half way, at span * train.max_steps (overrides teacher_forcing_steps and _k).
+    teacher_forcing_span: float | None = None
 
     def check(self) -> None:
         s = "train"
@@ -122,6 +125,10 @@ class ScheduleConfig(TrainKeys):
         check_value(steps >= 1, s, "teacher_forcing_steps", steps, "an integer >= 1")
         ok = 0 < self.teacher_forcing_k < math.inf
         check_value(ok, s, "teacher_forcing_k", self.teacher_forcing_k, "a number > 0")
+        span = self.teacher_forcing_span
+        if span is not None:
+            ok = 0.0 < span <= 1.0
+            check_value(ok, s, "teacher_forcing_span", span, "a fraction in (0, 1] or null")
 
 
 @dataclass
@@ -202,6 +209,9 @@ class TrainConfig(
     def check(self) -> None:
         for group in TRAIN_GROUPS:
             group.check(self)
+        if self.teacher_forcing_span is not None and self.max_steps is None:
+            expected = "null unless train.max_steps sets the update budget it is a share of"
+            check_value(False, "train", "teacher_forcing_span", self.teacher_forcing_span, expected)
         if self.early_stopping_metric == "bleu" and not self.valid_bleu:
             expected = "loss or ppl when train.valid_bleu=false"
             check_value(False, "train", "early_stopping_metric", "bleu", expected)

@@ -126,14 +126,40 @@ def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:
 
     ``constant`` keeps ``train.teacher_forcing``; ``linear`` goes from it down to
     ``teacher_forcing_min`` over ``teacher_forcing_steps``; ``inverse_sigmoid`` follows
-    k / (k + exp(step / k)) between the same two values.
+    k / (k + exp(step / k)) between the same two values. With ``teacher_forcing_span``
+    the schedule is laid over that share of ``max_steps`` (:func:`schedule_shape`).
     """
     start, end = cfg.teacher_forcing, min(cfg.teacher_forcing_min, cfg.teacher_forcing)
+    length, k = schedule_shape(cfg)
     if cfg.teacher_forcing_schedule == "linear":
-        progress = min(1.0, step / max(1, cfg.teacher_forcing_steps))
+        progress = min(1.0, step / max(1, length))
         return start - (start - end) * progress
     if cfg.teacher_forcing_schedule == "inverse_sigmoid":
-        k = cfg.teacher_forcing_k
         decay = k / (k + math.exp(min(step / k, 700.0)))
         return end + (start - end) * decay
     return start
+
+
+def schedule_shape(cfg: TrainConfig) -> tuple[int, float]:
+    """(linear length in steps, inverse-sigmoid k), fixed or laid over a share of the budget.
+
+    With ``teacher_forcing_span = f`` and ``max_steps = N``, the span is S = f N updates:
+    the linear schedule ends at S, and k solves k ln k = S / 2, the step at which
+    k / (k + exp(step / k)) = 1/2, so the inverse sigmoid is half way at S / 2 and nearly
+    done by S. A time budget cannot do this: its step count is not known in advance.
+    """
+    if cfg.teacher_forcing_span is None or cfg.max_steps is None:
+        return cfg.teacher_forcing_steps, cfg.teacher_forcing_k
+    span = max(1, round(cfg.teacher_forcing_span * cfg.max_steps))
+    return span, _k_for_midpoint(span / 2)
+
+
+def _k_for_midpoint(midpoint: float) -> float:
+    """The k > e with k ln k = midpoint (bisection; k = e when the midpoint is below e)."""
+    low, high = math.e, max(math.e, midpoint)
+    if midpoint <= math.e:
+        return math.e
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mid * math.log(mid) < midpoint else (low, mid)
+    return (low + high) / 2

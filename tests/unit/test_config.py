@@ -366,7 +366,7 @@ TRAIN_GROUPS = (
 def test_train_keys_stay_flat_in_group_order() -> None:
     assert mtkit.config.TRAIN_GROUPS == TRAIN_GROUPS
     names = [f.name for group in TRAIN_GROUPS for f in fields(group)]
-    assert len(names) == len(set(names)) == 38
+    assert len(names) == len(set(names)) == 39
     assert [f.name for f in fields(TrainConfig)] == names
     assert mtkit.config.valid_keys(RunConfig, ["train"]) == names
     assert names[:2] == ["seed", "device"] and names[-4:] == [

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from mtkit.config import TrainConfig
-from mtkit.training.optim import EarlyStopping, LearningRate, teacher_forcing_ratio
+from mtkit.errors import ConfigError
+from mtkit.training.optim import (
+    EarlyStopping,
+    LearningRate,
+    schedule_shape,
+    teacher_forcing_ratio,
+)
 
 
 def test_early_stopping_on_bleu_counts_validations_without_a_gain():
@@ -72,3 +78,34 @@ def test_inverse_sigmoid_decays_from_the_start_to_the_floor():
     assert ratios == sorted(ratios, reverse=True)
     assert ratios[0] == pytest.approx(0.1 + 0.9 * 10 / 11)  # k / (k + e^0)
     assert ratios[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("steps", [200, 900, 5000])
+def test_a_span_lays_the_schedule_over_the_update_budget(steps):
+    """linear ends at span * max_steps; the inverse sigmoid is half way at half of it."""
+    linear = TrainConfig(
+        teacher_forcing_schedule="linear",
+        teacher_forcing_min=0.5,
+        teacher_forcing_span=1.0,
+        max_steps=steps,
+    )
+    assert teacher_forcing_ratio(linear, 0) == 1.0
+    assert teacher_forcing_ratio(linear, steps // 2) == pytest.approx(0.75, abs=1e-2)
+    assert teacher_forcing_ratio(linear, steps) == 0.5
+    sigmoid = TrainConfig(
+        teacher_forcing_schedule="inverse_sigmoid",
+        teacher_forcing_min=0.0,
+        teacher_forcing_span=0.5,
+        max_steps=steps,
+    )
+    k = schedule_shape(sigmoid)[1]
+    assert k * math.log(k) == pytest.approx(steps / 4)  # half way at half of 0.5 * steps
+    assert teacher_forcing_ratio(sigmoid, steps // 4) == pytest.approx(0.5, abs=0.02)
+    assert teacher_forcing_ratio(sigmoid, steps // 2) < 0.2
+
+
+def test_a_span_needs_an_update_budget():
+    with pytest.raises(ConfigError, match="teacher_forcing_span"):
+        TrainConfig(teacher_forcing_span=0.5).check()
+    with pytest.raises(ConfigError, match="teacher_forcing_span"):
+        TrainConfig(teacher_forcing_span=1.5, max_steps=10).check()

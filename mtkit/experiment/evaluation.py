@@ -5,7 +5,10 @@ checkpoint's length normalisation), BLEU and chrF from sacrebleu with signatures
 output/reference length ratio, the share of distinct outputs (a model that ignores its
 source says the same sentence for every input) and the parameter count. The results go
 to ``eval.json`` (written last, atomically: its presence means "evaluated") beside the
-hypotheses. Decoding-only conditions are cached the same way, one JSON per condition in
+hypotheses. An experiment's ``extra_tests`` (more splits of its data folder, for the
+figures only) are decoded with beam 5 too, into ``hyp.<split>.beam5.txt`` and the
+``extra_tests`` entry of ``eval.json``; one added later is decoded without redoing the
+rest. Decoding-only conditions are cached the same way, one JSON per condition in
 ``<model dir>/decode/``, and re-decoded only when their settings change.
 """
 
@@ -38,23 +41,32 @@ class TestSet:
 
     sources: list[str]
     references: list[str]
+    name: str = "test"  # the split's name, for figures and their tables
 
     def __len__(self) -> int:
         return len(self.sources)
 
 
-def load_test_set(run: RunConfig) -> TestSet:
-    """Read the test split of ``run.data`` exactly as training reads it (empty pairs dropped)."""
+def load_test_set(run: RunConfig, split: str | None = None) -> TestSet:
+    """Read the test split of ``run.data`` exactly as training reads it (empty pairs dropped).
+
+    ``split`` reads another split of the same folder or dataset as the test split.
+    """
     from mtkit.corpus.sources import split_sources
 
-    sources = split_sources(run.data)
+    data = run.data
+    if split is not None:
+        if data.format not in ("dir", "hf"):
+            raise DataError(f"extra_tests: {split}: needs data.format dir or hf, not {data.format}")
+        data = dataclasses.replace(data, test_split=split)
+    sources = split_sources(data)
     if "test" not in sources:
         raise DataError("the experiment's data has no test split (data.test_split / data.test)")
     dataset = sources["test"].read()
     pairs = [(s, t) for s, t in zip(dataset["src"], dataset["tgt"], strict=True) if s and t]
     if not pairs:
         raise DataError(f"{sources['test'].description}: the test split has no sentence pairs")
-    return TestSet([s for s, _ in pairs], [t for _, t in pairs])
+    return TestSet([s for s, _ in pairs], [t for _, t in pairs], data.test_split or "test")
 
 
 @contextmanager
@@ -126,19 +138,46 @@ def output_stats(hypotheses: Sequence[str], test: TestSet) -> dict[str, Any]:
     }
 
 
-def evaluate_run(run_dir: Path, overrides: list[str], test: TestSet) -> dict[str, Any]:
-    """Score ``run_dir/best.pt`` greedy and with beam 5; cached in ``eval.json``.
+def extra_hypotheses(split: str) -> str:
+    """The file of a run's beam-5 outputs on an extra test split."""
+    return f"hyp.{split}.beam5.txt"
+
+
+def evaluate_run(
+    run_dir: Path, overrides: list[str], test: TestSet, extras: Sequence[TestSet] = ()
+) -> dict[str, Any]:
+    """Score ``run_dir/best.pt`` greedy and with beam 5, and ``extras`` with beam 5.
 
     ``overrides`` are the run's training overrides (for the padding of its batches).
+    Cached in ``eval.json``: only what is missing (or of another size) is decoded.
     """
     cached = read_json(run_dir / EVAL_FILE)
-    if cached is not None and cached.get("test_sentences") == len(test):
+    fresh = cached is None or cached.get("test_sentences") != len(test)
+    done = {} if fresh or cached is None else dict(cached.get("extra_tests") or {})
+    todo = [t for t in extras if (done.get(t.name) or {}).get("test_sentences") != len(t)]
+    if cached is not None and not fresh and not todo:
         return cached
-    from mtkit.experiment.overrides import compose
     from mtkit.search.translator import Translator
 
-    start = time.perf_counter()
     translator = Translator.from_checkpoint(run_dir / "best.pt", device="cpu", precision="fp32")
+    result = _score_test(run_dir, overrides, test, translator) if fresh else dict(cached or {})
+    for extra in todo:
+        beam = translate(translator, extra.sources, BEAM5)
+        write_lines(run_dir / extra_hypotheses(extra.name), beam)
+        done[extra.name] = {"test_sentences": len(extra), **output_stats(beam, extra)}
+    if done:
+        result["extra_tests"] = done
+    write_json(run_dir / EVAL_FILE, result)
+    return result
+
+
+def _score_test(
+    run_dir: Path, overrides: list[str], test: TestSet, translator: Any
+) -> dict[str, Any]:
+    """Greedy and beam-5 scores on the test split; the hypotheses beside them."""
+    from mtkit.experiment.overrides import compose
+
+    start = time.perf_counter()
     greedy = translate(translator, test.sources, GREEDY)
     beam = translate(translator, test.sources, BEAM5)
     write_lines(run_dir / "hyp.greedy.txt", greedy)
@@ -152,7 +191,6 @@ def evaluate_run(run_dir: Path, overrides: list[str], test: TestSet) -> dict[str
         "padding_pct": padding_pct(compose(overrides)),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json(run_dir / EVAL_FILE, result)
     return result
 
 

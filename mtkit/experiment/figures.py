@@ -1,7 +1,9 @@
 """An experiment's figures as PNG files (matplotlib, Agg backend).
 
 Every experiment gets ``bleu_by_length.png`` (test BLEU per source-length bucket, one
-line per condition, seeds averaged: Fig. 2 of Bahdanau et al., 2015) and
+line per condition, seeds averaged, with 95% bootstrap bands: Fig. 2 of Bahdanau et
+al., 2015; the numbers in :mod:`mtkit.experiment.by_length` and ``bleu_by_length.csv``;
+one more PNG per extra test set) and
 ``curves.png`` (validation BLEU against training minutes, every run). The experiment
 file may declare more: ``scatter`` (one point per run, e.g. training speed against
 BLEU) and ``sweep`` (a metric against a numeric override, e.g. BLEU against beam size,
@@ -18,12 +20,17 @@ from typing import Any, BinaryIO
 
 from mtkit.cli.io import check_output, write_file
 from mtkit.errors import MtkitError
+from mtkit.experiment.by_length import (
+    BucketScore,
+    LengthTest,
+    score_by_length,
+    write_csv,
+)
+from mtkit.experiment.by_length import length_buckets as length_buckets  # re-exported
 from mtkit.experiment.overrides import override_values
 from mtkit.experiment.report import RunResult, by_condition, values
 from mtkit.experiment.spec import ExperimentSpec, PlotSpec
-from mtkit.metrics import bleu
 
-MIN_BUCKET = 25  # sentences a length bucket needs before its BLEU means something
 LABELS = {
     "test_bleu": "test BLEU",
     "test_bleu_beam5": "test BLEU (beam 5)",
@@ -54,71 +61,36 @@ def colours(names: Sequence[str]) -> dict[str, Any]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def length_buckets(lengths: Sequence[int], uppers: Sequence[int]) -> list[tuple[str, list[int]]]:
-    """Sentence indices bucketed by length; a bucket under MIN_BUCKET joins a neighbour.
-
-    ``uppers`` are the buckets' upper bounds (``[5, 10]`` -> 1-5, 6-10, 11+). Returns
-    (label, indices) pairs, the label saying the range and the number of sentences.
-    """
-    bounds = [
-        (lo, hi) for lo, hi in zip([1, *[u + 1 for u in uppers]], [*uppers, None], strict=True)
-    ]
-    members: list[list[int]] = [[] for _ in bounds]
-    for index, length in enumerate(lengths):
-        slot = next((b for b, (_, hi) in enumerate(bounds) if hi is None or length <= hi))
-        members[slot].append(index)
-    minimum = min(MIN_BUCKET, max(1, len(lengths) // 4))
-    while len(members) > 1 and min(len(m) for m in members) < minimum:
-        small = min(range(len(members)), key=lambda b: len(members[b]))
-        # join the smaller neighbour (the only one at either end)
-        if small == 0 or (
-            small + 1 < len(members) and len(members[small + 1]) < len(members[small - 1])
-        ):
-            lo = small
-        else:
-            lo = small - 1
-        bounds[lo : lo + 2] = [(bounds[lo][0], bounds[lo + 1][1])]
-        members[lo : lo + 2] = [sorted(members[lo] + members[lo + 1])]
-    labels = [f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in bounds]
-    return [(f"{label}\n(n={len(m)})", m) for label, m in zip(labels, members, strict=True) if m]
-
-
 def bleu_by_length(
     path: Path,
     spec: ExperimentSpec,
-    results: Sequence[RunResult],
-    sources: Sequence[str],
-    references: Sequence[str],
+    test: LengthTest,
+    labels: Sequence[str],
+    scores: Sequence[BucketScore],
 ) -> None:
-    """BLEU per source-length bucket (words), one line per condition, seeds averaged."""
+    """Seed-mean BLEU per source-length bucket (words), a line and a 95% band per condition."""
     plt = pyplot()
-    buckets = length_buckets([len(s.split()) for s in sources], spec.length_buckets)
-    groups = by_condition(spec, results)
-    colour = colours(list(groups))
+    colour = colours(list(spec.conditions))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, group in groups.items():
-        usable = [r for r in group if len(r.hypotheses) == len(references)]
-        if not usable:
+    for name in spec.conditions:
+        found = [s for s in scores if s.condition == name]
+        if not found:
             continue
-        scores = [
-            statistics.fmean(
-                bleu([r.hypotheses[i] for i in idx], [references[i] for i in idx]).score
-                for r in usable
-            )
-            for _, idx in buckets
-        ]
-        ax.plot(
-            range(len(buckets)),
-            scores,
-            marker="o",
-            color=colour[name],
-            label=f"{name} ({len(usable)} run{'s' if len(usable) > 1 else ''})",
-        )
-    ax.set_xticks(range(len(buckets)), [label for label, _ in buckets], fontsize=8)
+        xs = range(len(found))
+        runs = found[0].runs
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''})"
+        ax.plot(xs, [s.bleu for s in found], marker="o", color=colour[name], label=label)
+        lows, highs = [s.low for s in found], [s.high for s in found]
+        ax.fill_between(xs, lows, highs, color=colour[name], alpha=0.18, linewidth=0)
+    ax.set_xticks(range(len(labels)), list(labels), fontsize=8)
     search = "each condition's search" if spec.decode_only else "beam 5"
-    ax.set_xlabel("source length in words (test sentences per bucket)")
-    ax.set_ylabel(f"test BLEU ({search})")
-    ax.set_title(f"{spec.name}: BLEU by source sentence length")
+    ax.set_xlabel(f"source length in words ({test.name} sentences per bucket)")
+    ax.set_ylabel(f"BLEU ({search}), mean of seeds")
+    ax.set_title(
+        f"{spec.name}: BLEU by source length, {test.name} split\n"
+        f"(bands: 95% bootstrap intervals over the bucket's sentences)",
+        fontsize=10,
+    )
     _finish(fig, ax, path)
 
 
@@ -245,13 +217,24 @@ def write_figures(
     spec: ExperimentSpec,
     results: Sequence[RunResult],
     runs: Sequence[Curve],
-    sources: Sequence[str],
-    references: Sequence[str],
+    tests: Sequence[LengthTest],
 ) -> list[Path]:
-    """Every figure of the experiment; returns the files written."""
-    written = [out / "bleu_by_length.png", out / "curves.png"]
-    bleu_by_length(written[0], spec, results, sources, references)
-    curves(written[1], spec, runs)
+    """Every figure of the experiment; returns the files written.
+
+    ``tests``: the test split first (``bleu_by_length.png``), then each extra test set
+    (``bleu_by_length_<split>.png``); their numbers go to ``bleu_by_length.csv``.
+    """
+    written: list[Path] = []
+    every_score: list[BucketScore] = []
+    for position, test in enumerate(tests):
+        name = "bleu_by_length" if position == 0 else f"bleu_by_length_{test.name}"
+        labels, scores = score_by_length(spec, test)
+        bleu_by_length(out / f"{name}.png", spec, test, labels, scores)
+        written.append(out / f"{name}.png")
+        every_score += scores
+    write_csv(out / "bleu_by_length.csv", every_score)
+    written += [out / "bleu_by_length.csv", out / "curves.png"]
+    curves(written[-1], spec, runs)
     for plot in spec.plots:
         path = out / f"{plot.name}.png"
         (scatter if plot.kind == "scatter" else sweep)(path, spec, plot, results)

@@ -21,6 +21,8 @@ from mtkit.experiment.spec import (
     COMPARE_KEYS,
     CORPORA,
     EXPECT_SIGNS,
+    LENGTH_SPLIT,
+    LENGTH_SPLIT_KEYS,
     NAME_PATTERN,
     PAPER_KEYS,
     PLOT_KEYS,
@@ -31,6 +33,7 @@ from mtkit.experiment.spec import (
     TOP_KEYS,
     Comparison,
     ExperimentSpec,
+    LengthSplit,
     PlotSpec,
     corpora_dir,
     display,
@@ -67,6 +70,7 @@ def load_spec(name: str, corpora: str | None = None) -> ExperimentSpec:
         )
     spec = _build(path, raw, check, str(corpora_path))
     _check_consistency(spec, check)
+    _check_length_split(spec, check)
     return spec
 
 
@@ -160,6 +164,8 @@ def _build(path: Path, raw: dict[str, Any], check: _Checker, corpora: str) -> Ex
         length_buckets=_buckets(raw.get("length_buckets"), check),
         compare=_pairs(raw.get("compare"), check),
         corpora=corpora,
+        length_split=_length_split(raw.get("length_split"), check, corpora),
+        extra_tests=_extra_tests(raw.get("extra_tests"), check),
     )
 
 
@@ -210,6 +216,52 @@ def _buckets(value: Any, check: _Checker) -> list[int]:
     if not ok or value != sorted(set(value)):
         check.fail("length_buckets", "expected increasing upper bounds in words, e.g. [5, 10, 20]")
     return list(value)
+
+
+def _length_split(value: Any, check: _Checker, corpora: str) -> LengthSplit | None:
+    """``{from: DIR, max_words: 20, concat: 5}`` (``${corpora}`` substituted in ``from``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "from" not in value:
+        check.fail("length_split", "expected a mapping {from: DIR, max_words: 20, concat: 5}")
+    for name in value:
+        if name not in LENGTH_SPLIT_KEYS:
+            valid = ", ".join(LENGTH_SPLIT_KEYS)
+            check.fail(f"length_split.{name}", f"unknown key; valid keys: {valid}")
+    source = check.text(value["from"], "length_split.from").replace(CORPORA, corpora)
+    number = {
+        name: int(check.number(value.get(name, default), f"length_split.{name}", 1, True))
+        for name, default in (("max_words", 20), ("concat", 5))
+    }
+    return LengthSplit(Path(source), number["max_words"], number["concat"])
+
+
+def _extra_tests(value: Any, check: _Checker) -> list[str]:
+    """Split names of the data folder, each also decoded with beam 5 for the figures."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        check.fail("extra_tests", "expected a list of split names, such as [concat]")
+    names = value
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            check.fail(f"extra_tests[{i}]", f"expected a split name (such as concat), got {name!r}")
+    if len(set(names)) != len(names):
+        check.fail("extra_tests", "a split is named twice")
+    return list(names)
+
+
+def _check_length_split(spec: ExperimentSpec, check: _Checker) -> None:
+    """``${length_split}`` only in ``data``, and only with a ``length_split`` entry."""
+    if spec.length_split is None and any(LENGTH_SPLIT in o for o in spec.data):
+        check.fail("data", f"{LENGTH_SPLIT} needs a length_split entry ({{from: DIR}})")
+    lists = {"common": spec.common, "base": spec.base}
+    lists.update({f"conditions.{n}": o for n, o in spec.conditions.items()})
+    for where, overrides in lists.items():
+        if any(LENGTH_SPLIT in o for o in overrides):
+            check.fail(where, f"{LENGTH_SPLIT} belongs in data")
+    if spec.extra_tests and spec.decode_only:
+        check.fail("extra_tests", "belongs to training experiments, not decode_only ones")
 
 
 def _budget(raw: dict[str, Any], check: _Checker) -> Budget:

@@ -10,13 +10,13 @@ the end from whatever runs are complete, so they can be rebuilt at any time
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mtkit.config import RunConfig
-from mtkit.errors import ConfigError
-from mtkit.experiment import evaluation, figures, parallel, progress, report
+from mtkit.errors import ConfigError, DataError
+from mtkit.experiment import by_length, evaluation, figures, parallel, progress, report
 from mtkit.experiment.budget import Budget
 from mtkit.experiment.overrides import (
     check_stages,
@@ -41,7 +41,7 @@ from mtkit.experiment.runner import (
     train,
     trained_so_far,
 )
-from mtkit.experiment.spec import ExperimentSpec, display
+from mtkit.experiment.spec import LENGTH_SPLIT_DIR, ExperimentSpec, display
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Session:
     guard: SignalGuard
     test: evaluation.TestSet
     estimator: progress.Estimator
+    extras: list[evaluation.TestSet] = field(default_factory=list)  # the extra_tests
 
 
 def decode_conditions(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
@@ -114,7 +115,10 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     """Run (or continue) the experiment and write its report; 0, or 1 if a run failed."""
     if options.out.exists() and not options.out.is_dir():
         raise ConfigError(f"--out {display(options.out)}: exists and is not a folder")
+    if spec.length_split is not None:
+        spec = spec.with_length_split(options.out.absolute() / LENGTH_SPLIT_DIR)
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
+    prepare_length_split(spec, options)
     runs = plan_runs(spec, options)
     check_selection(runs, options.only, display(spec.path))
     statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
@@ -133,6 +137,31 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     return run_experiment_serial(spec, options, guard, runs, statuses, shared)
 
 
+def prepare_length_split(spec: ExperimentSpec, options: Options) -> None:
+    """Build the folder ``${length_split}`` stands for (kept as it is when already built).
+
+    --parallel's child runners get here too and find it built. A dry run that cannot
+    build it yet (the corpus is missing) says so and still prints the plan.
+    """
+    if spec.length_split is None:
+        return
+    from mtkit.corpus.length_split import build_length_split as build
+
+    split = spec.length_split
+    data = compose(merge(spec.data, spec.common, options.overrides)).data
+    folder = Path(spec.length_split_dir)
+    languages = (data.src_lang, data.tgt_lang)
+    try:
+        _, built = build(split.source, folder, *languages, split.max_words, split.concat)
+    except DataError as error:
+        if not options.dry_run:
+            raise
+        print(f"length split: not built yet: {error}")
+        return
+    if built and not options.child:
+        print(f"length split: built {display(folder)} from {display(split.source)}", flush=True)
+
+
 def run_experiment_serial(
     spec: ExperimentSpec,
     options: Options,
@@ -149,6 +178,7 @@ def run_experiment_serial(
             guard,
             evaluation.load_test_set(shared),
             _estimator(spec, budget_of(spec, options)),
+            [evaluation.load_test_set(shared, split) for split in spec.extra_tests],
         )
         return _run_all(session, runs, statuses)
 
@@ -203,6 +233,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
     results: list[report.RunResult] = []
     curves: list[figures.Curve] = []
     failures: list[str] = []
+    finished: list[tuple[str, Path]] = []  # (condition, run dir) of the runs reported
     for position, run in enumerate(runs, start=1):
         left = sum(
             session.estimator.run_minutes(s, *trained_so_far(r.run_dir))
@@ -219,6 +250,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
         results += found
         if found:
             curves.append((run.condition, run.index, _curve(run.run_dir)))
+            finished.append((run.condition, run.run_dir))
     if spec.checkpoint is not None:
         model_dir = options.out.absolute() / "checkpoint"
         found_decode = evaluation.evaluate_decoding(
@@ -226,7 +258,8 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
         )
         results += report.decode_results(spec, None, None, model_dir, found_decode)
     if not options.child:  # --parallel's parent writes the report once all have finished
-        write_report(spec, options, results, curves, session.test)
+        extras = extra_outputs(session.extras, finished)
+        write_report(spec, options, results, curves, session.test, extras)
     for failure in failures:
         print(f"failed: {failure}", flush=True)
     return 1 if failures else 0
@@ -252,7 +285,7 @@ def _one_run(
     print(f"{head}: {doing}{eta}", flush=True)  # --report-only trains nothing: no ETA
     if status in (NEW, RESUME):
         _train(run, status, session.guard, estimator)
-    found = _evaluate(spec, run, session.test, estimator)
+    found = _evaluate(spec, run, session.test, estimator, session.extras)
     print(f"{head}: {_summary(spec, found)}", flush=True)
     return found
 
@@ -268,7 +301,11 @@ def _train(run: Run, status: str, guard: SignalGuard, estimator: progress.Estima
 
 
 def _evaluate(
-    spec: ExperimentSpec, run: Run, test: evaluation.TestSet, estimator: progress.Estimator
+    spec: ExperimentSpec,
+    run: Run,
+    test: evaluation.TestSet,
+    estimator: progress.Estimator,
+    extras: list[evaluation.TestSet],
 ) -> list[report.RunResult]:
     """Evaluate a trained run (cached) and turn it into result rows."""
     cached = is_evaluated(spec, run)
@@ -279,11 +316,23 @@ def _evaluate(
         )
         rows = report.decode_results(spec, run.seed, run.run_dir, run.run_dir, found)
     else:
-        result = evaluation.evaluate_run(run.run_dir, run.overrides, test)
+        result = evaluation.evaluate_run(run.run_dir, run.overrides, test, extras)
         rows = [report.training_result(spec, run.condition, run.seed, run.run_dir, result)]
     if not cached:
         estimator.observe_evaluation((time.perf_counter() - start) / 60)
     return rows
+
+
+def extra_outputs(
+    extras: list[evaluation.TestSet], finished: list[tuple[str, Path]]
+) -> list[by_length.LengthTest]:
+    """Each extra test set with every reported run's beam-5 outputs on it, for the figures."""
+    tests = []
+    for test in extras:
+        file = evaluation.extra_hypotheses(test.name)
+        outputs = [(condition, report.read_lines(d / file)) for condition, d in finished]
+        tests.append(by_length.LengthTest(test.name, test.sources, test.references, outputs))
+    return tests
 
 
 def _curve(run_dir: Path) -> list[tuple[float, float]]:
@@ -331,12 +380,16 @@ def write_report(
     results: list[report.RunResult],
     curves: list[figures.Curve],
     test: evaluation.TestSet,
+    extras: list[by_length.LengthTest] | None = None,
 ) -> None:
     """results.csv, table.md and the figures, from the runs complete so far."""
     out = options.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     report.write_results(out / "results.csv", spec.columns, results)
     report.write_table(out / "table.md", spec, results, notes(spec, options, test))
-    written = figures.write_figures(out, spec, results, curves, test.sources, test.references)
+    main = by_length.LengthTest(
+        test.name, test.sources, test.references, [(r.condition, r.hypotheses) for r in results]
+    )
+    written = figures.write_figures(out, spec, results, curves, [main, *(extras or [])])
     names = ", ".join(p.name for p in written)
     print(f"wrote {display(out)}/: results.csv ({len(results)} rows), table.md, {names}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mtkit.config import CONF_DIR, PROJECT_ROOT
@@ -23,6 +23,9 @@ from mtkit.experiment.budget import Budget
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 CORPORA = "${corpora}"
+LENGTH_SPLIT = "${length_split}"  # in data: the folder the length_split key builds
+LENGTH_SPLIT_DIR = Path("data") / "length-split"  # under the experiment's output folder
+LENGTH_SPLIT_KEYS = ("from", "max_words", "concat")
 TOP_KEYS = (
     "description",
     "paper",
@@ -41,6 +44,8 @@ TOP_KEYS = (
     "checkpoint",
     "length_buckets",
     "compare",
+    "length_split",
+    "extra_tests",
 )
 REQUIRED_KEYS = ("description", "paper", "data", "conditions")
 PAPER_KEYS = ("citation", "claim")
@@ -140,6 +145,18 @@ class Comparison:
     metric: str | None = None  # a results.csv column; None: the experiment's key metric
 
 
+@dataclass(frozen=True)
+class LengthSplit:
+    """``length_split: {from: DIR, max_words: 20, concat: 5}``: the runner builds
+    :func:`mtkit.corpus.length_split.build_length_split` of ``source`` into
+    ``<out>/data/length-split`` before anything runs; ``${length_split}`` in ``data``
+    stands for that folder."""
+
+    source: Path
+    max_words: int = 20
+    concat: int = 5
+
+
 @dataclass
 class ExperimentSpec:
     """A checked experiment file, with ``${corpora}`` already substituted."""
@@ -163,13 +180,24 @@ class ExperimentSpec:
     length_buckets: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 30])
     compare: list[Comparison] = field(default_factory=list)
     corpora: str = ""  # what ``${corpora}`` stood for
+    length_split: LengthSplit | None = None
+    extra_tests: list[str] = field(default_factory=list)  # more splits of data, for figures
+    length_split_dir: str = ""  # what ``${length_split}`` stands for, once built
+
+    def with_length_split(self, folder: Path) -> ExperimentSpec:
+        """This spec with ``${length_split}`` in ``data`` standing for ``folder``."""
+        text = str(folder)
+        data = [o.replace(LENGTH_SPLIT, text) for o in self.data]
+        return replace(self, data=data, length_split_dir=text)
 
     @property
     def columns(self) -> tuple[str, ...]:
         return DECODE_COLUMNS if self.decode_only else TRAIN_COLUMNS
 
     def shown(self, override: str) -> str:
-        """An override as a report shows it: the corpora folder written ``${corpora}`` again."""
+        """An override as a report shows it: ``${corpora}`` and ``${length_split}`` again."""
+        if self.length_split_dir:
+            override = override.replace(self.length_split_dir, LENGTH_SPLIT)
         return override.replace(self.corpora, CORPORA) if self.corpora else override
 
     def stages(self, extra: list[str]) -> list[tuple[str, list[str]]]:

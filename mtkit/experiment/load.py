@@ -130,8 +130,8 @@ def _substitute(items: list[str], corpora: str) -> list[str]:
 
 def _build(path: Path, raw: dict[str, Any], check: _Checker, corpora: str) -> ExperimentSpec:
     paper = raw["paper"]
-    if not isinstance(paper, dict) or set(paper) != set(PAPER_KEYS):
-        check.fail("paper", "expected a mapping with exactly: citation, claim")
+    if not isinstance(paper, dict) or not {"citation", "claim"} <= set(paper) <= set(PAPER_KEYS):
+        check.fail("paper", "expected a mapping with citation, claim and optionally effect")
     data = check.overrides(raw["data"], "data")
     conditions = raw["conditions"]
     if not isinstance(conditions, dict) or not conditions:
@@ -150,6 +150,7 @@ def _build(path: Path, raw: dict[str, Any], check: _Checker, corpora: str) -> Ex
         description=check.text(raw["description"], "description"),
         citation=check.text(paper["citation"], "paper.citation"),
         claim=check.text(paper["claim"], "paper.claim"),
+        effect=check.text(paper["effect"], "paper.effect") if "effect" in paper else "",
         data=_substitute(data, corpora),
         data_display=data,
         conditions=parsed,

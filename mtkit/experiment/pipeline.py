@@ -120,8 +120,9 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
     prepare_length_split(spec, options)
     runs = plan_runs(spec, options)
+    budget = budget_of(spec, options)
     check_selection(runs, options.only, display(spec.path))
-    statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
+    statuses = [run_status(run, is_evaluated(spec, run), budget) for run in runs]
     if options.dry_run:
         print_plan(spec, options, runs, statuses)
         return 0
@@ -129,7 +130,7 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     if options.parallel > 1 and not options.report_only:
         failures = _train_parallel(spec, options, guard, runs, statuses, shared)
         options = replace(options, report_only=True, only=None)
-        statuses = [run_status(run, is_evaluated(spec, run)) for run in runs]
+        statuses = [run_status(run, is_evaluated(spec, run), budget) for run in runs]
         code = run_experiment_serial(spec, options, guard, runs, statuses, shared)
         for failure in failures:
             print(f"failed: {failure}", flush=True)

@@ -48,7 +48,7 @@ TOP_KEYS = (
     "extra_tests",
 )
 REQUIRED_KEYS = ("description", "paper", "data", "conditions")
-PAPER_KEYS = ("citation", "claim")
+PAPER_KEYS = ("citation", "claim", "effect")  # effect: the number the paper reports, short
 PLOT_KEYS = ("name", "kind", "x", "y", "series", "log_x")
 PLOT_KINDS = ("scatter", "sweep")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -180,6 +180,7 @@ class ExperimentSpec:
     length_buckets: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 30])
     compare: list[Comparison] = field(default_factory=list)
     corpora: str = ""  # what ``${corpora}`` stood for
+    effect: str = ""  # the paper's effect in a few words (``+4.7 BLEU``), for summaries
     length_split: LengthSplit | None = None
     extra_tests: list[str] = field(default_factory=list)  # more splits of data, for figures
     length_split_dir: str = ""  # what ``${length_split}`` stands for, once built

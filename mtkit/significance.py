@@ -164,9 +164,11 @@ def paired_test(
     the null hypothesis "the two systems score alike"; sacreBLEU seeds its resampling
     (``SACREBLEU_SEED``, 12345 by default), so a rerun gives the same p-value.
 
-    Two identical outputs get p = 1: sacreBLEU (following MultEval) counts only resampled
-    differences strictly above the observed one, so a system tested against itself would
-    get its smallest p-value, ``1 / (samples + 1)``, where there is nothing to test."""
+    Two identical outputs get p = 1, and so do two outputs with the same score: sacreBLEU
+    (following MultEval) counts only resampled differences strictly above the observed
+    one, so a system tested against itself, or two systems that score 0 on every resample
+    (BLEU of outputs that match nothing), would get its smallest p-value,
+    ``1 / (samples + 1)``, where no difference was observed."""
     if test not in TESTS:
         raise ConfigError(f"unknown paired test {test!r}; expected bootstrap or randomization")
     if samples < 1:
@@ -184,12 +186,13 @@ def paired_test(
     results = []
     for key in list(scores)[1:]:  # the first entry names the systems
         base, other = cast(list[Result], scores[key])
+        equal = other.score == base.score  # no observed difference: nothing to test
         results.append(
             PairedResult(
                 metric=key,
                 baseline=float(base.score),
                 system=float(other.score),
-                p_value=1.0 if identical else float(other.p_value or 0.0),
+                p_value=1.0 if identical or equal else float(other.p_value or 0.0),
                 test=test,
                 samples=samples,
                 signature=str(signatures[key]),

@@ -107,6 +107,15 @@ def test_results_table_and_plots(experiment: Path):
     ]
     for row in rows:
         assert row["experiment"] == "tiny" and row["steps"] == "2"
+        effective = row["overrides"].split()  # what the run got, not only its condition's
+        assert {
+            "data=synth",
+            "model=small",
+            "train.max_steps=2",
+            f"train.seed={row['seed']}",
+        } <= set(effective)
+        assert f"model.cell={row['condition']}" in effective
+        assert not any(o.startswith(("hydra.run.dir=", "train.resume=")) for o in effective)
         assert row["stop_reason"] == "max_steps"
         for column in ("test_bleu_greedy", "test_bleu_beam5", "chrf_beam5", "padding_pct"):
             assert 0.0 <= float(row[column]) <= 100.0, column
@@ -121,7 +130,28 @@ def test_results_table_and_plots(experiment: Path):
         assert " ± " in line
     assert "BLEU signature: `nrefs:1|" in table and "chrF signature: `nrefs:1|" in table
     assert "Budget: 2 updates per run" in table and "data=synth" in table
-    assert "`lstm` vs. `gru`:" in table
+    differences = next(x for x in table.splitlines() if x.startswith("| `lstm` − `gru` |"))
+    assert (
+        "| test BLEU (beam 5) | 2 / 2 |" in differences
+        and "| no direction claimed |" in differences
+    )
+    assert differences.endswith(" (step 2) |"), differences  # val ppl at matched updates
+    assert "seed ranges" not in table and "no measurable difference" not in table
+    with (experiment / "comparisons.csv").open(newline="") as handle:
+        [compared] = list(csv.DictReader(handle))
+    assert (compared["condition"], compared["baseline"]) == ("lstm", "gru")
+    assert compared["verdict"] in ("not detected", "differs") and compared["val_ppl_steps"] == "2;2"
+    p_values = [float(p) for p in compared["paired_p_values"].split(";")]
+    assert compared["paired_seeds"] == "1234;1235" and all(0 < p <= 1 for p in p_values)
+    hyps = sorted(p.name for p in (experiment / "hypotheses").iterdir())
+    assert hyps == [
+        "README.md",
+        *(f"{c}-seed{k}.beam5.txt" for c in ("gru", "lstm") for k in (1, 2)),
+    ]
+    assert (
+        "mtkit-evaluate --hyp hypotheses/lstm-seed1.beam5.txt"
+        in (experiment / "hypotheses" / "README.md").read_text()
+    )
 
     for name in ("bleu_by_length", "curves", "speed_vs_bleu"):
         data = (experiment / f"{name}.png").read_bytes()
@@ -302,6 +332,18 @@ plots:
     assert [r["condition"] for r in rows] == ["beam1", "beam2_none", "beam2_gnmt"]
     assert all(0.0 <= float(r["test_bleu"]) <= 100.0 and float(r["len_ratio"]) > 0 for r in rows)
     assert not (out / "runs").exists()  # nothing was trained
+    assert rows[1]["overrides"] == "decode.beam_size=2 decode.length_norm=none"  # no console.log
+    with (out / "comparisons.csv").open(newline="") as handle:
+        compared = list(csv.DictReader(handle))
+    assert [(c["condition"], c["baseline"]) for c in compared] == [
+        ("beam2_none", "beam1"),
+        ("beam2_gnmt", "beam1"),
+    ]
+    for row in compared:  # one model: no interval, but a paired test of its two decodings
+        assert row["verdict"] == "too few seeds for an interval" and row["ci_low"] == ""
+        assert 0 < float(row["paired_p_values"]) <= 1 and row["val_ppl_condition"] == ""
+    hyps = sorted(p.name for p in (out / "hypotheses").iterdir())
+    assert hyps == ["README.md", "beam1.txt", "beam2_gnmt.txt", "beam2_none.txt"]
     assert (out / "beam.png").read_bytes().startswith(PNG)
     cached = out / "checkpoint" / "decode" / "beam2_gnmt.json"
     before = cached.stat().st_mtime_ns
@@ -468,7 +510,8 @@ def test_length_buckets_merge_small_ones():
     assert sorted(i for _, idx in buckets for i in idx) == list(range(len(lengths)))
 
 
-def test_differences_inside_the_seed_spread_are_not_wins(tmp_path: Path, capsys):
+def test_differences_get_an_interval_and_a_verdict(tmp_path: Path):
+    """No compare list: each condition against the first, no direction claimed."""
     spec = load_spec(str(write_spec(tmp_path, TINY.format(steps=2))))
 
     def result(condition: str, score: float) -> RunResult:
@@ -480,12 +523,14 @@ def test_differences_inside_the_seed_spread_are_not_wins(tmp_path: Path, capsys)
         result("lstm", 21.5),
         result("lstm", 23.0),
     ]
-    assert "no measurable difference" in comparisons(spec, overlapping)[0]
+    [found] = comparisons(spec, overlapping)
+    assert (found.condition, found.baseline, found.expect) == ("lstm", "gru", 0)
+    assert found.verdict == "not detected" and found.interval is not None
+    # 4 ± t_{0.975, 2} · sqrt(0.5/2 + 0.5/2) = 4 ± 3.0424: excludes 0
     apart = [result("gru", 20.0), result("gru", 21.0), result("lstm", 24.0), result("lstm", 25.0)]
-    assert comparisons(spec, apart) == [
-        "- `lstm` vs. `gru`: +4.00 test BLEU (beam 5): beyond the seed spread "
-        "(the seed ranges do not overlap)."
-    ]
+    [found] = comparisons(spec, apart)
+    assert found.verdict == "differs" and found.difference == pytest.approx(4.0)
+    assert found.interval is not None and found.interval.low == pytest.approx(0.9576, abs=1e-3)
     assert mean_std([20.0, 22.0], 1) == "21.0 ± 1.4" and mean_std([3.0], 2) == "3.00"
 
 

@@ -1,11 +1,15 @@
-"""An experiment's results as plain files: ``results.csv`` (one row per run) and ``table.md``.
+"""An experiment's results as plain files, side by side in its output folder.
 
-``table.md`` shows conditions × metrics as mean ± sample standard deviation over
-seeds, the sacreBLEU signatures, the budget and the data, and compares conditions in
-the spirit of the papers' claims: a difference whose seed ranges overlap is "no
-measurable difference", never a win. It also flags conditions whose outputs barely
-depend on the input (the "generic output" regime of an undertrained model), where no
-comparison of source-side ideas means anything.
+- ``results.csv``: one row per run, with the overrides it really trained with (its
+  ``console.log``);
+- ``table.md``: conditions × metrics as mean ± sample sd over seeds, the sacreBLEU
+  signatures, the budget and the data; the "Differences" of the compared pairs (Welch's
+  95% interval over seeds, the verdict against the paper's sign, paired tests per seed
+  pair, val ppl at matched updates: :mod:`mtkit.experiment.statistics`); and the
+  conditions whose outputs barely depend on the input (the "generic output" regime of an
+  undertrained model), where no comparison of source-side ideas means anything;
+- ``comparisons.csv``: the same comparisons, one row each, for summaries across experiments;
+- ``hypotheses/``: every run's test-set output, to rerun the paired tests.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shlex
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.cli.io import check_output, write_text
+from mtkit.experiment import hypotheses
+from mtkit.experiment.differences import comparisons_csv, difference_table
 from mtkit.experiment.evaluation import read_json
+from mtkit.experiment.overrides import override_key
 from mtkit.experiment.spec import Comparison, ExperimentSpec
+from mtkit.experiment.statistics import Compared, compare
+from mtkit.experiment.statistics import read_metrics as read_metrics
 
 # (header, column, decimals, scale) of table.md
 TRAIN_TABLE = [
@@ -46,32 +56,22 @@ DECODE_TABLE = [
 ]
 GENERIC_DISTINCT_PCT = 50.0  # below this share of distinct outputs, a model ignores its input
 GENERIC_BLEU = 10.0
+# What the runner adds to a training child's command line for its own bookkeeping.
+RUNNER_KEYS = ("hydra.run.dir", "train.resume", "train.overwrite")
 
 
 @dataclass
 class RunResult:
-    """One row of results.csv plus what the plots need."""
+    """One row of results.csv plus what the plots and the comparisons need: the test-set
+    hypotheses (one per test sentence), the run's name (``<condition>-seed<k>``, the
+    condition alone for a given checkpoint) and its run directory (None without one)."""
 
     condition: str
     row: dict[str, Any]
     hypotheses: list[str]
     signatures: dict[str, str] = field(default_factory=dict)
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """metrics.csv as floats ('nan' where a value is missing)."""
-    try:
-        with (run_dir / "metrics.csv").open(newline="") as handle:
-            return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    except OSError:
-        return []
-
-
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
+    name: str = ""
+    run_dir: Path | None = None
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -154,27 +154,28 @@ def key_metric(spec: ExperimentSpec) -> tuple[str, str]:
     )
 
 
-def comparisons(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]:
-    """Each compared pair: the difference of means, and whether it exceeds the seed spread."""
+def comparisons(
+    spec: ExperimentSpec, results: Sequence[RunResult], references: Sequence[str] = ()
+) -> list[Compared]:
+    """The statistics of each compared pair (``spec.compare``, else every condition
+    against the first, no direction claimed); pairs without scores on both sides left out."""
     groups = by_condition(spec, results)
     names = list(groups)
     pairs = spec.compare or [Comparison(name, names[0]) for name in names[1:]]
-    column, label = key_metric(spec)
-    lines = []
+    found = []
     for pair in pairs:
-        name, baseline = pair.condition, pair.baseline
-        a, b = values(groups.get(name, []), column), values(groups.get(baseline, []), column)
-        if not a or not b:
-            continue
-        diff = statistics.fmean(a) - statistics.fmean(b)
-        if len(a) < 2 or len(b) < 2:
-            verdict = "one run on a side: the seed spread is unknown"
-        elif max(a) < min(b) or max(b) < min(a):
-            verdict = "beyond the seed spread (the seed ranges do not overlap)"
-        else:
-            verdict = "no measurable difference (the seed ranges overlap)"
-        lines.append(f"- `{name}` vs. `{baseline}`: {diff:+.2f} {label}: {verdict}.")
-    return lines
+        runs = (groups.get(pair.condition, []), groups.get(pair.baseline, []))
+        metric = pair.metric or key_metric(spec)[0]
+        compared = compare(spec.name, pair, metric, runs, references, not spec.decode_only)
+        if compared is not None:
+            found.append(compared)
+    return found
+
+
+def metric_labels(spec: ExperimentSpec) -> dict[str, str]:
+    """results.csv column -> how table.md names it."""
+    layout = DECODE_TABLE if spec.decode_only else TRAIN_TABLE
+    return {**{column: header for header, column, _, _ in layout}, **dict([key_metric(spec)])}
 
 
 def regime_warnings(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[str]:
@@ -198,9 +199,17 @@ def regime_warnings(spec: ExperimentSpec, results: Sequence[RunResult]) -> list[
 
 
 def write_table(
-    path: Path, spec: ExperimentSpec, results: Sequence[RunResult], notes: Sequence[str]
+    path: Path,
+    spec: ExperimentSpec,
+    results: Sequence[RunResult],
+    notes: Sequence[str],
+    references: Sequence[str] | None = None,
 ) -> None:
-    """table.md: title, claim, table, signatures, budget and data, comparisons, warnings."""
+    """table.md (title, claim, table, signatures, budget and data, differences, warnings),
+    and beside it comparisons.csv and hypotheses/. ``references``: the test split's,
+    aligned with every run's hypotheses; None reads them again from the spec's data."""
+    if references is None:
+        references = hypotheses.reference_lines(spec) if results else []
     signatures = results[0].signatures if results else {}
     lines = [f"# Experiment `{spec.name}`", "", f"{spec.citation}", "", f"Paper: {spec.claim}", ""]
     lines += table_rows(spec, results)
@@ -208,13 +217,33 @@ def write_table(
     for name, signature in signatures.items():
         lines.append(f"{name} signature: `{signature}`")
     lines += ["", *notes]
-    compared = comparisons(spec, results)
+    compared = comparisons(spec, results, references)
     if compared:
-        lines += ["", "Differences:", "", *compared]
+        table = difference_table(compared, metric_labels(spec), not spec.decode_only)
+        lines += ["", "Differences:", "", *table]
     warnings = regime_warnings(spec, results)
     if warnings:
         lines += ["", "Generic-output regime:", "", *warnings]
     write_text(check_output(path, ""), "\n".join(lines) + "\n", "")
+    write_text(check_output(path.parent / "comparisons.csv", ""), comparisons_csv(compared), "")
+    outputs = {r.name or r.condition: r.hypotheses for r in results if r.hypotheses}
+    example = next((c.paired_runs[0] for c in compared if c.paired_runs), None)
+    hypotheses.write_hypotheses(path.parent / hypotheses.FOLDER, spec, outputs, example)
+
+
+def effective_overrides(spec: ExperimentSpec, run_dir: Path | None) -> list[str] | None:
+    """The overrides of the last training command in ``run_dir/console.log`` (the line
+    ``$ python -m mtkit.train ...``), without the runner's bookkeeping (run dir, resume,
+    overwrite) and with the corpora folder shown as ``${corpora}``; None without one."""
+    if run_dir is None:
+        return None
+    commands = [line[2:] for line in read_lines(run_dir / "console.log") if line.startswith("$ ")]
+    if not commands:
+        return None
+    words = shlex.split(commands[-1])
+    start = words.index("mtkit.train") + 1 if "mtkit.train" in words else 0
+    kept = [w for w in words[start:] if override_key(w) not in RUNNER_KEYS]
+    return [spec.shown(w) for w in kept]
 
 
 def training_result(
@@ -234,10 +263,13 @@ def training_result(
         "distinct_pct": beam["distinct_pct"],
         "parameters": evaluation["parameters"],
         "padding_pct": evaluation["padding_pct"],
-        "overrides": " ".join(spec.shown(o) for o in spec.conditions[condition]),
+        "overrides": " ".join(
+            effective_overrides(spec, run_dir) or map(spec.shown, spec.conditions[condition])
+        ),
     }
     signatures = {"BLEU": beam["bleu_signature"], "chrF": beam["chrf_signature"]}
-    return RunResult(condition, row, read_lines(run_dir / "hyp.beam5.txt"), signatures)
+    hyps = read_lines(run_dir / "hyp.beam5.txt")
+    return RunResult(condition, row, hyps, signatures, run_dir.name, run_dir)
 
 
 def decode_results(
@@ -249,6 +281,8 @@ def decode_results(
 ) -> list[RunResult]:
     """The results.csv rows of one model decoded under every condition."""
     base = training_info(run_dir) if run_dir is not None else {}
+    trained = effective_overrides(spec, run_dir) or []
+    seed_part = run_dir.name[run_dir.name.rfind("-seed") :] if run_dir is not None else ""
     results = []
     for name, found in evaluations.items():
         row = {
@@ -265,9 +299,9 @@ def decode_results(
             "out_words": found["out_words"],
             "distinct_pct": found["distinct_pct"],
             "decode_s": found["decode_s"],
-            "overrides": " ".join(spec.conditions[name]),
+            "overrides": " ".join([*trained, *map(spec.shown, spec.conditions[name])]),
         }
         signatures = {"BLEU": found["bleu_signature"], "chrF": found["chrf_signature"]}
-        hypotheses = read_lines(model_dir / "decode" / f"{name}.txt")
-        results.append(RunResult(name, row, hypotheses, signatures))
+        hyps = read_lines(model_dir / "decode" / f"{name}.txt")
+        results.append(RunResult(name, row, hyps, signatures, name + seed_part, run_dir))
     return results

@@ -486,6 +486,7 @@ def test_every_shipped_experiment_file_is_valid(tmp_path: Path, capsys):
     names = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
     assert names == [
         "attention",
+        "attention_length",
         "batching",
         "beam",
         "cells",

@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from mtkit.config import RunConfig
 from mtkit.errors import ConfigError
 from mtkit.experiment import progress
-from mtkit.experiment.runner import DONE, Run, SignalGuard, StopRequested
+from mtkit.experiment.overrides import override_key
+from mtkit.experiment.runner import DONE, Options, Run, SignalGuard, selected
+from mtkit.experiment.spec import ExperimentSpec
 from mtkit.runtime import usable_cpus
 
 CHILD_FLAG = "--child"  # hidden: a runner started by this module (no report, quiet)
@@ -157,4 +160,45 @@ def _start(
     return _Child(run, slot, process, reader)
 
 
-__all__ = ["CHILD_FLAG", "Slot", "StopRequested", "child_command", "run_all", "slots"]
+def train_in_parallel(
+    spec: ExperimentSpec,
+    options: Options,
+    guard: SignalGuard,
+    runs: list[Run],
+    statuses: list[str],
+    shared: RunConfig,
+    per_run: float,
+) -> list[str]:
+    """``--parallel N``: child runners, one per run, N at a time; the failures.
+
+    ``per_run``: the minutes one run should take, for the ETA lines.
+    """
+    on_gpu = shared.train.device.startswith("cuda") or (
+        shared.train.device == "auto" and cuda_available()
+    )
+    pool = slots(options.parallel, on_gpu)
+    user_threads = any(override_key(o) == "train.threads" for o in options.overrides)
+    todo = [s if selected(r, options.only) else DONE for r, s in zip(runs, statuses, strict=True)]
+    return run_all(runs, todo, child_arguments(spec, options), pool, user_threads, guard, per_run)
+
+
+def child_arguments(spec: ExperimentSpec, options: Options) -> list[str]:
+    """The parent's command line as a child runner gets it (without --parallel and --runs)."""
+    found = [str(spec.path.absolute()), *options.overrides, "--out", str(options.out.absolute())]
+    if options.steps is not None:
+        found += ["--steps", str(options.steps)]
+    if options.minutes is not None:
+        found += ["--budget", f"{options.minutes:g}"]
+    if options.converge:
+        found.append("--converge")
+    if options.seeds is not None:
+        found += ["--seeds", str(options.seeds)]
+    if options.corpora is not None:
+        found += ["--corpora", options.corpora]
+    return found
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

@@ -16,13 +16,12 @@ from typing import Any
 
 from mtkit.config import RunConfig
 from mtkit.errors import ConfigError, DataError
-from mtkit.experiment import by_length, evaluation, figures, parallel, progress, report
+from mtkit.experiment import by_length, evaluation, figures, output, parallel, progress, report
 from mtkit.experiment.budget import Budget
 from mtkit.experiment.overrides import (
     check_stages,
     compose,
     merge,
-    override_key,
     override_values,
 )
 from mtkit.experiment.runner import (
@@ -128,7 +127,8 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
         return 0
     shared = compose(merge(spec.data, spec.common, options.overrides))
     if options.parallel > 1 and not options.report_only:
-        failures = _train_parallel(spec, options, guard, runs, statuses, shared)
+        per_run = _estimator(spec, budget).run_minutes(NEW)
+        failures = parallel.train_in_parallel(spec, options, guard, runs, statuses, shared, per_run)
         options = replace(options, report_only=True, only=None)
         statuses = [run_status(run, is_evaluated(spec, run), budget) for run in runs]
         code = run_experiment_serial(spec, options, guard, runs, statuses, shared)
@@ -184,50 +184,6 @@ def run_experiment_serial(
         return _run_all(session, runs, statuses)
 
 
-def _train_parallel(
-    spec: ExperimentSpec,
-    options: Options,
-    guard: SignalGuard,
-    runs: list[Run],
-    statuses: list[str],
-    shared: RunConfig,
-) -> list[str]:
-    """``--parallel N``: child runners, one per run, N at a time; the failures."""
-    on_gpu = shared.train.device.startswith("cuda") or (
-        shared.train.device == "auto" and _cuda_available()
-    )
-    pool = parallel.slots(options.parallel, on_gpu)
-    user_threads = any(override_key(o) == "train.threads" for o in options.overrides)
-    todo = [s if selected(r, options.only) else DONE for r, s in zip(runs, statuses, strict=True)]
-    estimator = _estimator(spec, budget_of(spec, options))
-    per_run = estimator.run_minutes(NEW)
-    return parallel.run_all(
-        runs, todo, child_arguments(spec, options), pool, user_threads, guard, per_run
-    )
-
-
-def child_arguments(spec: ExperimentSpec, options: Options) -> list[str]:
-    """The parent's command line as a child runner gets it (without --parallel and --runs)."""
-    found = [str(spec.path.absolute()), *options.overrides, "--out", str(options.out.absolute())]
-    if options.steps is not None:
-        found += ["--steps", str(options.steps)]
-    if options.minutes is not None:
-        found += ["--budget", f"{options.minutes:g}"]
-    if options.converge:
-        found.append("--converge")
-    if options.seeds is not None:
-        found += ["--seeds", str(options.seeds)]
-    if options.corpora is not None:
-        found += ["--corpora", options.corpora]
-    return found
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
     """Every run in turn, then the checkpoint's decodings (if any), then the report."""
     spec, options = session.spec, session.options
@@ -260,7 +216,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
         results += report.decode_results(spec, None, None, model_dir, found_decode)
     if not options.child:  # --parallel's parent writes the report once all have finished
         extras = extra_outputs(session.extras, finished)
-        write_report(spec, options, results, curves, session.test, extras)
+        output.write_report(spec, options, results, curves, session.test, extras)
     for failure in failures:
         print(f"failed: {failure}", flush=True)
     return 1 if failures else 0
@@ -287,7 +243,7 @@ def _one_run(
     if status in (NEW, RESUME):
         _train(run, status, session.guard, estimator)
     found = _evaluate(spec, run, session.test, estimator, session.extras)
-    print(f"{head}: {_summary(spec, found)}", flush=True)
+    print(f"{head}: {output.summary(spec, found)}", flush=True)
     return found
 
 
@@ -338,59 +294,3 @@ def extra_outputs(
 
 def _curve(run_dir: Path) -> list[tuple[float, float]]:
     return [(m["elapsed_min"], m["val_bleu"]) for m in report.read_metrics(run_dir)]
-
-
-def _summary(spec: ExperimentSpec, found: list[report.RunResult]) -> str:
-    row = found[0].row
-    trained = (
-        f"{row.get('steps')} steps in {row.get('minutes')} min, val BLEU {row.get('val_bleu')}"
-    )
-    if spec.decode_only:
-        scores = ", ".join(f"{r.condition} {r.row['test_bleu']}" for r in found)
-        return f"{trained}; test BLEU {scores}"
-    return (
-        f"{trained}; test BLEU {row['test_bleu_greedy']} greedy / {row['test_bleu_beam5']} beam 5"
-    )
-
-
-def notes(spec: ExperimentSpec, options: Options, test: evaluation.TestSet) -> list[str]:
-    """The lines under the table: budget, seeds, data, overrides, how runs were evaluated."""
-    seeds = options.seeds or spec.seeds
-    shared = " ".join(spec.shown(o) for o in merge(spec.data, spec.common, options.overrides))
-    seed_values = ", ".join(str(spec.seed + k) for k in range(seeds))
-    lines = [
-        f"Budget: {budget_of(spec, options).describe()}; "
-        f"{seeds} seed{'s' if seeds > 1 else ''} per condition (`train.seed` {seed_values}).",
-        f"Data and shared settings: `{shared}`; test split: {len(test)} sentences.",
-    ]
-    if spec.checkpoint is not None:
-        lines[0] = f"Checkpoint: `{spec.checkpoint.name}` (not trained here)."
-    if spec.decode_only:
-        lines.append("Each condition decodes the test split with best.pt (CPU, fp32).")
-    else:
-        lines.append(
-            "Test scores: best.pt on the test split (CPU, fp32), greedy and beam 5 with the "
-            "checkpoint's length normalisation; train tok/s: mean over validations."
-        )
-    return lines
-
-
-def write_report(
-    spec: ExperimentSpec,
-    options: Options,
-    results: list[report.RunResult],
-    curves: list[figures.Curve],
-    test: evaluation.TestSet,
-    extras: list[by_length.LengthTest] | None = None,
-) -> None:
-    """results.csv, table.md and the figures, from the runs complete so far."""
-    out = options.out.absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    report.write_results(out / "results.csv", spec.columns, results)
-    report.write_table(out / "table.md", spec, results, notes(spec, options, test))
-    main = by_length.LengthTest(
-        test.name, test.sources, test.references, [(r.condition, r.hypotheses) for r in results]
-    )
-    written = figures.write_figures(out, spec, results, curves, [main, *(extras or [])])
-    names = ", ".join(p.name for p in written)
-    print(f"wrote {display(out)}/: results.csv ({len(results)} rows), table.md, {names}")

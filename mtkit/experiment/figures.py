@@ -40,7 +40,7 @@ LABELS = {
     "padding_pct": "padding (% of real tokens)",
     "parameters": "parameters",
 }
-Curve = tuple[str, int, list[tuple[float, float]]]  # condition, seed index, (minutes, BLEU)
+Curve = tuple[str, int, list[tuple[float, float, float]]]  # condition, seed, (update, BLEU, ppl)
 
 
 def pyplot() -> Any:
@@ -95,26 +95,34 @@ def bleu_by_length(
 
 
 def curves(path: Path, spec: ExperimentSpec, runs: Sequence[Curve]) -> None:
-    """Validation BLEU against minutes of training, every run, a colour per condition."""
+    """Validation BLEU and perplexity against updates, every run, a colour per condition.
+
+    Updates, not minutes: verdicts compare runs at equal updates, and the curves show
+    whether a budget has left the fast-learning phase (the lines still climb steeply) or
+    reached a plateau.
+    """
     plt = pyplot()
     colour = colours(list(dict.fromkeys(name for name, _, _ in runs)))
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     labelled: set[str] = set()
     for name, index, points in runs:
-        good = [(m, b) for m, b in points if not (math.isnan(m) or math.isnan(b))]
+        good = [p for p in points if not any(math.isnan(v) for v in p)]
         if not good:
             continue
         label = None if name in labelled else name
         labelled.add(name)
-        xs, ys = zip(*good, strict=True)
-        ax.plot(
-            xs, ys, styles[(index - 1) % len(styles)], color=colour[name], marker=".", label=label
-        )
-    ax.set_xlabel("minutes of training")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.set_title(f"{spec.name}: validation BLEU during training (line style = seed)")
-    _finish(fig, ax, path)
+        steps, bleu, ppl = zip(*good, strict=True)
+        style = dict(color=colour[name], marker=".", label=label)
+        left.plot(steps, bleu, styles[(index - 1) % len(styles)], **style)
+        right.plot(steps, ppl, styles[(index - 1) % len(styles)], **style)
+    for ax, what in ((left, "validation BLEU (greedy)"), (right, "validation perplexity")):
+        ax.set_xlabel("updates")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    right.set_yscale("log")
+    fig.suptitle(f"{spec.name}: validation during training (line style = seed)")
+    _finish(fig, left, path)
 
 
 def scatter(path: Path, spec: ExperimentSpec, plot: PlotSpec, results: Sequence[RunResult]) -> None:

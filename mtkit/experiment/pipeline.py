@@ -292,5 +292,5 @@ def extra_outputs(
     return tests
 
 
-def _curve(run_dir: Path) -> list[tuple[float, float]]:
-    return [(m["elapsed_min"], m["val_bleu"]) for m in report.read_metrics(run_dir)]
+def _curve(run_dir: Path) -> list[tuple[float, float, float]]:
+    return [(m["step"], m["val_bleu"], m["val_ppl"]) for m in report.read_metrics(run_dir)]

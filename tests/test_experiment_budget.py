@@ -53,3 +53,22 @@ def test_more_steps_resume_finished_runs(tmp_path: Path, env: dict[str, str]):
     assert "resumed from" in (out / "runs" / "gru-seed1" / "train.log").read_text()
     same = run_module("mtkit.experiment", *args, "--dry-run", cwd=ROOT, env=env)
     assert same.stdout.count(" done ") == 2, same.stdout  # a smaller budget trains nothing
+
+
+def test_the_command_line_budget_replaces_the_files():
+    """--steps N is N updates (no early stopping unless --converge); --budget is minutes."""
+    from mtkit.errors import ConfigError
+    from mtkit.experiment.budget import Budget, choose
+
+    converging = Budget(steps=3000, converge=True, patience=4)
+    assert choose(converging, 800, None, False) == Budget(steps=800, patience=4)
+    assert choose(converging, 800, None, True) == Budget(steps=800, converge=True, patience=4)
+    assert choose(converging, None, None, False) == converging
+    assert choose(Budget(steps=10), None, None, True) == Budget(steps=10, converge=True)
+    assert choose(converging, None, 12.5, False) == Budget(minutes=12.5)
+    fixed = choose(converging, 800, None, False).overrides()
+    assert "train.early_stopping_metric=loss" not in fixed
+    with pytest.raises(ConfigError, match="not both"):
+        choose(converging, 800, 12.5, False)
+    with pytest.raises(ConfigError, match="--converge"):
+        choose(Budget(minutes=5), None, None, True)

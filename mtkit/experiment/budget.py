@@ -78,10 +78,8 @@ def choose(spec_budget: Budget, steps: int | None, minutes: float | None, conver
                 "command line: --converge needs an update cap (--steps), not --budget"
             )
         return Budget(minutes=minutes)
-    if steps is not None:
-        return Budget(
-            steps=steps, converge=converge or spec_budget.converge, patience=spec_budget.patience
-        )
+    if steps is not None:  # a fixed number of updates, unless --converge makes it the cap
+        return Budget(steps=steps, converge=converge, patience=spec_budget.patience)
     if converge:
         if spec_budget.steps is None:
             raise ConfigError("command line: --converge needs an update cap: add --steps N")

@@ -25,7 +25,6 @@ does nothing. Pairs with an empty side are dropped (training drops them too).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtkit.corpus.fingerprint import sha256_file
 from mtkit.corpus.readers import Pair, count_lines, iter_file_pair, require_file
 from mtkit.errors import ConfigError, DataError, run_cli
 
@@ -89,14 +89,6 @@ def _read_pairs(folder: Path, split: str, src: str, tgt: str) -> tuple[list[Pair
     return kept, len(pairs) - len(kept)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _plan(
     source_dir: Path, settings: dict[str, Any]
 ) -> tuple[dict[str, list[Pair]], dict[str, Any]]:
@@ -139,7 +131,7 @@ def _write_split(folder: Path, name: str, pairs: Sequence[Pair], src: str, tgt: 
 
 def _manifest(folder: Path, outputs: dict[str, list[Pair]], head: dict[str, Any]) -> dict[str, Any]:
     files = {
-        path.name: {"lines": count_lines(path), "sha256": _sha256(path)}
+        path.name: {"lines": count_lines(path), "sha256": sha256_file(path)}
         for path in sorted(folder.iterdir())
     }
     hist = {name: histogram(pairs) for name, pairs in outputs.items()}
@@ -153,7 +145,7 @@ def is_current(out_dir: Path, head: dict[str, Any]) -> bool:
         if any(manifest.get(key) != value for key, value in head.items()):
             return False
         files = manifest["files"]
-        return all(_sha256(out_dir / name) == entry["sha256"] for name, entry in files.items())
+        return all(sha256_file(out_dir / name) == entry["sha256"] for name, entry in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -209,7 +201,7 @@ def build_length_split(
     settings = {"src_lang": src_lang, "tgt_lang": tgt_lang, "max_words": max_words}
     settings.update(concat=concat, splits=splits)
     inputs = {
-        f"{name}.{lang}": _sha256(require_file(source / f"{name}.{lang}", f"the {role} split"))
+        f"{name}.{lang}": sha256_file(require_file(source / f"{name}.{lang}", f"the {role} split"))
         for role, name in splits.items()
         for lang in (src_lang, tgt_lang)
     }

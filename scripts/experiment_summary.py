@@ -162,6 +162,8 @@ def budget_text(rows: Sequence[dict[str, str]]) -> str:
     given = [float(m.group(1)) for w in words if (m := MINUTES.match(w))]
     capped = [int(m.group(1)) for w in words if (m := STEPS.match(w))]
     reasons = {r.get("stop_reason") or "" for r in rows}
+    if reasons == {"max_steps"} and capped:  # every run stopped at its update cap
+        return f"{updates} updates ({took} min)"
     if given or reasons == {"max_minutes"}:
         # a run stops at the first update past its minutes: the shortest run is nearest
         limit = f"{max(given):g}" if given else f"~{math.floor(min(minutes or [0.0]))}"

@@ -286,6 +286,7 @@ def test_update_budgets_become_the_runs_overrides(tmp_path: Path, capsys, cache_
     assert "4 of 4 runs to train, 9 updates (about " in printed
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--parallel 2 needs two usable cores")
 def test_parallel_runs_equal_the_serial_ones(experiment: Path, tmp_path: Path, cache_env):
     """--parallel 2: each run in its own pinned child runner; same results as one by one."""
     spec = write_spec(tmp_path, TINY.format(steps=2))

@@ -54,6 +54,7 @@ FILL: dict[str, list[str]] = {
     "hub": ["data.name=some/dataset", "data.src_lang=xx", "data.tgt_lang=yy"],
     "local": ["data.dir=/corpora/x", "data.src_lang=xx", "data.tgt_lang=yy"],
     "multi30k": ["data.dir=/corpora/multi30k"],
+    "multi30k_long": ["data.dir=/corpora/multi30k-long"],
     "tatoeba_en_fr": ["data.dir=/corpora/tatoeba"],
 }
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from mtkit.cli.io import check_output, write_text
 from mtkit.config import PROJECT_ROOT, RunConfig
-from mtkit.experiment.evaluation import load_test_set
 from mtkit.experiment.overrides import compose, merge
 from mtkit.experiment.spec import ExperimentSpec
 
@@ -33,11 +32,6 @@ def file_name(run: str, decode_only: bool) -> str:
 def shared_config(spec: ExperimentSpec) -> RunConfig:
     """The configuration every run shares (``data`` and ``common``): the test split's source."""
     return compose(merge(spec.data, spec.common))
-
-
-def reference_lines(spec: ExperimentSpec) -> list[str]:
-    """The test split's references as the runs were scored against (empty pairs dropped)."""
-    return load_test_set(shared_config(spec)).references
 
 
 def reference_file(spec: ExperimentSpec) -> str:

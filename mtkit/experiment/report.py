@@ -203,13 +203,11 @@ def write_table(
     spec: ExperimentSpec,
     results: Sequence[RunResult],
     notes: Sequence[str],
-    references: Sequence[str] | None = None,
+    references: Sequence[str],
 ) -> None:
     """table.md (title, claim, table, signatures, budget and data, differences, warnings),
-    and beside it comparisons.csv and hypotheses/. ``references``: the test split's,
-    aligned with every run's hypotheses; None reads them again from the spec's data."""
-    if references is None:
-        references = hypotheses.reference_lines(spec) if results else []
+    and beside it comparisons.csv and hypotheses/. ``references``: the test split's, as
+    the runs were scored against, aligned with every run's hypotheses."""
     signatures = results[0].signatures if results else {}
     lines = [f"# Experiment `{spec.name}`", "", f"{spec.citation}", "", f"Paper: {spec.claim}", ""]
     lines += table_rows(spec, results)

@@ -352,6 +352,79 @@ plots:
     assert cached.stat().st_mtime_ns == before  # decoded once, then read from the cache
 
 
+BASE_FROM = """\
+description: Beam sizes on the models of another experiment.
+paper: {{citation: "Nobody (2024).", claim: "None."}}
+data: [data=synth]
+common: [train.threads=1]
+decode_only: true
+base_from: {{experiment: {source}, condition: gru}}
+conditions:
+  beam1: [decode.beam_size=1, decode.length_norm=none]
+  beam2: [decode.beam_size=2, decode.length_norm=none]
+"""
+
+
+def test_base_from_decodes_the_models_another_experiment_trained(
+    experiment: Path, tmp_path: Path, capsys
+):
+    source = write_spec(tmp_path, TINY.format(steps=2))  # its runs: <out>/../tiny
+    shutil.copytree(experiment, tmp_path / "tiny")
+    spec = write_spec(tmp_path, BASE_FROM.format(source=source), "beams.yaml")
+    out = tmp_path / "beams"
+    assert run_main(str(spec), "--out", str(out), "--dry-run") == 0
+    assert "best.pt of" in capsys.readouterr().out
+    assert run_main(str(spec), "--out", str(out)) == 0
+    rows = read_results(out)
+    assert [(r["condition"], r["seed"]) for r in rows] == [
+        ("beam1", "1234"), ("beam2", "1234"), ("beam1", "1235"), ("beam2", "1235"),
+    ]  # fmt: skip
+    assert {r["steps"] for r in rows} == {"2"}  # the source runs' training, not a new one
+    assert all("model.cell=gru" in r["overrides"] for r in rows)
+    assert not list(out.rglob("*.pt"))  # nothing trained or copied here
+    cached = out / "runs" / "base-seed1" / "decode" / "beam2.json"
+    seed2 = out / "runs" / "base-seed2" / "decode" / "beam2.json"
+    before, before2 = cached.stat().st_mtime_ns, seed2.stat().st_mtime_ns
+    os.utime(tmp_path / "tiny" / "runs" / "gru-seed1" / "best.pt")  # trained further
+    assert run_main(str(spec), "--out", str(out)) == 0
+    assert cached.stat().st_mtime_ns != before  # a new checkpoint is decoded again
+    assert seed2.stat().st_mtime_ns == before2  # the same one is read from the cache
+    (tmp_path / "tiny" / "runs" / "gru-seed2" / "summary.json").unlink()
+    capsys.readouterr()
+    assert run_main(str(spec), "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "base seed 2: waiting for" in printed and "python -m mtkit.experiment" in printed
+    assert [r["seed"] for r in read_results(out)] == ["1234", "1234"]
+    assert run_main(str(spec), "--out", str(out), "--steps", "5") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--steps: beams decodes the models" in error
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("condition: gru", "condition: rnn"), "base_from.condition: tiny has no condition 'rnn'"),
+        (("data: [data=synth]", "data: [data=synth, data.max_len=20]"), "data: must be tiny's"),
+        (("common:", "budget_steps: 3\ncommon:"), "base_from: its models keep the budget"),
+        (("decode_only: true", "decode_only: true\nbase: [model=small]"), "give one of base,"),
+        (("decode_only: true", "decode_only: false"), "belong to decode_only experiments"),
+    ],
+)
+def test_base_from_mistakes_are_one_line_errors(tmp_path: Path, capsys, change, expected):
+    source = write_spec(tmp_path, TINY.format(steps=2))
+    spec = write_spec(tmp_path, BASE_FROM.format(source=source).replace(*change), "beams.yaml")
+    assert run_main(str(spec), "--dry-run") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and expected in error, error
+
+
+def test_base_from_names_an_experiment_that_trains(tmp_path: Path, capsys):
+    spec = tmp_path / "beams.yaml"  # it names itself: a decoding-only experiment
+    write_spec(tmp_path, BASE_FROM.format(source=spec), "beams.yaml")
+    assert run_main(str(spec), "--dry-run") == 2
+    assert "base_from.experiment: " in capsys.readouterr().err
+
+
 def test_sigterm_stops_the_run_cleanly(tmp_path: Path, cache_env: dict[str, str], capsys):
     """SIGTERM: the training child saves last.pt, the runner exits 143; a rerun resumes."""
     spec = write_spec(tmp_path, TINY.format(steps=100000))

@@ -216,13 +216,35 @@ def decode_cache(model_dir: Path, condition: str) -> Path:
     return model_dir / "decode" / f"{condition}.json"
 
 
-def decoding_cached(model_dir: Path, conditions: dict[str, dict[str, Any]]) -> bool:
+def checkpoint_stamp(checkpoint: Path) -> str:
+    """Size and modification time of a checkpoint: a model trained further gets a new one."""
+    try:
+        found = checkpoint.stat()
+    except OSError:
+        return ""
+    return f"{found.st_size}:{found.st_mtime_ns}"
+
+
+def _cached(path: Path, settings: dict[str, Any], stamp: str, sentences: int | None) -> bool:
+    """Whether ``path`` holds a decoding with these settings, of this checkpoint."""
+    cached = read_json(path)
+    return (
+        cached is not None
+        and cached.get("settings") == settings
+        and cached.get("checkpoint") == stamp
+        and (sentences is None or cached.get("test_sentences") == sentences)
+    )
+
+
+def decoding_cached(
+    model_dir: Path, conditions: dict[str, dict[str, Any]], checkpoint: Path
+) -> bool:
     """Whether every condition of a decoding-only experiment is cached with its settings."""
-    for name, settings in conditions.items():
-        cached = read_json(decode_cache(model_dir, name))
-        if cached is None or cached.get("settings") != settings:
-            return False
-    return True
+    stamp = checkpoint_stamp(checkpoint)
+    return all(
+        _cached(decode_cache(model_dir, name), settings, stamp, None)
+        for name, settings in conditions.items()
+    )
 
 
 def evaluate_decoding(
@@ -231,15 +253,11 @@ def evaluate_decoding(
     """Decode the test split once per condition (search settings) with one checkpoint."""
     results: dict[str, dict[str, Any]] = {}
     translator = None
+    stamp = checkpoint_stamp(checkpoint)
     for name, settings in conditions.items():
         path = decode_cache(model_dir, name)
-        cached = read_json(path)
-        if (
-            cached
-            and cached.get("settings") == settings
-            and cached.get("test_sentences") == len(test)
-        ):
-            results[name] = cached
+        if _cached(path, settings, stamp, len(test)):
+            results[name] = read_json(path) or {}
             continue
         if translator is None:
             from mtkit.search.translator import Translator
@@ -251,6 +269,7 @@ def evaluate_decoding(
         write_lines(path.with_suffix(".txt"), hypotheses)
         results[name] = {
             "settings": settings,
+            "checkpoint": stamp,
             "test_sentences": len(test),
             "decode_s": round(seconds, 2),
             "parameters": sum(p.numel() for p in translator.model.parameters()),

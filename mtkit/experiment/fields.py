@@ -20,6 +20,7 @@ from mtkit.experiment.spec import (
     NAME_PATTERN,
     PLOT_KEYS,
     PLOT_KINDS,
+    BaseFrom,
     Comparison,
     LengthSplit,
     PlotSpec,
@@ -101,6 +102,19 @@ def plot(item: Any, index: int, check: Checker) -> PlotSpec:
     )
 
 
+def base_from(value: Any, check: Checker) -> BaseFrom | None:
+    """``{experiment: NAME, condition: NAME}``: another experiment's runs as base models."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"experiment", "condition"}:
+        check.fail("base_from", "expected a mapping {experiment: NAME, condition: NAME}")
+    experiment = check.text(value["experiment"], "base_from.experiment")
+    condition = check.text(value["condition"], "base_from.condition")
+    if not NAME_PATTERN.fullmatch(condition):
+        check.fail("base_from.condition", f"expected a condition name, got {condition!r}")
+    return BaseFrom(experiment, condition)
+
+
 def buckets(value: Any, check: Checker) -> list[int]:
     if value is None:
         return [5, 10, 15, 20, 30]
@@ -146,8 +160,11 @@ def extra_tests(value: Any, check: Checker) -> list[str]:
 def budget(raw: dict[str, Any], check: Checker) -> Budget:
     """``budget_steps`` (updates; the cap with ``converge: true``) or ``budget_minutes``."""
     steps, minutes = raw.get("budget_steps"), raw.get("budget_minutes")
-    if steps is None and minutes is None and raw.get("checkpoint") is not None:
-        return Budget(steps=1)  # nothing is trained: the file's checkpoint is decoded
+    decoded = raw.get("checkpoint") is not None or raw.get("base_from") is not None
+    if steps is None and minutes is None and decoded:
+        return Budget(steps=1)  # nothing is trained here: a checkpoint or others' models
+    if raw.get("base_from") is not None:
+        check.fail("base_from", "its models keep the budget of the experiment that trains them")
     if (steps is None) == (minutes is None):
         check.fail("budget_steps", "give budget_steps (updates) or budget_minutes, one of them")
     converge = flag(raw.get("converge", False), "converge", check)

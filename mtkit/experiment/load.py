@@ -40,8 +40,12 @@ RUNNER_HINTS = {
 }
 
 
-def load_spec(name: str, corpora: str | None = None) -> ExperimentSpec:
-    """Read and check ``conf/experiment/NAME.yaml`` (or a YAML path)."""
+def load_spec(name: str, corpora: str | None = None, follow: bool = True) -> ExperimentSpec:
+    """Read and check ``conf/experiment/NAME.yaml`` (or a YAML path).
+
+    ``follow``: also check the experiment a ``base_from`` names (one level deep, so two
+    files naming each other cannot loop).
+    """
     path = experiment_path(name)
     where = display(path)
     raw = _read_yaml(path, where)
@@ -62,6 +66,8 @@ def load_spec(name: str, corpora: str | None = None) -> ExperimentSpec:
         )
     spec = _build(path, raw, check, str(corpora_path))
     _check_consistency(spec, check)
+    if spec.base_from is not None and follow:
+        _check_base_from(spec, check)
     _check_length_split(spec, check)
     return spec
 
@@ -120,6 +126,7 @@ def _build(path: Path, raw: dict[str, Any], check: Checker, corpora: str) -> Exp
         ],
         decode_only=fields.flag(raw.get("decode_only", False), "decode_only", check),
         base=_substitute(check.overrides(raw.get("base"), "base"), corpora),
+        base_from=fields.base_from(raw.get("base_from"), check),
         checkpoint=checkpoint,
         length_buckets=fields.buckets(raw.get("length_buckets"), check),
         compare=fields.pairs(raw.get("compare"), check),
@@ -142,15 +149,39 @@ def _check_length_split(spec: ExperimentSpec, check: Checker) -> None:
         check.fail("extra_tests", "belongs to training experiments, not decode_only ones")
 
 
+def _check_base_from(spec: ExperimentSpec, check: Checker) -> None:
+    """The experiment named exists, trains models (is not decoding-only) and has the condition."""
+    assert spec.base_from is not None
+    name, condition = spec.base_from.experiment, spec.base_from.condition
+    try:
+        source = load_spec(name, spec.corpora, follow=False)
+    except ConfigError as error:
+        check.fail("base_from.experiment", str(error))
+    name = source.name
+    if source.decode_only:
+        check.fail("base_from.experiment", f"{name} trains no models (it is decode_only)")
+    if condition not in source.conditions:
+        known = ", ".join(source.conditions)
+        check.fail("base_from.condition", f"{name} has no condition {condition!r} ({known})")
+    if (source.data_display, source.length_split) != (spec.data_display, spec.length_split):
+        theirs = " ".join(source.data_display)
+        check.fail("data", f"must be {name}'s data ({theirs}), the data its models train on")
+
+
 def _check_consistency(spec: ExperimentSpec, check: Checker) -> None:
     """Cross-field rules: decode-only shape, reserved and per-condition keys, plot names."""
-    has_model = bool(spec.base) or spec.checkpoint is not None
-    if spec.decode_only and not has_model:
-        check.fail("base", "a decode_only experiment needs base (overrides) or checkpoint")
-    if has_model and not spec.decode_only:
-        check.fail("base", "base and checkpoint belong to decode_only experiments")
-    if spec.base and spec.checkpoint is not None:
-        check.fail("checkpoint", "give base or checkpoint, not both")
+    models = {
+        "base": bool(spec.base),
+        "base_from": spec.base_from is not None,
+        "checkpoint": spec.checkpoint is not None,
+    }
+    given = [key for key, present in models.items() if present]
+    if spec.decode_only and not given:
+        check.fail("base", "a decode_only experiment needs base, base_from or checkpoint")
+    if given and not spec.decode_only:
+        check.fail(given[0], "base, base_from and checkpoint belong to decode_only experiments")
+    if len(given) > 1:
+        check.fail(given[1], f"give one of base, base_from and checkpoint, not {given[0]} too")
     if spec.checkpoint is not None and not spec.checkpoint.is_file():
         check.fail("checkpoint", f"no such file: {spec.checkpoint}")
     lists = {"data": spec.data, "common": spec.common, "base": spec.base}

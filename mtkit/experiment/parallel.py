@@ -31,7 +31,7 @@ from mtkit.config import RunConfig
 from mtkit.errors import ConfigError
 from mtkit.experiment import progress
 from mtkit.experiment.overrides import override_key
-from mtkit.experiment.runner import DONE, Options, Run, SignalGuard, selected
+from mtkit.experiment.runner import DONE, WAITING, Options, Run, SignalGuard, selected
 from mtkit.experiment.spec import ExperimentSpec
 from mtkit.runtime import usable_cpus
 
@@ -107,16 +107,16 @@ def run_all(
     minutes_per_run: float,
 ) -> list[str]:
     """Train and evaluate every run not done, at most ``len(pool)`` at once; the failures."""
-    waiting = [run for run, status in zip(runs, statuses, strict=True) if status != DONE]
+    queue = [r for r, status in zip(runs, statuses, strict=True) if status not in (DONE, WAITING)]
     free, alive, failures = list(pool), list[_Child](), list[str]()
     lock = threading.Lock()
-    total, finished = len(waiting), 0
+    total, finished = len(queue), 0
     print(f"training {total} run(s), {len(pool)} at a time", flush=True)
     guard.training = True  # signals are forwarded to the children, not raised here
     try:
-        while waiting or alive:
-            while waiting and free and guard.signum is None:
-                alive.append(_start(waiting.pop(0), free.pop(0), base, user_threads, lock))
+        while queue or alive:
+            while queue and free and guard.signum is None:
+                alive.append(_start(queue.pop(0), free.pop(0), base, user_threads, lock))
             guard.children = [child.process for child in alive]
             time.sleep(0.2)
             for child in [c for c in alive if c.process.poll() is not None]:
@@ -129,7 +129,7 @@ def run_all(
                         f"{child.run.label}: its runner exited with status "
                         f"{child.process.returncode}"
                     )
-                left = minutes_per_run * (len(waiting) + len(alive)) / len(pool)
+                left = minutes_per_run * (len(queue) + len(alive)) / len(pool)
                 print(
                     f"[{finished}/{total} runs] {child.run.label} ended; {progress.eta(left)}",
                     flush=True,

@@ -16,7 +16,16 @@ from typing import Any
 
 from mtkit.config import RunConfig
 from mtkit.errors import ConfigError, DataError
-from mtkit.experiment import by_length, evaluation, figures, output, parallel, progress, report
+from mtkit.experiment import (
+    by_length,
+    evaluation,
+    figures,
+    output,
+    parallel,
+    progress,
+    report,
+    upstream,
+)
 from mtkit.experiment.budget import Budget
 from mtkit.experiment.overrides import (
     check_stages,
@@ -26,8 +35,10 @@ from mtkit.experiment.overrides import (
 )
 from mtkit.experiment.runner import (
     DONE,
+    EVALUATE,
     NEW,
     RESUME,
+    WAITING,
     Options,
     Run,
     RunFailed,
@@ -67,8 +78,28 @@ def decode_conditions(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
 
 def is_evaluated(spec: ExperimentSpec, run: Run) -> bool:
     if spec.decode_only:
-        return evaluation.decoding_cached(run.run_dir, decode_conditions(spec))
+        checkpoint = run.model_dir / "best.pt"
+        return evaluation.decoding_cached(run.run_dir, decode_conditions(spec), checkpoint)
     return (run.run_dir / evaluation.EVAL_FILE).is_file()
+
+
+def plan(spec: ExperimentSpec, options: Options) -> list[Run]:
+    """The runs: trained here, or (``base_from``) by another experiment and decoded here."""
+    if spec.base_from is not None:
+        return upstream.plan_base_runs(spec, options)
+    return plan_runs(spec, options)
+
+
+def statuses_of(spec: ExperimentSpec, options: Options, runs: list[Run]) -> list[str]:
+    """Each run's status (runner.run_status); ``waiting`` for a base_from model not ready."""
+    if spec.base_from is None:
+        budget = budget_of(spec, options)
+        return [run_status(run, is_evaluated(spec, run), budget) for run in runs]
+    ready = upstream.trained(spec, options, runs)
+    return [
+        (DONE if is_evaluated(spec, run) else EVALUATE) if ok else WAITING
+        for run, ok in zip(runs, ready, strict=True)
+    ]
 
 
 def print_plan(
@@ -86,10 +117,15 @@ def print_plan(
     for position, (run, status) in enumerate(zip(runs, statuses, strict=True), start=1):
         own = spec.base if spec.decode_only else spec.conditions[run.condition]
         shown = " ".join(spec.shown(o) for o in [*own, f"train.seed={run.seed}"])
+        if run.trained_in is not None:
+            shown = f"best.pt of {display(run.trained_in)}"
         print(f"  {progress.counter(position, len(runs))} {run.label:<28} {status:<8} {shown}")
     if spec.decode_only:
         models = max(len(runs), 1)
         print(f"decoding: {len(spec.conditions)} conditions x {models} model(s)")
+    if spec.base_from is not None:
+        _print_decoding_estimate(spec, estimator, statuses)
+        return
     left = sum(
         estimator.run_minutes(s, *trained_so_far(r.run_dir))
         for r, s in zip(runs, statuses, strict=True)
@@ -105,6 +141,20 @@ def print_plan(
     )
 
 
+def _print_decoding_estimate(
+    spec: ExperimentSpec, estimator: progress.Estimator, statuses: list[str]
+) -> None:
+    """A base_from plan: decoding time for the models ready, the others waiting."""
+    assert spec.base_from is not None
+    ready = statuses.count(EVALUATE)
+    left = ready * estimator.eval_minutes
+    print(
+        f"estimated time: {progress.duration(left)} ({ready} model(s) to decode, about "
+        f"{estimator.eval_minutes:.1f} min each; {statuses.count(WAITING)} waiting for "
+        f"experiment {spec.base_from.experiment} to train them); {progress.eta(left)}"
+    )
+
+
 def _estimator(spec: ExperimentSpec, budget: Budget) -> progress.Estimator:
     per_model = progress.decode_minutes(spec) if spec.decode_only else progress.EVAL_MINUTES
     return progress.Estimator(budget, per_model)
@@ -117,11 +167,12 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     if spec.length_split is not None:
         spec = spec.with_length_split(options.out.absolute() / LENGTH_SPLIT_DIR)
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
+    upstream.refuse_budget(spec, options)
     prepare_length_split(spec, options)
-    runs = plan_runs(spec, options)
+    runs = plan(spec, options)
     budget = budget_of(spec, options)
     check_selection(runs, options.only, display(spec.path))
-    statuses = [run_status(run, is_evaluated(spec, run), budget) for run in runs]
+    statuses = statuses_of(spec, options, runs)
     if options.dry_run:
         print_plan(spec, options, runs, statuses)
         return 0
@@ -130,7 +181,7 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
         per_run = _estimator(spec, budget).run_minutes(NEW)
         failures = parallel.train_in_parallel(spec, options, guard, runs, statuses, shared, per_run)
         options = replace(options, report_only=True, only=None)
-        statuses = [run_status(run, is_evaluated(spec, run), budget) for run in runs]
+        statuses = statuses_of(spec, options, runs)
         code = run_experiment_serial(spec, options, guard, runs, statuses, shared)
         for failure in failures:
             print(f"failed: {failure}", flush=True)
@@ -206,7 +257,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
             continue
         results += found
         if found:
-            curves.append((run.condition, run.index, _curve(run.run_dir)))
+            curves.append((run.condition, run.index, _curve(run.model_dir)))
             finished.append((run.condition, run.run_dir))
     if spec.checkpoint is not None:
         model_dir = options.out.absolute() / "checkpoint"
@@ -233,6 +284,9 @@ def _one_run(
         return []
     if session.options.child and not selected(run, session.options.only):
         return []  # a --parallel child reports only its own run
+    if status == WAITING:
+        print(f"{head}: {upstream.waiting_note(spec, run)}", flush=True)
+        return []
     if session.options.report_only and status in (NEW, RESUME):
         print(f"{head}: not trained yet; left out of the report", flush=True)
         return []
@@ -269,9 +323,9 @@ def _evaluate(
     start = time.perf_counter()
     if spec.decode_only:
         found = evaluation.evaluate_decoding(
-            run.run_dir, run.run_dir / "best.pt", decode_conditions(spec), test
+            run.run_dir, run.model_dir / "best.pt", decode_conditions(spec), test
         )
-        rows = report.decode_results(spec, run.seed, run.run_dir, run.run_dir, found)
+        rows = report.decode_results(spec, run.seed, run.model_dir, run.run_dir, found)
     else:
         result = evaluation.evaluate_run(run.run_dir, run.overrides, test, extras)
         rows = [report.training_result(spec, run.condition, run.seed, run.run_dir, result)]

@@ -49,7 +49,7 @@ class Estimator:
 
     def run_minutes(self, status: str, elapsed: float = 0.0, done_steps: int = 0) -> float:
         """Minutes a run still needs; ``elapsed`` minutes and ``done_steps`` already trained."""
-        if status == "done":
+        if status in ("done", "waiting"):  # waiting: trained by another experiment
             return 0.0
         if status == "evaluate":
             return self.eval_minutes

@@ -36,6 +36,7 @@ from mtkit.experiment.overrides import hydra_value, merge, runner_overrides
 from mtkit.experiment.spec import ExperimentSpec
 
 DONE, EVALUATE, RESUME, NEW = "done", "evaluate", "resume", "new"
+WAITING = "waiting"  # a base_from model its own experiment has not finished training
 PID_FILE = "train.pid"  # the training child's process id, while it runs
 # What a run trained further (a raised update budget) must not keep from its earlier end.
 EXTENDED_FILES = ("summary.json", "eval.json")
@@ -126,10 +127,16 @@ class Run:
     seed: int  # train.seed
     overrides: list[str]
     run_dir: Path
+    trained_in: Path | None = None  # the run of another experiment (base_from) that trains it
 
     @property
     def label(self) -> str:
         return f"{self.condition} seed {self.index}"
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the model's best.pt, summary and metrics are: here or in ``trained_in``."""
+        return self.trained_in or self.run_dir
 
 
 def budget_of(spec: ExperimentSpec, options: Options) -> Budget:

@@ -3,8 +3,9 @@
 An experiment is data, not code: the corpus (``data``), the overrides every run shares
 (``common``), named ``conditions`` (lists of ``key=value`` overrides), a per-run
 wall-clock budget, the number of seeds, and optional plots. A decoding-only experiment
-(``decode_only: true``) trains one ``base`` model per seed (or reuses a ``checkpoint``)
-and its conditions are search settings (``decode.*``).
+(``decode_only: true``) trains one ``base`` model per seed (or decodes the models another
+experiment trained, ``base_from``, or one ``checkpoint``) and its conditions are search
+settings (``decode.*``).
 
 This module holds the checked form (:class:`ExperimentSpec`) and the names a file may
 use; :mod:`mtkit.experiment.load` reads and checks the files.
@@ -41,6 +42,7 @@ TOP_KEYS = (
     "plots",
     "decode_only",
     "base",
+    "base_from",
     "checkpoint",
     "length_buckets",
     "compare",
@@ -157,6 +159,18 @@ class LengthSplit:
     concat: int = 5
 
 
+@dataclass(frozen=True)
+class BaseFrom:
+    """``base_from: {experiment: reversal, condition: attention_natural}``: a decoding-only
+    experiment decodes the best.pt of that experiment's runs of that condition (seed k's
+    for seed k) instead of training base models of its own. The runs are found in the
+    other experiment's output folder beside this one's (``experiments/<experiment>``) and
+    are trained there, by that experiment, under its own budget."""
+
+    experiment: str
+    condition: str
+
+
 @dataclass
 class ExperimentSpec:
     """A checked experiment file, with ``${corpora}`` already substituted."""
@@ -176,6 +190,7 @@ class ExperimentSpec:
     plots: list[PlotSpec] = field(default_factory=list)
     decode_only: bool = False
     base: list[str] = field(default_factory=list)
+    base_from: BaseFrom | None = None
     checkpoint: Path | None = None
     length_buckets: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 30])
     compare: list[Comparison] = field(default_factory=list)

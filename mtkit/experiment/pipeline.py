@@ -156,8 +156,7 @@ def _print_decoding_estimate(
 
 
 def _estimator(spec: ExperimentSpec, budget: Budget) -> progress.Estimator:
-    per_model = progress.decode_minutes(spec) if spec.decode_only else progress.EVAL_MINUTES
-    return progress.Estimator(budget, per_model)
+    return progress.Estimator(budget, progress.eval_minutes(spec))
 
 
 def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -> int:

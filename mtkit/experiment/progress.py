@@ -20,6 +20,15 @@ from mtkit.experiment.spec import ExperimentSpec
 START_MINUTES = 0.5  # per training run beyond its budget: start-up, last validation, test
 EVAL_MINUTES = 0.5  # greedy + beam-5 decoding of a test set of about 1000 sentences
 DECODE_MINUTES_PER_BEAM = 0.03  # per beam entry, for about 1000 test sentences on 2 cores
+# beam 5 over one extra test split, such as concat's 2,283 lines of 1 to 5 sentences
+EXTRA_TEST_MINUTES = 2.0
+
+
+def eval_minutes(spec: ExperimentSpec) -> float:
+    """A guess of one model's evaluation: decode_minutes, or the test and extra splits."""
+    if spec.decode_only:
+        return decode_minutes(spec)
+    return EVAL_MINUTES + EXTRA_TEST_MINUTES * len(spec.extra_tests)
 
 
 def decode_minutes(spec: ExperimentSpec) -> float:

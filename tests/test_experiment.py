@@ -483,6 +483,10 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path: Path, text: str, exp
         (("[model.cell=gru]", "[data.dir=x]"), "conditions.gru: 'data.dir' would change the test"),
         (("y: test_bleu_beam5", "y: bleu"), "plots[0].y: unknown column 'bleu'"),
         (
+            ("name: speed_vs_bleu", "name: bleu_by_length_concat"),
+            "plots[0].name: 'bleu_by_length_concat' is not a free file name",
+        ),
+        (
             ("budget_steps: 2", "budget_minutes: .nan"),
             "tiny.yaml: budget_minutes: expected a finite number >= 0.01, got nan",
         ),

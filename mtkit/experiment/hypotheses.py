@@ -59,11 +59,17 @@ def write_hypotheses(
 ) -> None:
     """``outputs`` (run name -> lines) as files in ``folder``, and README.md with the
     references' file and a paired test of ``example`` (condition run, baseline run);
-    nothing without outputs."""
+    nothing without outputs. Output files of runs no longer reported (an earlier stage
+    of a run trained further, a condition renamed) are removed: the folder holds what
+    results.csv reports, no more."""
     if not outputs:
         return
     references = reference_file(spec)
     folder.mkdir(parents=True, exist_ok=True)
+    names = {file_name(run, spec.decode_only) for run in outputs}
+    for stale in sorted(folder.glob("*.txt")):
+        if stale.name not in names and stale.is_file():
+            stale.unlink()
     for run, lines in outputs.items():
         text = "".join(line + "\n" for line in lines)
         write_text(check_output(folder / file_name(run, spec.decode_only), ""), text, "")

@@ -191,3 +191,13 @@ def test_hypotheses_folder_names_the_references_and_never_copies_them(tmp_path: 
     assert f"--ref {reference}" in readme and "(2 lines)" in readme
     assert "--hyp hypotheses/b-seed1.beam5.txt --baseline hypotheses/a-seed1.beam5.txt" in readme
     assert "--paired-test bootstrap" in readme
+
+
+def test_hypotheses_of_runs_no_longer_reported_are_removed(tmp_path: Path):
+    spec, folder = spec_for(""), tmp_path / "hypotheses"
+    hypotheses.write_hypotheses(folder, spec, {"a-seed1": ["x"], "a-seed2": ["y"]}, None)
+    (folder / "notes.md").write_text("kept\n")
+    hypotheses.write_hypotheses(folder, spec, {"a-seed1": ["x x"]}, None)
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == ["README.md", "a-seed1.beam5.txt", "notes.md"]
+    assert (folder / "a-seed1.beam5.txt").read_text() == "x x\n"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from mtkit.config import RunConfig
 from mtkit.errors import ConfigError, DataError
@@ -22,20 +21,14 @@ from mtkit.experiment import (
     figures,
     output,
     parallel,
+    planning,
     progress,
     report,
     upstream,
 )
-from mtkit.experiment.budget import Budget
-from mtkit.experiment.overrides import (
-    check_stages,
-    compose,
-    merge,
-    override_values,
-)
+from mtkit.experiment.overrides import check_stages, compose, merge
 from mtkit.experiment.runner import (
     DONE,
-    EVALUATE,
     NEW,
     RESUME,
     WAITING,
@@ -45,8 +38,6 @@ from mtkit.experiment.runner import (
     SignalGuard,
     budget_of,
     check_selection,
-    plan_runs,
-    run_status,
     selected,
     train,
     trained_so_far,
@@ -66,99 +57,6 @@ class Session:
     extras: list[evaluation.TestSet] = field(default_factory=list)  # the extra_tests
 
 
-def decode_conditions(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
-    """Decoding-only conditions as search settings: ``decode.beam_size=5`` -> beam_size 5."""
-    if not spec.decode_only:
-        return {}
-    return {
-        name: {key.removeprefix("decode."): v for key, v in override_values(overrides).items()}
-        for name, overrides in spec.conditions.items()
-    }
-
-
-def is_evaluated(spec: ExperimentSpec, run: Run) -> bool:
-    if spec.decode_only:
-        checkpoint = run.model_dir / "best.pt"
-        return evaluation.decoding_cached(run.run_dir, decode_conditions(spec), checkpoint)
-    return (run.run_dir / evaluation.EVAL_FILE).is_file()
-
-
-def plan(spec: ExperimentSpec, options: Options) -> list[Run]:
-    """The runs: trained here, or (``base_from``) by another experiment and decoded here."""
-    if spec.base_from is not None:
-        return upstream.plan_base_runs(spec, options)
-    return plan_runs(spec, options)
-
-
-def statuses_of(spec: ExperimentSpec, options: Options, runs: list[Run]) -> list[str]:
-    """Each run's status (runner.run_status); ``waiting`` for a base_from model not ready."""
-    if spec.base_from is None:
-        budget = budget_of(spec, options)
-        return [run_status(run, is_evaluated(spec, run), budget) for run in runs]
-    ready = upstream.trained(spec, options, runs)
-    return [
-        (DONE if is_evaluated(spec, run) else EVALUATE) if ok else WAITING
-        for run, ok in zip(runs, ready, strict=True)
-    ]
-
-
-def print_plan(
-    spec: ExperimentSpec, options: Options, runs: list[Run], statuses: list[str]
-) -> None:
-    """--dry-run: the runs with their overrides and status, and the time it should take."""
-    budget = budget_of(spec, options)
-    estimator = _estimator(spec, budget)
-    print(f"experiment {spec.name} ({display(spec.path)}): {spec.citation}")
-    print(f"output: {display(options.out)}")
-    shared = merge(spec.data, spec.common, options.overrides)
-    print(f"shared overrides: {' '.join(spec.shown(o) for o in shared)}")
-    if spec.checkpoint is not None:
-        print(f"checkpoint: {display(spec.checkpoint)} (no training)")
-    for position, (run, status) in enumerate(zip(runs, statuses, strict=True), start=1):
-        own = spec.base if spec.decode_only else spec.conditions[run.condition]
-        shown = " ".join(spec.shown(o) for o in [*own, f"train.seed={run.seed}"])
-        if run.trained_in is not None:
-            shown = f"best.pt of {display(run.trained_in)}"
-        print(f"  {progress.counter(position, len(runs))} {run.label:<28} {status:<8} {shown}")
-    if spec.decode_only:
-        models = max(len(runs), 1)
-        print(f"decoding: {len(spec.conditions)} conditions x {models} model(s)")
-    if spec.base_from is not None:
-        _print_decoding_estimate(spec, estimator, statuses)
-        return
-    left = sum(
-        estimator.run_minutes(s, *trained_so_far(r.run_dir))
-        for r, s in zip(runs, statuses, strict=True)
-    )
-    if spec.checkpoint is not None:
-        left += estimator.eval_minutes
-    to_train = sum(s in (NEW, RESUME) for s in statuses)
-    print(
-        f"estimated time: {progress.duration(left)} ({to_train} of {len(runs)} runs to train, "
-        f"{budget.short()} (about {progress.duration(estimator.training_minutes())}) "
-        f"+ about {estimator.start_minutes:g} min start-up each, "
-        f"evaluation about {estimator.eval_minutes:.1f} min per model); {progress.eta(left)}"
-    )
-
-
-def _print_decoding_estimate(
-    spec: ExperimentSpec, estimator: progress.Estimator, statuses: list[str]
-) -> None:
-    """A base_from plan: decoding time for the models ready, the others waiting."""
-    assert spec.base_from is not None
-    ready = statuses.count(EVALUATE)
-    left = ready * estimator.eval_minutes
-    print(
-        f"estimated time: {progress.duration(left)} ({ready} model(s) to decode, about "
-        f"{estimator.eval_minutes:.1f} min each; {statuses.count(WAITING)} waiting for "
-        f"experiment {spec.base_from.experiment} to train them); {progress.eta(left)}"
-    )
-
-
-def _estimator(spec: ExperimentSpec, budget: Budget) -> progress.Estimator:
-    return progress.Estimator(budget, progress.eval_minutes(spec))
-
-
 def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -> int:
     """Run (or continue) the experiment and write its report; 0, or 1 if a run failed."""
     if options.out.exists() and not options.out.is_dir():
@@ -168,19 +66,19 @@ def run_experiment(spec: ExperimentSpec, options: Options, guard: SignalGuard) -
     check_stages(spec.stages(options.overrides), display(spec.path), options.out.absolute())
     upstream.refuse_budget(spec, options)
     prepare_length_split(spec, options)
-    runs = plan(spec, options)
+    runs = planning.plan(spec, options)
     budget = budget_of(spec, options)
     check_selection(runs, options.only, display(spec.path))
-    statuses = statuses_of(spec, options, runs)
+    statuses = planning.statuses_of(spec, options, runs)
     if options.dry_run:
-        print_plan(spec, options, runs, statuses)
+        planning.print_plan(spec, options, runs, statuses)
         return 0
     shared = compose(merge(spec.data, spec.common, options.overrides))
     if options.parallel > 1 and not options.report_only:
-        per_run = _estimator(spec, budget).run_minutes(NEW)
+        per_run = planning.estimator_for(spec, budget).run_minutes(NEW)
         failures = parallel.train_in_parallel(spec, options, guard, runs, statuses, shared, per_run)
         options = replace(options, report_only=True, only=None)
-        statuses = statuses_of(spec, options, runs)
+        statuses = planning.statuses_of(spec, options, runs)
         code = run_experiment_serial(spec, options, guard, runs, statuses, shared)
         for failure in failures:
             print(f"failed: {failure}", flush=True)
@@ -228,7 +126,7 @@ def run_experiment_serial(
             options,
             guard,
             evaluation.load_test_set(shared),
-            _estimator(spec, budget_of(spec, options)),
+            planning.estimator_for(spec, budget_of(spec, options)),
             [evaluation.load_test_set(shared, split) for split in spec.extra_tests],
         )
         return _run_all(session, runs, statuses)
@@ -261,7 +159,7 @@ def _run_all(session: Session, runs: list[Run], statuses: list[str]) -> int:
     if spec.checkpoint is not None:
         model_dir = options.out.absolute() / "checkpoint"
         found_decode = evaluation.evaluate_decoding(
-            model_dir, spec.checkpoint, decode_conditions(spec), session.test
+            model_dir, spec.checkpoint, planning.decode_conditions(spec), session.test
         )
         results += report.decode_results(spec, None, None, model_dir, found_decode)
     if not options.child:  # --parallel's parent writes the report once all have finished
@@ -318,11 +216,11 @@ def _evaluate(
     extras: list[evaluation.TestSet],
 ) -> list[report.RunResult]:
     """Evaluate a trained run (cached) and turn it into result rows."""
-    cached = is_evaluated(spec, run)
+    cached = planning.is_evaluated(spec, run)
     start = time.perf_counter()
     if spec.decode_only:
         found = evaluation.evaluate_decoding(
-            run.run_dir, run.model_dir / "best.pt", decode_conditions(spec), test
+            run.run_dir, run.model_dir / "best.pt", planning.decode_conditions(spec), test
         )
         rows = report.decode_results(spec, run.seed, run.model_dir, run.run_dir, found)
     else:

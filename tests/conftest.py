@@ -29,6 +29,24 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread for the models the tests run in this process.
+
+    They are tiny, so a second intra-op thread buys nothing; and with ``pytest -n auto``
+    (a test file per core) two threads per worker would oversubscribe the cores, where
+    spinning OpenMP threads make such tests several times slower. The server tests also
+    share this process between the server, its clients and a reference Translator.
+    Child processes choose their own threads (``train.threads``, ``--threads``).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -217,7 +217,8 @@ def test_the_experiment_file_loads_and_dry_runs(tmp_path: Path, capsys):
     assert spec.length_split is not None and spec.length_split.source == corpora / "multi30k"
     assert (spec.length_split.max_words, spec.length_split.concat) == (20, 5)
     assert spec.extra_tests == ["concat"] and f"data.dir={LENGTH_SPLIT}" in spec.data
-    assert list(spec.conditions) == ["none", "bahdanau"] and spec.budget.steps == 800
+    assert list(spec.conditions) == ["none", "bahdanau"] and spec.budget.steps == 3000
+    assert spec.budget.converge and spec.budget.patience == 3
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
         experiment_cli.main(

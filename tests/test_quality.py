@@ -1,8 +1,10 @@
 """End-to-end quality on real data (Multi30k de->en from ../shared): train, translate, score.
 
-The default run trains the default model for 200 steps and checks a BLEU floor; the slow
-test trains the Multi30k recipe (docs/training.md) for a fixed 500 steps and checks a
-floor near its measured BLEU.
+One slow test (``python -m pytest -m slow``, run by CI after the default run): the
+Multi30k recipe (docs/training.md) for a fixed 500 steps, a greedy BLEU floor near its
+measured BLEU, and the trained checkpoint's beam search through the public Translator.
+It is not in the default run: training on the real corpus takes minutes however short
+the run, and the default run keeps to the embedded corpus and tiny models.
 """
 
 from __future__ import annotations
@@ -26,27 +28,6 @@ def read(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def test_short_multi30k_run_clears_a_bleu_floor(tmp_path: Path):
-    run_dir = tmp_path / "run"
-    result = run_module(
-        "mtkit.train",
-        *MULTI30K_DE_EN,
-        "train.max_steps=200",
-        "train.valid_every=100",
-        "train.seed=1",
-        f"hydra.run.dir={run_dir}",
-        cwd=ROOT,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["test"]["bleu_greedy"] >= 15.0, summary
-    translator = Translator.from_checkpoint(run_dir / "best.pt")
-    sources = read(MULTI30K / "test2016.de")[:200]
-    hypotheses = translator.translate(sources, beam_size=4)
-    assert bleu(hypotheses, read(MULTI30K / "test2016.en")[:200]).score >= 15.0
-
-
 # The documented 20-minute command trains as many steps as the CPU manages in 20 minutes:
 # ~1200 with native bf16 units (39.4 greedy), 480 to 715 on 2-core AVX2 CPUs (35.4 to
 # 37.2). A wall-clock budget makes a quality floor a speed test in disguise (speed is the
@@ -59,12 +40,16 @@ def test_short_multi30k_run_clears_a_bleu_floor(tmp_path: Path):
 # training down another path.
 RECIPE_STEPS = 500
 BLEU_FLOOR_RECIPE = 35.0
+# Beam 4 on the first 200 test sentences: a subset scores further from the whole test
+# set's BLEU than seed-to-seed spread, so its floor sits 5 below the greedy one.
+BLEU_FLOOR_BEAM_SUBSET = 30.0
 
 
 @pytest.mark.slow
 def test_default_recipe_reaches_its_bleu_floor_in_500_steps(tmp_path: Path):
     """The Multi30k recipe (default model and optimiser), 500 steps in fp32: greedy
-    test2016 BLEU >= 35 (about 16 minutes on 2 AVX2 cores)."""
+    test2016 BLEU >= 35 (about 16 minutes on 2 AVX2 cores); its best.pt, loaded by the
+    Translator, translates 200 test sentences with beam 4 at BLEU >= 30."""
     run_dir = tmp_path / "run"
     result = run_module(
         "mtkit.train",
@@ -79,3 +64,8 @@ def test_default_recipe_reaches_its_bleu_floor_in_500_steps(tmp_path: Path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == RECIPE_STEPS, summary
     assert summary["test"]["bleu_greedy"] >= BLEU_FLOOR_RECIPE, summary
+    translator = Translator.from_checkpoint(run_dir / "best.pt")
+    sources = read(MULTI30K / "test2016.de")[:200]
+    hypotheses = translator.translate(sources, beam_size=4)
+    beam_bleu = bleu(hypotheses, read(MULTI30K / "test2016.en")[:200]).score
+    assert beam_bleu >= BLEU_FLOOR_BEAM_SUBSET, beam_bleu

@@ -151,16 +151,6 @@ def listener_pids(port: int) -> set[int]:
 POST = b"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The server, its clients and the reference Translator share this process: one torch
-    thread keeps them from oversubscribing a small (or busy) machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return trained_checkpoint(tmp_path_factory, seed=1)

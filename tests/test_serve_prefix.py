@@ -5,7 +5,6 @@ The HTTP side, on every worker kind, is in tests/test_serve_hostile.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,6 @@ from mtkit.serve.setup import load_export, load_model
 SENTENCES = ["red cat sleeps", "the big dog runs near the house", "", "a tree", "green dog"]
 PREFIXES = ("HOUSE", "DOG TREE", "RED", None, "")  # mostly not what the model would write
 UNKNOWN = "the target sentencepiece model does not know some of its characters"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ that sentences end at different steps, some by themselves and some at their limi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -38,15 +37,6 @@ SOURCES = [
     [18, 4, 9, EOS_ID],
 ]
 JOINS = [0, 0, 1, 3, 3, 4, 9]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: more threads only add synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 CONFIGS = {

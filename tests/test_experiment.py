@@ -395,6 +395,9 @@ def test_base_from_decodes_the_models_another_experiment_trained(
     printed = capsys.readouterr().out
     assert "base seed 2: waiting for" in printed and "python -m mtkit.experiment" in printed
     assert [r["seed"] for r in read_results(out)] == ["1234", "1234"]
+    assert run_main(str(spec), "--out", str(out), "--seeds", "3") == 0
+    printed = capsys.readouterr().out  # tiny trains 2 seeds: the hint asks for a third
+    assert f"(python -m mtkit.experiment {source} --seeds 3)" in printed
     assert run_main(str(spec), "--out", str(out), "--steps", "5") == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "--steps: beams decodes the models" in error

@@ -182,7 +182,7 @@ def _one_run(
     if session.options.child and not selected(run, session.options.only):
         return []  # a --parallel child reports only its own run
     if status == WAITING:
-        print(f"{head}: {upstream.waiting_note(spec, run)}", flush=True)
+        print(f"{head}: {upstream.waiting_note(spec, session.options, run)}", flush=True)
         return []
     if session.options.report_only and status in (NEW, RESUME):
         print(f"{head}: not trained yet; left out of the report", flush=True)

@@ -62,14 +62,17 @@ def trained(spec: ExperimentSpec, options: Options, runs: list[Run]) -> list[boo
     return found
 
 
-def waiting_note(spec: ExperimentSpec, run: Run) -> str:
+def waiting_note(spec: ExperimentSpec, options: Options, run: Run) -> str:
     """Why a base model is not decoded yet, and the command that trains it."""
     assert spec.base_from is not None and run.trained_in is not None
+    source, _ = source_of(spec, options)
     name = spec.base_from.experiment
+    command = f"python -m mtkit.experiment {name}"
+    if run.index > source.seeds:  # a seed the source does not train by default
+        command += f" --seeds {run.index}"
     return (
-        f"waiting for {display(run.trained_in)}, which experiment {name} has not trained "
-        f"to the end of its budget yet (python -m mtkit.experiment {name}); "
-        "left out of the report"
+        f"waiting for {display(run.trained_in)}, which experiment {source.name} has not "
+        f"trained to the end of its budget yet ({command}); left out of the report"
     )
 
 

@@ -225,15 +225,19 @@ def checkpoint_stamp(checkpoint: Path) -> str:
     return f"{found.st_size}:{found.st_mtime_ns}"
 
 
-def _cached(path: Path, settings: dict[str, Any], stamp: str, sentences: int | None) -> bool:
-    """Whether ``path`` holds a decoding with these settings, of this checkpoint."""
+def _cached(
+    path: Path, settings: dict[str, Any], stamp: str, sentences: int | None
+) -> dict[str, Any] | None:
+    """The decoding ``path`` holds, if it has these settings and is of this checkpoint."""
     cached = read_json(path)
-    return (
-        cached is not None
-        and cached.get("settings") == settings
-        and cached.get("checkpoint") == stamp
-        and (sentences is None or cached.get("test_sentences") == sentences)
-    )
+    if (
+        cached is None
+        or cached.get("settings") != settings
+        or cached.get("checkpoint") != stamp
+        or (sentences is not None and cached.get("test_sentences") != sentences)
+    ):
+        return None
+    return cached
 
 
 def decoding_cached(
@@ -242,7 +246,7 @@ def decoding_cached(
     """Whether every condition of a decoding-only experiment is cached with its settings."""
     stamp = checkpoint_stamp(checkpoint)
     return all(
-        _cached(decode_cache(model_dir, name), settings, stamp, None)
+        _cached(decode_cache(model_dir, name), settings, stamp, None) is not None
         for name, settings in conditions.items()
     )
 
@@ -256,8 +260,9 @@ def evaluate_decoding(
     stamp = checkpoint_stamp(checkpoint)
     for name, settings in conditions.items():
         path = decode_cache(model_dir, name)
-        if _cached(path, settings, stamp, len(test)):
-            results[name] = read_json(path) or {}
+        cached = _cached(path, settings, stamp, len(test))
+        if cached is not None:
+            results[name] = cached
             continue
         if translator is None:
             from mtkit.search.translator import Translator

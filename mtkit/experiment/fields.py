@@ -161,11 +161,11 @@ def extra_tests(value: Any, check: Checker) -> list[str]:
 def budget(raw: dict[str, Any], check: Checker) -> Budget:
     """``budget_steps`` (updates; the cap with ``converge: true``) or ``budget_minutes``."""
     steps, minutes = raw.get("budget_steps"), raw.get("budget_minutes")
+    if raw.get("base_from") is not None and (steps, minutes) != (None, None):
+        check.fail("base_from", "its models keep the budget of the experiment that trains them")
     decoded = raw.get("checkpoint") is not None or raw.get("base_from") is not None
     if steps is None and minutes is None and decoded:
         return Budget(steps=1)  # nothing is trained here: a checkpoint or others' models
-    if raw.get("base_from") is not None:
-        check.fail("base_from", "its models keep the budget of the experiment that trains them")
     if (steps is None) == (minutes is None):
         check.fail("budget_steps", "give budget_steps (updates) or budget_minutes, one of them")
     converge = flag(raw.get("converge", False), "converge", check)

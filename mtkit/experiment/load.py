@@ -152,12 +152,11 @@ def _check_length_split(spec: ExperimentSpec, check: Checker) -> None:
 def _check_base_from(spec: ExperimentSpec, check: Checker) -> None:
     """The experiment named exists, trains models (is not decoding-only) and has the condition."""
     assert spec.base_from is not None
-    name, condition = spec.base_from.experiment, spec.base_from.condition
     try:
-        source = load_spec(name, spec.corpora, follow=False)
+        source = load_spec(spec.base_from.experiment, spec.corpora, follow=False)
     except ConfigError as error:
         check.fail("base_from.experiment", str(error))
-    name = source.name
+    name, condition = source.name, spec.base_from.condition
     if source.decode_only:
         check.fail("base_from.experiment", f"{name} trains no models (it is decode_only)")
     if condition not in source.conditions:

@@ -79,9 +79,11 @@ def print_plan(
         print(f"checkpoint: {display(spec.checkpoint)} (no training)")
     for position, (run, status) in enumerate(zip(runs, statuses, strict=True), start=1):
         own = spec.base if spec.decode_only else spec.conditions[run.condition]
-        shown = " ".join(spec.shown(o) for o in [*own, f"train.seed={run.seed}"])
-        if run.trained_in is not None:
-            shown = f"best.pt of {display(run.trained_in)}"
+        shown = (
+            f"best.pt of {display(run.trained_in)}"
+            if run.trained_in is not None
+            else " ".join(spec.shown(o) for o in [*own, f"train.seed={run.seed}"])
+        )
         print(f"  {progress.counter(position, len(runs))} {run.label:<28} {status:<8} {shown}")
     if spec.decode_only:
         models = max(len(runs), 1)

@@ -454,6 +454,38 @@ def test_sigterm_stops_the_run_cleanly(tmp_path: Path, cache_env: dict[str, str]
     assert plan_statuses(capsys.readouterr().out)[("gru", "1")] == "resume"
 
 
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--parallel 2 needs two usable cores")
+def test_sigterm_stops_parallel_runs_cleanly(tmp_path: Path, cache_env: dict[str, str], capsys):
+    """SIGTERM to a --parallel runner: both children save last.pt and say they stopped
+    (not finished); the runner exits 143; a rerun resumes both."""
+    spec = write_spec(tmp_path, TINY.format(steps=100000))
+    out = tmp_path / "out"
+    command = [str(spec), "--out", str(out), "--seeds", "1", "--parallel", "2"]
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mtkit.experiment", *command],
+        cwd=ROOT,
+        env=cache_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lasts = [out / "runs" / f"{cell}-seed1" / "last.pt" for cell in ("gru", "lstm")]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in lasts) and runner.poll() is None:
+        assert time.monotonic() < deadline, "no last.pt from both children in 120 s"
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGTERM)
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 143, stderr
+    assert "Traceback" not in stdout + stderr and "stopped by SIGTERM" in stderr
+    for cell in ("gru", "lstm"):
+        assert f"{cell} seed 1: stopped" in stdout, stdout
+    assert "finished" not in stdout and "runs]" not in stdout
+    assert run_main(*command[:-2], "--dry-run") == 0
+    statuses = plan_statuses(capsys.readouterr().out)
+    assert statuses[("gru", "1")] == statuses[("lstm", "1")] == "resume"
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

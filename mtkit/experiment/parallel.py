@@ -36,6 +36,7 @@ from mtkit.experiment.spec import ExperimentSpec
 from mtkit.runtime import usable_cpus
 
 CHILD_FLAG = "--child"  # hidden: a runner started by this module (no report, quiet)
+STOPPED = (130, 143)  # a child runner stopped by SIGINT / SIGTERM (last.pt saved)
 
 
 @dataclass
@@ -123,15 +124,17 @@ def run_all(
                 alive.remove(child)
                 child.reader.join()
                 free.append(child.slot)
+                code = child.process.returncode
+                if code in STOPPED:
+                    print(f"{child.run.label}: stopped", flush=True)
+                    continue
                 finished += 1
-                if child.process.returncode not in (0, 130, 143):
-                    failures.append(
-                        f"{child.run.label}: its runner exited with status "
-                        f"{child.process.returncode}"
-                    )
+                if code != 0:
+                    failures.append(f"{child.run.label}: its runner exited with status {code}")
                 left = minutes_per_run * (len(queue) + len(alive)) / len(pool)
+                outcome = "finished" if code == 0 else f"failed (status {code})"
                 print(
-                    f"[{finished}/{total} runs] {child.run.label} ended; {progress.eta(left)}",
+                    f"[{finished}/{total} runs] {child.run.label} {outcome}; {progress.eta(left)}",
                     flush=True,
                 )
             if guard.signum is not None and not alive:

@@ -454,7 +454,6 @@ def test_sigterm_stops_the_run_cleanly(tmp_path: Path, cache_env: dict[str, str]
     assert plan_statuses(capsys.readouterr().out)[("gru", "1")] == "resume"
 
 
-
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--parallel 2 needs two usable cores")
 def test_sigterm_stops_parallel_runs_cleanly(tmp_path: Path, cache_env: dict[str, str], capsys):
     """SIGTERM to a --parallel runner: both children save last.pt and say they stopped
@@ -485,6 +484,7 @@ def test_sigterm_stops_parallel_runs_cleanly(tmp_path: Path, cache_env: dict[str
     assert run_main(*command[:-2], "--dry-run") == 0
     statuses = plan_statuses(capsys.readouterr().out)
     assert statuses[("gru", "1")] == statuses[("lstm", "1")] == "resume"
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

@@ -7,31 +7,23 @@ time. :class:`ChunkEncoder` hands chunks to worker processes (each with its own
 sentencepiece processor, reading its chunk from disk) and yields the results in chunk
 order, so the cache is the same bytes whatever the number of workers.
 
-Workers are plain ``python -m mtkit.corpus.worker`` subprocesses that talk over their
-stdin/stdout pipes, not :mod:`multiprocessing` children: they neither fork a parent
-that may run threads (torch, gloo) nor re-run the user's main script, as the ``fork``
-and ``spawn`` start methods would. This module is what they import: it stays free of
-torch and datasets.
+Workers are ``python -m mtkit.corpus.worker`` helper processes
+(:mod:`mtkit.corpus.helper`). This module is what they import: it stays free of torch
+and datasets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import pickle
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 
+from mtkit.corpus.helper import HelperProcess
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import EOS_ID, TextCodec
-from mtkit.runtime import forget_stop, kill_on_stop
 
 
 @dataclass
@@ -154,81 +146,23 @@ class ChunkEncoder:
 IN_FLIGHT = 2
 
 
-class WorkerProcess:
-    """One ``python -m mtkit.corpus.worker`` process and its request/reply pipes."""
+class WorkerProcess(HelperProcess):
+    """One ``python -m mtkit.corpus.worker`` process, encoding the chunks it is sent."""
 
     def __init__(self, src_model: Path, tgt_model: Path | None, reverse: bool) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mtkit.corpus.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=child_environment(),
-        )
-        self._on_stop = kill_on_stop(self._process.pid)  # a stop signal kills it at once
-        self._send_message(("start", str(src_model), tgt_model and str(tgt_model), reverse))
+        super().__init__("mtkit.corpus.worker")
+        self.send_message(("start", str(src_model), tgt_model and str(tgt_model), reverse))
 
     def send(self, path: str, index: int, max_len: int | None) -> None:
-        self._send_message(("encode", path, index, max_len))
+        self.send_message(("encode", path, index, max_len))
 
     def receive(self) -> EncodedChunk:
-        assert self._process.stdout is not None
-        reply = read_message(self._process.stdout)
+        reply = self.next_reply()
         if reply is None:
-            status = self._process.wait()
+            status = self.exit_status()
             raise RuntimeError(f"a corpus encoding worker process exited (status {status})")
         if reply[0] != "ok":
             raise RuntimeError(f"a corpus encoding worker failed: {reply[1]}")
         chunk = reply[1]
         assert isinstance(chunk, EncodedChunk)
         return chunk
-
-    def _send_message(self, message: tuple[object, ...]) -> None:
-        assert self._process.stdin is not None
-        write_message(self._process.stdin, message)
-
-    def stop(self, at_once: bool = False) -> None:
-        """Close its input, so it exits once idle; kill it ``at_once`` or after a second."""
-        with contextlib.suppress(OSError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=0 if at_once else 1.0)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        forget_stop(self._on_stop)
-
-
-def child_environment() -> dict[str, str]:
-    """This process's environment, with this copy of mtkit first on a child's import path."""
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mtkit/
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
-
-
-def serve_quietly(serve: Callable[[], None]) -> None:
-    """A helper process's request loop. When the parent goes away mid-message (it was
-    stopped: a broken pipe, a message cut short) the helper ends at once and says
-    nothing, since the parent reports the stop itself."""
-    try:
-        serve()
-    except (BrokenPipeError, ConnectionResetError, EOFError, pickle.UnpicklingError):
-        os._exit(0)  # skip the final flush of a stdout nobody reads
-
-
-def write_message(stream: IO[bytes], message: object) -> None:
-    """A pickled message, preceded by its length (8 bytes, little-endian)."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(len(data).to_bytes(8, "little") + data)
-    stream.flush()
-
-
-def read_message(stream: IO[bytes]) -> Any:
-    """The next message of ``stream``, or None at its end."""
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    return pickle.loads(stream.read(int.from_bytes(header, "little")))

@@ -20,16 +20,14 @@ subset drawn here with a fixed seed, record batch by record batch
 (:class:`UniformSample`): no other sentence is converted to Python or passed to
 sentencepiece, and memory stays that of one batch.
 
-Protocol: length-prefixed pickles (:func:`mtkit.corpus.encode.write_message`) on
+Protocol: length-prefixed pickles (:mod:`mtkit.corpus.helper`) on
 stdin/stdout. A :class:`SubwordJob` in; ``("fed", n)`` every :data:`SP_BLOCK` sentences
 fed, then ``("ok", model_bytes)`` or ``("error", one_line)`` out. Then the next job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -40,11 +38,16 @@ import numpy as np
 import pyarrow as pa
 
 from mtkit.config import TokenizerConfig
-from mtkit.corpus.encode import child_environment, read_message, serve_quietly, write_message
+from mtkit.corpus.helper import (
+    HelperProcess,
+    child_environment,
+    read_message,
+    serve_quietly,
+    write_message,
+)
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import train_subword_model
 from mtkit.errors import DataError
-from mtkit.runtime import forget_stop, kill_on_stop
 
 SP_BLOCK = 10_000  # sentencepiece reads this many pairs' sources, then their targets
 SAMPLE_SEED = 1  # which sentences a corpus larger than the sample trains on
@@ -155,52 +158,30 @@ class UniformSample:
 # -- the parent's side ---------------------------------------------------------------------
 
 
-class TrainerProcess:
+class TrainerProcess(HelperProcess):
     """One ``python -m mtkit.corpus.subwords`` process, trains the jobs it is sent."""
 
     def __init__(self) -> None:
         env = child_environment()
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mtkit.corpus.subwords"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        self._on_stop = kill_on_stop(self._process.pid)  # a stop signal kills it at once
+        super().__init__("mtkit.corpus.subwords", env)
         self.fed = 0  # sentences of the current job fed so far
 
     def send(self, job: SubwordJob) -> None:
-        assert self._process.stdin is not None
         self.fed = 0
-        write_message(self._process.stdin, job)
+        self.send_message(job)
 
     def receive(self) -> bytes:
         """The model of the job sent; a failed training is a one-line DataError."""
-        assert self._process.stdout is not None
-        while (reply := read_message(self._process.stdout)) is not None:
+        while (reply := self.next_reply()) is not None:
             if reply[0] == "fed":
                 self.fed = reply[1]
             elif reply[0] == "ok":
                 return bytes(reply[1])
             else:
                 raise DataError(reply[1])
-        status = self._process.wait()
+        status = self.exit_status()
         raise RuntimeError(f"the sentencepiece training process exited (status {status})")
-
-    def stop(self, at_once: bool = False) -> None:
-        """Close its input, so it exits once idle; kill it ``at_once`` or after a second."""
-        with contextlib.suppress(OSError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=0 if at_once else 1.0)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        forget_stop(self._on_stop)
 
 
 class SubwordTrainers:

@@ -14,7 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from mtkit.corpus.encode import encode_texts, read_message, serve_quietly, write_message
+from mtkit.corpus.encode import encode_texts
+from mtkit.corpus.helper import read_message, serve_quietly, write_message
 from mtkit.corpus.layout import TextReader
 from mtkit.corpus.tokenizer import SubwordModel, TextCodec
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from conftest import WORDS
 from test_ensemble import trained_checkpoint
 from test_serve import POST, SENTENCES, SETTINGS, ServeCommand, ServerThread, call, listener_pids
@@ -54,14 +53,6 @@ pytestmark = pytest.mark.faults
 
 STOP_SECONDS = 2.0  # from SIGTERM to the end of the service, whatever it is doing
 RESTART_SECONDS = 120.0  # a generous bound on loading the model again
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from test_ensemble import trained_checkpoint
 from test_serve import POST, SETTINGS, ServeCommand, ServerThread, call, listener_pids
 
@@ -38,14 +37,6 @@ from mtkit.serve.setup import load_model
 
 KINDS = ("process", "workers2", "thread", "inline", "inline-workers2")
 LIMIT = body_limit(SETTINGS.max_chars)  # the body limit of the services here
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

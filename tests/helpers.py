@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -24,6 +26,16 @@ from mtkit.training.run_files import METRIC_FIELDS
 ROOT = Path(__file__).resolve().parent.parent
 # metrics.csv columns that a fixed seed reproduces exactly (timings are left out)
 DETERMINISTIC_COLUMNS = [c for c in METRIC_FIELDS if c not in ("tokens_per_s", "elapsed_min")]
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module, for the tests of a script's functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_run(corpus_dir: Path, **train: object) -> RunConfig:

@@ -10,16 +10,13 @@ half-width 6.08), and d has no rows (not run).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 from mtkit.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 HEADER = "experiment,condition,seed,steps,minutes,stop_reason,test_bleu_beam5,overrides\n"
 SPEC = """\
 description: A fake experiment for the summary.
@@ -40,17 +37,7 @@ compare:
 """
 
 
-def load_script() -> ModuleType:
-    path = ROOT / "scripts" / "experiment_summary.py"
-    spec = importlib.util.spec_from_file_location("experiment_summary", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-summary_script = load_script()
+summary_script = load_script("experiment_summary")
 
 
 def run_row(condition: str, seed: int, bleu: float, overrides: str, steps: int = 100) -> str:

@@ -7,14 +7,11 @@ and a hypothesis file the runner no longer writes, and a note of its own.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = """\
 description: A fake experiment to publish.
 paper: {citation: "Someone (2020).", claim: "b beats a."}
@@ -29,17 +26,7 @@ HEADER = "experiment,condition,seed,steps,test_bleu_beam5\n"
 ROWS = ["fake,a,1234,10,1.0\n", "fake,a,1235,10,2.0\n", "fake,b,1234,10,3.0\n"]
 
 
-def load_script() -> ModuleType:
-    path = ROOT / "scripts" / "publish_experiment.py"
-    spec = importlib.util.spec_from_file_location("publish_experiment", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-publish = load_script()
+publish = load_script("publish_experiment")
 
 
 def write(path: Path, text: str) -> None:

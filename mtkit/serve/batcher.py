@@ -55,6 +55,7 @@ from mtkit.serve.jobs import (
     QueueFull,
     Request,
     estimated_tokens,
+    health_answer,
     settle,
     split_answers,
 )
@@ -133,9 +134,7 @@ class Batcher:
     @property
     def health(self) -> tuple[str, str | None]:
         """``("ok", None)`` while the worker thread runs, else ``("stopped", why)``."""
-        if self.alive:
-            return "ok", None
-        return "stopped", "the service is shutting down" if self._closed else "the worker stopped"
+        return health_answer(self.alive, self._closed)
 
     @property
     def queued(self) -> int:

@@ -40,6 +40,7 @@ from mtkit.serve.jobs import (
     QueueFull,
     Request,
     estimated_tokens,
+    health_answer,
     settle,
 )
 
@@ -92,9 +93,7 @@ class InlineBatcher:
     @property
     def health(self) -> tuple[str, str | None]:
         """``("ok", None)`` while the greedy task and the beam thread run, else why not."""
-        if self.alive:
-            return "ok", None
-        return "stopped", "the service is shutting down" if self._closed else "the worker stopped"
+        return health_answer(self.alive, self._closed)
 
     @property
     def queued(self) -> int:

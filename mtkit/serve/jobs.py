@@ -38,6 +38,13 @@ def settle(future: Future[Any], result: Any = None, error: BaseException | None 
             future.set_exception(error)
 
 
+def health_answer(alive: bool, closed: bool) -> tuple[str, str | None]:
+    """A batcher's ``/healthz`` answer: ``("ok", None)`` while alive, else ``("stopped", why)``."""
+    if alive:
+        return "ok", None
+    return "stopped", "the service is shutting down" if closed else "the worker stopped"
+
+
 def estimated_tokens(text: str) -> int:
     """Source pieces of a text (with EOS), estimated from its UTF-8 length.
 

@@ -76,7 +76,7 @@ def plan(source: Path, target: Path) -> Plan:
     """Copy every report file of ``source``; remove ``target``'s report files it lacks."""
     wanted = report_files(source)
     copies = [(source / name, target / name) for name in wanted]
-    removals = [target / name for name in report_files(target) if name not in set(wanted)]
+    removals = [target / name for name in sorted(set(report_files(target)) - set(wanted))]
     return Plan(copies, removals)
 
 

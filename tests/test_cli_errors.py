@@ -8,6 +8,7 @@ takes a few seconds (mostly Python start-up and imports).
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import socket
@@ -209,6 +210,26 @@ def run_cli(
     )
 
 
+def call_main(
+    main: Callable[[list[str]], None], args: list[str], capsys: pytest.CaptureFixture[str]
+) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` in this process, as :func:`run_cli` would report it. For the cases
+    that vary one message: each command's own subprocess case shows that its error also
+    reaches a real terminal as one line, without the seconds of a start-up per case."""
+    capsys.readouterr()
+    environment = dict(os.environ)  # a command may set variables for its child processes
+    try:
+        main(args)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained for a few steps (what it translates does not matter here)."""
@@ -253,7 +274,11 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["junk-spm", "codec-not-a-dict", "junk-target-spm"])
-def test_damaged_codec_in_a_checkpoint(checkpoint: Path, tmp_path: Path, name: str) -> None:
+def test_damaged_codec_in_a_checkpoint(
+    checkpoint: Path, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each damage is found while the checkpoint loads: by the Translator, and by both
+    commands (as real commands for the first damage, in this process for the others)."""
     payload = torch.load(checkpoint, weights_only=True)
     if name == "junk-spm":
         payload["codec"]["src_model"] = b"not a sentencepiece model"
@@ -265,13 +290,24 @@ def test_damaged_codec_in_a_checkpoint(checkpoint: Path, tmp_path: Path, name: s
     torch.save(payload, damaged)
     with pytest.raises(CheckpointError, match=f"{name}.pt: damaged checkpoint"):
         Translator.from_checkpoint(damaged)
-    line = error_line(run_cli("mtkit.translate", str(damaged), cwd=tmp_path), TRANSLATE)
-    assert f"{damaged}: damaged checkpoint" in line
     source = write_lines(tmp_path / "src.txt", ["red cat"])
-    result = run_cli(
-        "mtkit.evaluate", str(damaged), "--src", str(source), "--ref", str(source), cwd=tmp_path
-    )
-    assert f"{damaged}: damaged checkpoint" in error_line(result, EVALUATE)
+    translate = ["-i", str(source), str(damaged)]
+    evaluate = [str(damaged), "--src", str(source), "--ref", str(source)]
+    if name == "junk-spm":
+        results = (
+            run_cli("mtkit.translate", *translate, cwd=tmp_path),
+            run_cli("mtkit.evaluate", *evaluate, cwd=tmp_path),
+        )
+    else:
+        from mtkit import evaluate as evaluate_command
+        from mtkit import translate as translate_command
+
+        results = (
+            call_main(translate_command.main, translate, capsys),
+            call_main(evaluate_command.main, evaluate, capsys),
+        )
+    assert f"{damaged}: damaged checkpoint" in error_line(results[0], TRANSLATE)
+    assert f"{damaged}: damaged checkpoint" in error_line(results[1], EVALUATE)
 
 
 def test_a_full_disk_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
@@ -408,13 +444,19 @@ KIND_WORDS = {
 @pytest.mark.parametrize("kind", SPECIAL)
 @pytest.mark.parametrize("command", ["average", "shortlist"])
 def test_checkpoint_outputs_refuse_special_files_and_leave_them_alone(
-    checkpoint: Path, tmp_path: Path, command: str, kind: str
+    checkpoint: Path, tmp_path: Path, command: str, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``-o`` of mtkit-average and mtkit-shortlist: a folder, a pipe, a socket or a device
-    (also behind a link) is a one-line error before any work, and stays what it was."""
+    (also behind a link) is a one-line error before any work, and stays what it was (the
+    named pipe's case as a real command, the others in this process)."""
     node = special_node(tmp_path, kind)
     before = {p.name: node_type(p) for p in tmp_path.iterdir()}
-    result = run_cli(f"mtkit.{command}", str(checkpoint), "-o", str(node), cwd=tmp_path)
+    args = [str(checkpoint), "-o", str(node)]
+    if kind == "fifo":
+        result = run_cli(f"mtkit.{command}", *args, cwd=tmp_path)
+    else:
+        main = importlib.import_module(f"mtkit.{command}").main
+        result = call_main(main, args, capsys)
     line = error_line(result, f"mtkit-{command}: error:")
     assert line == (
         f"mtkit-{command}: error: -o {node}: is {KIND_WORDS[kind]}, not a regular file; "

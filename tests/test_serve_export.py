@@ -10,12 +10,8 @@ module's ``service`` and ``translator`` fixtures), with SIGTERM under load here 
 
 from __future__ import annotations
 
-import http.client
 import shutil
-import signal
 import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +23,8 @@ pytest.importorskip("fastapi", reason="the service needs the serve extra")
 pytest.importorskip("onnxruntime", reason="serving an export needs the onnx extra")
 
 from test_ensemble import trained_checkpoint
-from test_serve import ServeCommand, ServerThread, call
-from test_serve_faults import STOP_SECONDS, _assert_gone, _children, _stop
+from test_serve import ServerThread, call
+from test_serve_faults import assert_stops_under_load
 from test_serve_hostile import (  # noqa: F401  (the hostile tests, run on an export)
     Service,
     test_malformed_unicode_is_a_422_naming_the_field_and_position,
@@ -278,41 +274,6 @@ def test_options_an_export_cannot_serve_are_one_line_errors(
 def test_sigterm_under_load_stops_an_export_service_within_two_seconds(
     folder: Path, tmp_path: Path, kind: str
 ):
-    outcomes: list[Any] = []
-    stop = threading.Event()
-
-    def client(index: int) -> None:
-        body = {"text": TEXTS * 3, "beam_size": 1 + index % 3}
-        while not stop.is_set():
-            try:
-                outcomes.append(call(command.port, "POST", "/v1/translate", body)[0])
-            except (ConnectionError, http.client.HTTPException, OSError) as error:
-                outcomes.append(type(error).__name__)
-                time.sleep(0.01)
-
     argv = [str(folder), "--threads", "1", *KINDS[kind]]
-    with ServeCommand(tmp_path / "stderr.txt", *argv) as command:
-        assert f"({folder.name}, ONNX export) on http://" in command.text()
-        children = _children(command.process.pid)
-        clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
-        for thread in clients:
-            thread.start()
-        deadline = time.monotonic() + 60
-        while outcomes.count(200) < 16:  # under load
-            assert time.monotonic() < deadline, Counter(map(str, outcomes))
-            time.sleep(0.01)
-        elapsed = _stop(command)
-        stop.set()
-        for thread in clients:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in clients)
-        assert elapsed < STOP_SECONDS, f"{kind}: stopped in {elapsed:.2f} s"
-        assert command.process.returncode in (0, -signal.SIGTERM)
-        assert "Traceback" not in command.text(), command.text()
-    counts = Counter(map(str, outcomes))
-    assert "TimeoutError" not in counts and set(counts) <= {
-        "200", "503", "ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected",
-        "BrokenPipeError",
-    }, counts  # fmt: skip
-    for pid in children:
-        _assert_gone(pid)
+    banner = f"({folder.name}, ONNX export) on http://"
+    assert_stops_under_load(argv, TEXTS, tmp_path / "stderr.txt", kind, banner)

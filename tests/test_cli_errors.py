@@ -218,6 +218,7 @@ def call_main(
     reaches a real terminal as one line, without the seconds of a start-up per case."""
     capsys.readouterr()
     environment = dict(os.environ)  # a command may set variables for its child processes
+    threads = torch.get_num_threads()  # and its own thread count (--threads)
     try:
         main(args)
         code = 0
@@ -226,6 +227,7 @@ def call_main(
     finally:
         os.environ.clear()
         os.environ.update(environment)
+        torch.set_num_threads(threads)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 

@@ -236,6 +236,13 @@ def test_runners_with_disjoint_runs_share_one_folder(experiment: Path, tmp_path:
         shutil.rmtree(out / "runs" / name)
     spec = write_spec(tmp_path, TINY.format(steps=2))
 
+    assert run_main(str(spec), "--out", str(out), "--runs", "lstm-seed2", "--dry-run") == 0
+    printed = capsys.readouterr().out
+    statuses = plan_statuses(printed)
+    assert statuses[("lstm", "2")] == "new" and statuses[("gru", "2")] == "skipped", statuses
+    assert statuses[("gru", "1")] == "done"  # a finished run is done, whatever --runs says
+    assert "1 of 4 runs to train, 1 skipped by --runs, " in printed
+
     assert run_main(str(spec), "--out", str(out), "--runs", "lstm-seed2") == 0
     printed = capsys.readouterr().out
     assert "gru seed 2: not in --runs and not finished" in printed

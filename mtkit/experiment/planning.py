@@ -18,12 +18,14 @@ from mtkit.experiment.runner import (
     EVALUATE,
     NEW,
     RESUME,
+    SKIPPED,
     WAITING,
     Options,
     Run,
     budget_of,
     plan_runs,
     run_status,
+    selected,
     trained_so_far,
 )
 from mtkit.experiment.spec import ExperimentSpec, display
@@ -68,7 +70,12 @@ def statuses_of(spec: ExperimentSpec, options: Options, runs: list[Run]) -> list
 def print_plan(
     spec: ExperimentSpec, options: Options, runs: list[Run], statuses: list[str]
 ) -> None:
-    """--dry-run: the runs with their overrides and status, and the time it should take."""
+    """--dry-run: the runs with their overrides and status, and the time it should take
+    (for the runs ``--runs`` selects; the others are ``skipped`` unless they are done)."""
+    statuses = [
+        status if status == DONE or selected(run, options.only) else SKIPPED
+        for run, status in zip(runs, statuses, strict=True)
+    ]
     budget = budget_of(spec, options)
     estimator = estimator_for(spec, budget)
     print(f"experiment {spec.name} ({display(spec.path)}): {spec.citation}")
@@ -98,8 +105,11 @@ def print_plan(
     if spec.checkpoint is not None:
         left += estimator.eval_minutes
     to_train = sum(s in (NEW, RESUME) for s in statuses)
+    skipped = statuses.count(SKIPPED)
+    others = f", {skipped} skipped by --runs" if skipped else ""
     print(
-        f"estimated time: {progress.duration(left)} ({to_train} of {len(runs)} runs to train, "
+        f"estimated time: {progress.duration(left)} ({to_train} of {len(runs)} runs to train"
+        f"{others}, "
         f"{budget.short()} (about {progress.duration(estimator.training_minutes())}) "
         f"+ about {estimator.start_minutes:g} min start-up each, "
         f"evaluation about {estimator.eval_minutes:.1f} min per model); {progress.eta(left)}"

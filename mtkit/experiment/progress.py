@@ -58,8 +58,8 @@ class Estimator:
 
     def run_minutes(self, status: str, elapsed: float = 0.0, done_steps: int = 0) -> float:
         """Minutes a run still needs; ``elapsed`` minutes and ``done_steps`` already trained."""
-        if status in ("done", "waiting"):  # waiting: trained by another experiment
-            return 0.0
+        if status in ("done", "waiting", "skipped"):  # waiting: another experiment trains
+            return 0.0  # it; skipped: another runner (--runs)
         if status == "evaluate":
             return self.eval_minutes
         if self.budget.minutes is not None:

@@ -37,6 +37,7 @@ from mtkit.experiment.spec import ExperimentSpec
 
 DONE, EVALUATE, RESUME, NEW = "done", "evaluate", "resume", "new"
 WAITING = "waiting"  # a base_from model its own experiment has not finished training
+SKIPPED = "skipped"  # --dry-run: an unfinished run that --runs leaves to another runner
 PID_FILE = "train.pid"  # the training child's process id, while it runs
 # What a run trained further (a raised update budget) must not keep from its earlier end.
 EXTENDED_FILES = ("summary.json", "eval.json")
